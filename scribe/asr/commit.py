@@ -1,0 +1,315 @@
+"""Commit policies: when a stretch of live audio becomes final transcript. Pure code.
+
+Two policies, chosen by hardware:
+
+``UtteranceSegmenter`` (CPU default). Speech probabilities from the VAD, one per 32 ms
+window, open and close utterances; each closed utterance is decoded **once**. Cost per audio
+second is flat however long the visit runs (no growing buffer is re-decoded), and latency is
+the end-of-speech silence plus one decode. A cap on utterance length commits a monologue in
+pieces, cut at the quietest recent window so a word is not split.
+
+``LocalAgreement`` (GPU). Re-decode the open buffer every step and commit the longest prefix
+on which the last two hypotheses agree (Macháček et al., 2023). Lower latency inside long
+utterances, at several times the compute: right for a GPU, measured too costly on 2 CPU cores.
+
+Both take plain numbers and lists and return plain values; they never see audio, models,
+threads or clocks, so the tests can drive them with any split of the input.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+WINDOW = 512
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    threshold: float = 0.5
+    neg_threshold: float | None = None
+    """Below this a window counts as silence (hysteresis); default threshold − 0.15."""
+    min_silence_windows: int = 16
+    """Silence that closes an utterance (16 × 32 ms ≈ 0.5 s)."""
+    min_speech_windows: int = 4
+    """Shorter bursts (clicks, coughs) are dropped (~130 ms)."""
+    max_windows: int = 469
+    """Cap on utterance length (469 × 32 ms ≈ 15 s)."""
+    pad_windows: int = 6
+    """Audio kept on both sides of speech so word edges are not clipped (~190 ms)."""
+    min_utterance_windows: int = 31
+    """An utterance shorter than this (~1 s) is not closed by a short pause: Whisper
+    hallucinates on fragments ("Thank you.", "ok ok ok"), so it waits for more speech..."""
+    max_silence_windows: int = 47
+    """...unless the pause grows to this (~1.5 s): then even a short utterance is closed."""
+
+    @classmethod
+    def from_ms(
+        cls,
+        *,
+        threshold: float = 0.5,
+        min_silence_ms: int = 500,
+        max_utterance_s: float = 15.0,
+        speech_pad_ms: int = 200,
+        min_speech_ms: int = 130,
+        min_utterance_s: float = 1.0,
+        max_silence_ms: int = 1500,
+        sample_rate: int = 16_000,
+    ) -> SegmenterConfig:
+        w = WINDOW / sample_rate * 1000.0
+        min_silence = max(1, round(min_silence_ms / w))
+        return cls(
+            threshold=threshold,
+            min_silence_windows=min_silence,
+            min_utterance_windows=max(1, round(min_utterance_s * 1000.0 / w)),
+            max_silence_windows=max(min_silence, round(max_silence_ms / w)),
+            min_speech_windows=max(1, round(min_speech_ms / w)),
+            max_windows=max(8, round(max_utterance_s * 1000.0 / w)),
+            pad_windows=max(0, round(speech_pad_ms / w)),
+        )
+
+    @property
+    def low(self) -> float:
+        return self.neg_threshold if self.neg_threshold is not None else max(self.threshold - 0.15, 0.01)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """A closed utterance, as sample offsets in encounter time, ready to decode once."""
+
+    start: int
+    end: int
+    reason: Literal["silence", "max_length", "flush"]
+
+
+@dataclass
+class SegmenterState:
+    """Everything the segmenter remembers; small and bounded by ``max_windows``."""
+
+    window: int = 0
+    """Index of the next window to be fed (encounter time in windows, after ``origin``)."""
+    in_speech: bool = False
+    start: int = 0
+    """First window of the open utterance (before padding)."""
+    last_voiced: int = 0
+    """Last window at or above the threshold in the open utterance."""
+    voiced: int = 0
+    """Windows at or above the threshold in the open utterance."""
+    floor: int = 0
+    """Nothing before this window may be emitted again (end of the last utterance)."""
+    probs: deque[float] = field(default_factory=deque)
+    """Probabilities of the open utterance's windows (for choosing a cut point)."""
+
+
+class UtteranceSegmenter:
+    """VAD-delimited utterances from a stream of per-window speech probabilities.
+
+    Guarantees (property-tested): utterances are ordered and never overlap; every window at
+    or above the threshold lies in exactly one emitted utterance unless it belongs to a burst
+    shorter than ``min_speech_windows``; feeding the probabilities in any split gives the
+    same utterances.
+    """
+
+    def __init__(self, config: SegmenterConfig, *, origin: int = 0):
+        self.config = config
+        self.origin = origin
+        """Sample offset of window 0 (non-zero when a stream resumes mid-encounter)."""
+        self.state = SegmenterState()
+
+    # -- queries
+
+    @property
+    def in_speech(self) -> bool:
+        return self.state.in_speech
+
+    @property
+    def position(self) -> int:
+        """Sample offset just past the last fed window."""
+        return self._sample(self.state.window)
+
+    def open_start(self) -> int | None:
+        """Sample where the open utterance starts (padded), or None outside speech."""
+        if not self.state.in_speech:
+            return None
+        return self._sample(max(self.state.floor, self.state.start - self.config.pad_windows))
+
+    def settled(self) -> int:
+        """Sample before which no future utterance can start: audio older than this can be
+        dropped from memory and counts as committed for resume."""
+        s = self.state
+        if s.in_speech:
+            return self._sample(max(s.floor, s.start - self.config.pad_windows))
+        return self._sample(max(s.floor, s.window - self.config.pad_windows))
+
+    # -- updates
+
+    def feed(self, probs: np.ndarray | list[float]) -> list[Utterance]:
+        out: list[Utterance] = []
+        for p in probs:
+            u = self._step(float(p))
+            if u is not None:
+                out.append(u)
+        return out
+
+    def flush(self) -> list[Utterance]:
+        """End of stream: close the open utterance, if it holds enough speech."""
+        s = self.state
+        if not s.in_speech:
+            return []
+        end_window = min(s.window, s.last_voiced + 1 + self.config.pad_windows)
+        u = self._close(end_window, "flush")
+        return [u] if u is not None else []
+
+    def _sample(self, window: int) -> int:
+        return self.origin + window * WINDOW
+
+    def _step(self, p: float) -> Utterance | None:
+        c, s = self.config, self.state
+        i = s.window
+        s.window += 1
+        if not s.in_speech:
+            if p >= c.threshold:
+                s.in_speech = True
+                s.start = i
+                s.last_voiced = i
+                s.voiced = 1
+                s.probs.clear()
+                s.probs.append(p)
+            return None
+        s.probs.append(p)
+        if p >= c.threshold:
+            s.last_voiced = i
+            s.voiced += 1
+        elif p < c.low and i - s.last_voiced >= c.min_silence_windows:
+            long_enough = s.last_voiced + 1 - s.start >= c.min_utterance_windows
+            if long_enough or i - s.last_voiced >= c.max_silence_windows:
+                return self._close(s.last_voiced + 1 + c.pad_windows, "silence")
+        elif p >= c.low:
+            # Between the thresholds: still speech-ish, the silence run restarts (hysteresis).
+            s.last_voiced = i
+        if i + 1 - s.start >= c.max_windows:
+            return self._cut()
+        return None
+
+    def _close(self, end_window: int, reason: Literal["silence", "max_length", "flush"]) -> Utterance | None:
+        c, s = self.config, self.state
+        start_window = max(s.floor, s.start - c.pad_windows)
+        end_window = min(end_window, s.window)
+        enough = s.voiced >= c.min_speech_windows
+        s.in_speech = False
+        s.probs.clear()
+        if not enough:
+            return None
+        s.floor = end_window
+        return Utterance(self._sample(start_window), self._sample(end_window), reason)
+
+    def _cut(self) -> Utterance | None:
+        """The utterance hit the cap: cut inside its second half at the longest pause
+        (latest on ties), and keep the rest open as a new utterance. A cut inside a pause
+        between sentences keeps words whole and lets the recogniser finish its sentence."""
+        c, s = self.config, self.state
+        probs = list(s.probs)
+        half = len(probs) // 2
+        best_rel, best_key = len(probs) - 1, (-1, -1.0)
+        run = 0
+        for rel in range(len(probs)):
+            run = run + 1 if probs[rel] < c.low else 0
+            if rel >= half:
+                key = (run, -probs[rel]) if run else (0, -probs[rel])
+                if key >= best_key:
+                    best_key, best_rel = key, rel
+        if best_key[0] > 0:
+            # Cut in the middle of the pause, so both sides keep some padding.
+            best_rel -= best_key[0] // 2
+        cut = s.start + best_rel
+        tail = probs[best_rel + 1 :]
+        u = Utterance(self._sample(max(s.floor, s.start - c.pad_windows)), self._sample(cut + 1), "max_length")
+        s.floor = cut + 1
+        s.start = cut + 1
+        s.probs = deque(tail)
+        s.voiced = sum(1 for q in tail if q >= c.threshold)
+        if s.voiced == 0:
+            # Nothing voiced after the cut: the rest is trailing silence, wait for speech.
+            s.in_speech = False
+            s.probs.clear()
+        return u
+
+    def reopen(self, sample: int) -> None:
+        """Un-commit audio from ``sample`` on: the recogniser did not cover it (Whisper drops
+        an unfinished last sentence), so it joins the next utterance instead of being lost."""
+        s = self.state
+        w = max(0, (sample - self.origin) // WINDOW)
+        if w >= s.window:
+            return
+        s.floor = min(s.floor, w)
+        if s.in_speech:
+            if w < s.start:
+                s.probs.extendleft([self.config.threshold] * (s.start - w))
+                s.start = w
+        else:
+            s.in_speech = True
+            s.start = w
+            s.last_voiced = s.window - 1
+            s.probs = deque([self.config.threshold] * (s.window - w))
+        s.voiced = max(s.voiced, self.config.min_speech_windows)
+
+
+# --------------------------------------------------------------------------- LocalAgreement
+
+
+@dataclass(frozen=True)
+class HypWord:
+    """A word of a hypothesis, in encounter-time seconds."""
+
+    text: str
+    start: float
+    end: float
+    probability: float = 1.0
+
+
+def _norm(word: str) -> str:
+    return "".join(ch for ch in word.lower() if ch.isalnum())
+
+
+class LocalAgreement:
+    """LocalAgreement-2: commit the longest prefix two consecutive hypotheses share.
+
+    Feed each new hypothesis for the open buffer (words after ``committed_until`` seconds);
+    get back the newly committed words. ``flush`` commits what remains of the last
+    hypothesis at end of stream. Words are compared case- and punctuation-insensitively.
+    """
+
+    def __init__(self) -> None:
+        self.previous: list[HypWord] = []
+        self.committed_until = 0.0
+        self.committed: list[HypWord] = []
+
+    def _fresh(self, hyp: list[HypWord]) -> list[HypWord]:
+        # Words that end before the commit point were already committed (allow 10 ms jitter).
+        return [w for w in hyp if w.end > self.committed_until + 0.01]
+
+    def update(self, hypothesis: list[HypWord]) -> list[HypWord]:
+        hyp = self._fresh(hypothesis)
+        prev = self._fresh(self.previous)
+        agreed: list[HypWord] = []
+        for a, b in zip(prev, hyp):
+            if _norm(a.text) != _norm(b.text):
+                break
+            agreed.append(b)
+        self.previous = hyp
+        if agreed:
+            self.committed_until = agreed[-1].end
+            self.committed.extend(agreed)
+            self.previous = hyp[len(agreed) :]
+        return agreed
+
+    def flush(self) -> list[HypWord]:
+        rest = self._fresh(self.previous)
+        self.previous = []
+        if rest:
+            self.committed_until = rest[-1].end
+            self.committed.extend(rest)
+        return rest

@@ -1,0 +1,229 @@
+"""faster-whisper behind the ``Recognizer`` seam.
+
+One ``WhisperRecognizer`` is shared by every session of a server: CTranslate2 lets
+``num_workers`` decodes run at once from different threads, and loading the model once
+keeps memory flat as sessions are added.
+
+Short utterances are cheap here because the encoder is not fed 30 s of padding. Whisper
+pads every window to 30 s; on a 2-core CPU that costs ~0.4 s per call with tiny.en whatever
+the utterance length, which would dominate a streaming budget of ~0.15 s per audio second.
+CTranslate2 accepts shorter encoder inputs, so ``_TrimmedWhisper.encode`` drops the padding
+beyond one second of it (the encoder still sees where the audio ends). Accuracy against the
+padded encoder is reported by ``scribe bench asr`` (offline column vs streaming column).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..models import Word
+from .registry import ModelInfo, resolve_model
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+_TOKENS_PER_SECOND = 8
+"""Token budget per audio second: fast speech is ~3–4 tokens/s, so 8 leaves room for
+punctuation and numbers while cutting a runaway loop short."""
+
+
+@dataclass(frozen=True)
+class Recognized:
+    """One decoded stretch of speech, times in encounter seconds."""
+
+    text: str
+    start: float
+    end: float
+    words: tuple[Word, ...]
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+
+
+class Recognizer(Protocol):
+    """What the streaming transcriber needs from a speech recogniser."""
+
+    @contextmanager
+    def padded_encoder(self) -> Iterator[None]:
+        """Decode with Whisper's standard 30 s padded windows inside the block (the offline
+        baseline). Not for use while streaming sessions share this recogniser."""
+        previous = getattr(self.model, "trim_enabled", None)
+        if previous is None:
+            yield
+            return
+        self.model.trim_enabled = False
+        try:
+            yield
+        finally:
+            self.model.trim_enabled = previous
+
+    def transcribe(self, audio: np.ndarray, *, offset: float, final: bool = True) -> list[Recognized]:
+        """Decode ``audio`` (float32 16 kHz mono) that starts ``offset`` seconds into the
+        encounter. ``final=False`` asks for a cheap, display-only hypothesis."""
+        ...
+
+
+def detect_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import ctranslate2
+
+        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    except Exception:  # a broken CUDA install must not stop the CPU path
+        return "cpu"
+
+
+def default_compute_type(device: str, compute_type: str) -> str:
+    if compute_type != "auto":
+        return compute_type
+    return "float16" if device == "cuda" else "int8"
+
+
+def load_lexicon(path: Path | None) -> list[str]:
+    """Terms for hotwords: one per line, ``#`` comments ignored."""
+    if path is None:
+        from ..resources import default_lexicon_path
+
+        path = default_lexicon_path()
+    if path is None or not Path(path).is_file():
+        return []
+    terms = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        term = line.split("#", 1)[0].strip()
+        if term:
+            terms.append(term)
+    return terms
+
+
+def _trimmed_model_class():
+    from faster_whisper import WhisperModel
+
+    class _TrimmedWhisper(WhisperModel):
+        trim_margin_frames = 100  # keep 1 s of padding: the encoder sees where speech ends
+        min_frames = 200
+        trim_enabled = True
+
+        def encode(self, features: np.ndarray):
+            if not self.trim_enabled:
+                return super().encode(features)
+            if features.ndim == 2:
+                features = features[None]
+            columns = np.flatnonzero(np.any(features[0] != 0, axis=0))
+            content = int(columns[-1]) + 1 if columns.size else 0
+            keep = min(features.shape[-1], max(self.min_frames, content + self.trim_margin_frames))
+            keep += keep % 2  # the encoder's conv stride is 2
+            return super().encode(np.ascontiguousarray(features[..., :keep]))
+
+    return _TrimmedWhisper
+
+
+class WhisperRecognizer:
+    """faster-whisper with scribe's defaults: offline model resolution, device auto-pick,
+    optional lexicon hotwords, per-word probabilities kept."""
+
+    def __init__(
+        self,
+        model: str = "tiny.en",
+        *,
+        cache_dir: Path,
+        device: str = "auto",
+        compute_type: str = "auto",
+        cpu_threads: int = 0,
+        num_workers: int = 1,
+        beam_size: int = 1,
+        language: str | None = None,
+        hotwords: bool | None = None,
+        lexicon: Path | None = None,
+        trim_encoder: bool = True,
+    ):
+        from faster_whisper import WhisperModel
+
+        self.info: ModelInfo = resolve_model(model, cache_dir)
+        self.device = detect_device(device)
+        self.compute_type = default_compute_type(self.device, compute_type)
+        cls = _trimmed_model_class() if trim_encoder else WhisperModel
+        self.model = cls(
+            str(self.info.path),
+            device=self.device,
+            compute_type=self.compute_type,
+            cpu_threads=cpu_threads,
+            num_workers=num_workers,
+            local_files_only=True,
+        )
+        self.beam_size = beam_size
+        self.language = "en" if self.info.english_only else language
+        use_hotwords = self.info.hotwords_help if hotwords is None else hotwords
+        terms = load_lexicon(lexicon) if use_hotwords else []
+        self.hotwords = " ".join(terms) if terms else None
+        log.info(
+            "asr model loaded",
+            extra={"model": self.info.name, "device": self.device, "compute_type": self.compute_type,
+                   "hotwords": len(terms)},
+        )
+
+    @contextmanager
+    def padded_encoder(self) -> Iterator[None]:
+        """Decode with Whisper's standard 30 s padded windows inside the block (the offline
+        baseline). Not for use while streaming sessions share this recogniser."""
+        previous = getattr(self.model, "trim_enabled", None)
+        if previous is None:
+            yield
+            return
+        self.model.trim_enabled = False
+        try:
+            yield
+        finally:
+            self.model.trim_enabled = previous
+
+    def transcribe(self, audio: np.ndarray, *, offset: float, final: bool = True) -> list[Recognized]:
+        if audio.size == 0:
+            return []
+        segments, _info = self.model.transcribe(
+            audio,
+            language=self.language,
+            beam_size=self.beam_size if final else 1,
+            # One fallback only, and a token budget proportional to the audio: a looping
+            # decode otherwise runs to 448 tokens at every temperature (measured: 34 s of
+            # compute for 2.5 s of audio on a 2-core CPU).
+            temperature=[0.0, 0.4] if final else 0.0,
+            max_new_tokens=int(10 + _TOKENS_PER_SECOND * len(audio) / SAMPLE_RATE),
+            word_timestamps=final,
+            without_timestamps=not final,  # timestamp mode was more accurate on utterances
+            condition_on_previous_text=False,
+            initial_prompt=None,  # "" is not None in faster-whisper 1.2.1: it silences long buffers
+            hotwords=self.hotwords if final else None,
+            vad_filter=False,
+        )
+        out: list[Recognized] = []
+        for seg in segments:
+            text = seg.text.strip()
+            if not text:
+                continue
+            words = tuple(
+                Word(
+                    text=w.word.strip(),
+                    start=round(offset + w.start, 3),
+                    end=round(offset + w.end, 3),
+                    probability=float(min(1.0, max(0.0, w.probability))),
+                )
+                for w in (seg.words or [])
+                if w.word.strip()
+            )
+            out.append(
+                Recognized(
+                    text=text,
+                    start=round(offset + seg.start, 3),
+                    end=round(offset + seg.end, 3),
+                    words=words,
+                    avg_logprob=seg.avg_logprob,
+                    no_speech_prob=seg.no_speech_prob,
+                )
+            )
+        return out

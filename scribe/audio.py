@@ -1,0 +1,182 @@
+"""Audio plumbing: PCM conversion, resampling, reading files, and frame sources.
+
+Everything downstream of this module sees 16 kHz mono: Whisper and Silero VAD are trained
+on it, and a single rate keeps encounter time a simple sample count. Other rates are
+resampled here (PyAV's libswresample, already a faster-whisper dependency, stateful so a
+stream resamples without clicks at frame boundaries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+
+
+class AudioError(Exception):
+    """Audio that cannot be used; the message says what to do about it."""
+
+
+def pcm16_to_float(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def float_to_pcm16(samples: np.ndarray) -> bytes:
+    clipped = np.clip(samples, -1.0, 1.0)
+    return (clipped * 32767.0).round().astype("<i2").tobytes()
+
+
+class Resampler:
+    """Streaming PCM16 mono resampler to 16 kHz."""
+
+    def __init__(self, rate_in: int):
+        import av  # PyAV comes with faster-whisper
+
+        self.rate_in = rate_in
+        self._av = av
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+
+    def _run(self, frame: object | None) -> bytes:
+        return b"".join(o.to_ndarray().astype("<i2").tobytes() for o in self._resampler.resample(frame))
+
+    def feed(self, pcm: bytes) -> bytes:
+        if self.rate_in == SAMPLE_RATE:
+            return pcm
+        samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
+        frame = self._av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = self.rate_in
+        return self._run(frame)
+
+    def flush(self) -> bytes:
+        return b"" if self.rate_in == SAMPLE_RATE else self._run(None)
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Read a wav/flac/ogg/mp3 file as float32 16 kHz mono.
+
+    Raises ``AudioError`` naming the file for a missing, empty or undecodable file, so a
+    corrupt upload is reported instead of transcribed as silence.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile reports format problems as generic errors
+        raise AudioError(f"cannot decode {path.name}: {exc}. Use WAV, FLAC, OGG or MP3 audio.") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path.name} contains no audio samples")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if rate != SAMPLE_RATE:
+        resampler = Resampler(rate)
+        pcm = resampler.feed(float_to_pcm16(mono)) + resampler.flush()
+        mono = pcm16_to_float(pcm)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A block of PCM16 mono audio from a source, with its rate."""
+
+    pcm: bytes
+    sample_rate: int
+
+
+def iter_chunks(samples: np.ndarray, frame_ms: int = 100) -> Iterator[bytes]:
+    step = SAMPLE_RATE * frame_ms // 1000
+    pcm = float_to_pcm16(samples)
+    for i in range(0, len(samples), step):
+        yield pcm[2 * i : 2 * (i + step)]
+
+
+class FileSource:
+    """Plays a file as a live stream: fixed-size frames, paced at ``speed`` × real time.
+
+    ``speed=0`` sends as fast as the connection takes it (tests, benchmarks).
+    """
+
+    def __init__(self, path: str | Path, *, frame_ms: int = 100, speed: float = 1.0):
+        self.samples = load_audio(path)
+        self.frame_ms = frame_ms
+        self.speed = speed
+        self.sample_rate = SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        t0 = time.monotonic()
+        sent = 0.0
+        for pcm in iter_chunks(self.samples, self.frame_ms):
+            if self.speed > 0:
+                due = t0 + sent / self.speed
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            yield pcm
+            sent += len(pcm) / 2 / SAMPLE_RATE
+
+
+class MicrophoneSource:
+    """Live microphone input via sounddevice (PortAudio).
+
+    ``sounddevice`` is imported here, lazily: without the ``libportaudio2`` system library the
+    import itself fails, and with it but no input device opening the stream fails. Both
+    become an ``AudioError`` that says what to install or plug in.
+    """
+
+    def __init__(self, *, device: str | int | None = None, frame_ms: int = 100, sample_rate: int = SAMPLE_RATE):
+        self.device = device
+        self.frame_ms = frame_ms
+        self.sample_rate = sample_rate
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            import sounddevice as sd
+        except OSError as exc:
+            raise AudioError(
+                "the microphone needs the PortAudio library: install it with "
+                "'apt-get install libportaudio2' (Debian/Ubuntu) and try again "
+                f"({exc})"
+            ) from None
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=600)
+
+        def callback(indata, frames, time_info, status):  # runs on PortAudio's thread
+            loop.call_soon_threadsafe(_put_nowait_drop_oldest, queue, bytes(indata))
+
+        blocksize = self.sample_rate * self.frame_ms // 1000
+        try:
+            stream = sd.RawInputStream(
+                samplerate=self.sample_rate,
+                channels=1,
+                dtype="int16",
+                blocksize=blocksize,
+                device=self.device,
+                callback=callback,
+            )
+        except Exception as exc:  # sd.PortAudioError, ValueError for a bad device
+            raise AudioError(
+                f"cannot open a microphone ({exc}); check that an input device is connected, "
+                "or list devices with 'python -m sounddevice' and pass --device"
+            ) from None
+        with stream:
+            while True:
+                yield await queue.get()
+
+
+def _put_nowait_drop_oldest(queue: asyncio.Queue[bytes], item: bytes) -> None:
+    # A stalled network must not grow memory without bound; the client's own unacked
+    # buffer is the durable copy, so dropping here only happens after ~60 s of stall.
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)

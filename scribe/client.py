@@ -1,0 +1,213 @@
+"""The streaming client: sends numbered audio frames, survives dropped connections.
+
+Every frame stays in the client's ``unacked`` buffer until the server acks it (acks mean
+"persisted"). On a dropped connection the client reconnects with the same encounter id; the
+server's ``ready`` says which frame it expects next, the client resends from there, and asks
+only for segments it does not have yet — so nothing is lost and nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from .models import Segment, Transcript
+from .protocol import (
+    AckEvent,
+    CloseCode,
+    DoneEvent,
+    ErrorCode,
+    ErrorEvent,
+    PartialEvent,
+    ReadyEvent,
+    SegmentEvent,
+    StartMessage,
+    decode_event,
+    encode_frame,
+    encode_start,
+)
+
+log = logging.getLogger(__name__)
+
+_FATAL_CLOSE = {CloseCode.unauthorized, CloseCode.forbidden, CloseCode.protocol_error}
+
+
+class ClientError(Exception):
+    """The server refused the stream for a reason retrying cannot fix."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class ClientStats:
+    connects: int = 0
+    frames_sent: int = 0
+    frames_resent: int = 0
+    partials: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class StreamClient:
+    """Stream one encounter to a scribe server.
+
+    ``on_event`` receives every server event (for live display). ``run`` returns the final
+    transcript once the server has sent ``done``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        start: StartMessage,
+        *,
+        token: str | None = None,
+        on_event: Callable[[object], None] | None = None,
+        max_reconnects: int = 20,
+        max_unacked_frames: int = 36_000,
+        open_timeout: float = 10.0,
+    ):
+        self.url = url
+        self.start = start
+        self.token = token
+        self.on_event = on_event or (lambda e: None)
+        self.max_reconnects = max_reconnects
+        self.max_unacked = max_unacked_frames
+        self.open_timeout = open_timeout
+        self.unacked: deque[tuple[int, bytes]] = deque()
+        self.next_seq = 0
+        self.source_done = False
+        self.segments: dict[int, Segment] = {}
+        self.stats = ClientStats()
+        self._new_frame = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._transcript: Transcript | None = None
+        self._was_ready = False
+
+    # -- source side
+
+    async def _pump(self, chunks: AsyncIterator[bytes]) -> None:
+        async for pcm in chunks:
+            while len(self.unacked) >= self.max_unacked:
+                self._room.clear()
+                await self._room.wait()
+            self.unacked.append((self.next_seq, pcm))
+            self.next_seq += 1
+            self._new_frame.set()
+        self.source_done = True
+        self._new_frame.set()
+
+    def _acked(self, seq: int) -> None:
+        while self.unacked and self.unacked[0][0] <= seq:
+            self.unacked.popleft()
+        self._room.set()
+
+    # -- connection side
+
+    async def run(self, chunks: AsyncIterator[bytes]) -> Transcript:
+        pump = asyncio.create_task(self._pump(chunks))
+        attempt = 0
+        try:
+            while True:
+                self._was_ready = False
+                try:
+                    transcript = await self._connection()
+                    if transcript is not None:
+                        return transcript
+                except (OSError, ConnectionClosed, InvalidStatus, asyncio.TimeoutError) as exc:
+                    if isinstance(exc, ConnectionClosed) and exc.rcvd and exc.rcvd.code in _FATAL_CLOSE:
+                        raise ClientError(f"server closed the stream: {exc.rcvd.reason or exc.rcvd.code}") from None
+                    if isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403):
+                        raise ClientError("the server refused the token") from None
+                    self.stats.errors.append(type(exc).__name__)
+                if pump.done() and pump.exception():
+                    raise pump.exception()  # type: ignore[misc]
+                attempt = 1 if self._was_ready else attempt + 1
+                if attempt > self.max_reconnects:
+                    raise ClientError(f"gave up after {self.max_reconnects} reconnection attempts")
+                delay = min(10.0, 0.2 * 2 ** min(attempt, 6)) * (0.5 + random.random() / 2)
+                log.info("reconnecting", extra={"attempt": attempt, "delay_s": round(delay, 2)})
+                await asyncio.sleep(delay)
+        finally:
+            pump.cancel()
+
+    async def _connection(self) -> Transcript | None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with websockets.connect(
+            self.url, additional_headers=headers, max_size=None, open_timeout=self.open_timeout,
+            ping_interval=20, ping_timeout=20,
+        ) as ws:
+            self.stats.connects += 1
+            since = len(self.segments)
+            await ws.send(encode_start(self.start.model_copy(update={"since_segment": since})))
+            ready = await self._first_event(ws)
+            self._was_ready = True
+            self._acked(ready.next_seq - 1)
+            resend_from = ready.next_seq
+            if self.stats.connects > 1:
+                self.stats.frames_resent += sum(1 for s, _ in self.unacked if s >= resend_from)
+            sender = asyncio.create_task(self._send_loop(ws, resend_from))
+            try:
+                async for raw in ws:
+                    if isinstance(raw, bytes):
+                        continue
+                    event = decode_event(raw)
+                    self.on_event(event)
+                    if isinstance(event, AckEvent):
+                        self._acked(event.seq)
+                    elif isinstance(event, SegmentEvent):
+                        self.segments.setdefault(event.segment.index, event.segment)
+                    elif isinstance(event, PartialEvent):
+                        self.stats.partials += 1
+                    elif isinstance(event, ErrorEvent):
+                        self.stats.errors.append(event.code.value)
+                        if event.code is ErrorCode.frame_gap and event.expected_seq is not None:
+                            sender.cancel()
+                            sender = asyncio.create_task(self._send_loop(ws, event.expected_seq))
+                        elif event.fatal and event.code is not ErrorCode.internal:
+                            raise ClientError(f"{event.code.value}: {event.message}", event.code.value)
+                    elif isinstance(event, DoneEvent):
+                        self._transcript = event.transcript
+                        return event.transcript
+            finally:
+                sender.cancel()
+        return None
+
+    async def _first_event(self, ws: websockets.ClientConnection) -> ReadyEvent:
+        while True:
+            raw = await asyncio.wait_for(ws.recv(), timeout=self.open_timeout + 60)
+            if isinstance(raw, bytes):
+                continue
+            event = decode_event(raw)
+            self.on_event(event)
+            if isinstance(event, ReadyEvent):
+                return event
+            if isinstance(event, ErrorEvent):
+                raise ClientError(f"{event.code.value}: {event.message}", event.code.value)
+
+    async def _send_loop(self, ws: websockets.ClientConnection, from_seq: int) -> None:
+        seq = from_seq
+        stop_sent = False
+        while True:
+            # Frames still buffered (unacked) from seq on, in order.
+            pending = [(s, pcm) for s, pcm in list(self.unacked) if s >= seq]
+            for s, pcm in pending:
+                await ws.send(encode_frame(s, pcm))
+                self.stats.frames_sent += 1
+                seq = s + 1
+            if self.source_done and seq >= self.next_seq:
+                if not stop_sent:
+                    await ws.send('{"type":"stop"}')
+                    stop_sent = True
+                return
+            self._new_frame.clear()
+            if seq >= self.next_seq and not self.source_done:
+                await self._new_frame.wait()

@@ -1,0 +1,326 @@
+"""The durable store: encounters, their audio frames and committed transcript segments.
+
+SQLite is the embedded default (one file, WAL, ``synchronous=FULL`` so that an ``ack`` sent
+after a commit survives a crash or power loss). The schema is versioned with ordered
+migrations so later features (notes, sign-offs, audit log, outbox) add tables without
+touching what is there.
+
+``Store`` is synchronous and owned by one thread; ``AsyncStore`` runs every call on that
+thread so the event loop never waits on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .models import Consent, Encounter, EncounterStatus, Segment, utcnow
+
+T = TypeVar("T")
+
+MIGRATIONS: list[str] = [
+    # 1: encounters, frames, segments
+    """
+    CREATE TABLE encounters (
+        id TEXT PRIMARY KEY,
+        clinician_id TEXT NOT NULL,
+        patient_ref TEXT NOT NULL,
+        language TEXT NOT NULL,
+        sample_rate INTEGER NOT NULL,
+        consent TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        last_seq INTEGER NOT NULL DEFAULT -1,
+        samples_received INTEGER NOT NULL DEFAULT 0,
+        committed_until INTEGER NOT NULL DEFAULT 0,
+        segment_count INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX encounters_by_clinician ON encounters (clinician_id, created_at);
+    CREATE TABLE frames (
+        encounter_id TEXT NOT NULL REFERENCES encounters (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        start_sample INTEGER NOT NULL,
+        pcm BLOB NOT NULL,
+        PRIMARY KEY (encounter_id, seq)
+    );
+    CREATE TABLE segments (
+        encounter_id TEXT NOT NULL REFERENCES encounters (id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        start REAL NOT NULL,
+        "end" REAL NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (encounter_id, idx)
+    );
+    """,
+]
+
+
+class StoreError(Exception):
+    """A store operation failed; the message names the encounter and the problem."""
+
+
+class EncounterConflict(StoreError):
+    """An encounter id was reused with a different clinician or patient."""
+
+
+class FrameOrderError(StoreError):
+    """Frames must be appended with consecutive sequence numbers."""
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"cannot open the database {self.path}: {exc}. If the file is corrupt, move it aside "
+                "and restore the latest backup; scribe will not overwrite it."
+            ) from None
+
+    # -- schema
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = self.db.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"the database {self.path} has schema version {current}, newer than this scribe "
+                f"({len(MIGRATIONS)}); upgrade scribe"
+            )
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            with self._tx():
+                self.db.executescript(MIGRATIONS[version - 1].replace("\n    ", "\n"))
+                self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection):
+            self.db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, exc_type, exc, tb) -> None:
+            if exc_type is None:
+                self.db.execute("COMMIT")
+            else:
+                self.db.execute("ROLLBACK")
+
+    def _tx(self) -> Store._Tx:
+        return Store._Tx(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- encounters
+
+    @staticmethod
+    def _row_to_encounter(row: sqlite3.Row | tuple[Any, ...]) -> Encounter:
+        (eid, clinician, patient, language, rate, consent, status, created, updated, last_seq, received,
+         committed, count) = row
+        return Encounter(
+            id=eid,
+            clinician_id=clinician,
+            patient_ref=patient,
+            language=language,
+            sample_rate=rate,
+            consent=Consent.model_validate_json(consent),
+            status=EncounterStatus(status),
+            created_at=datetime.fromisoformat(created),
+            updated_at=datetime.fromisoformat(updated),
+            last_seq=last_seq,
+            samples_received=received,
+            committed_until=committed,
+            segment_count=count,
+        )
+
+    _ENC_COLS = (
+        "id, clinician_id, patient_ref, language, sample_rate, consent, status, created_at, updated_at, "
+        "last_seq, samples_received, committed_until, segment_count"
+    )
+
+    def get_encounter(self, encounter_id: str) -> Encounter | None:
+        row = self.db.execute(f"SELECT {self._ENC_COLS} FROM encounters WHERE id = ?", (encounter_id,)).fetchone()
+        return self._row_to_encounter(row) if row else None
+
+    def list_encounters(self, clinician_id: str | None = None, limit: int = 200) -> list[Encounter]:
+        if clinician_id:
+            rows = self.db.execute(
+                f"SELECT {self._ENC_COLS} FROM encounters WHERE clinician_id = ? ORDER BY created_at DESC LIMIT ?",
+                (clinician_id, limit),
+            )
+        else:
+            rows = self.db.execute(f"SELECT {self._ENC_COLS} FROM encounters ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [self._row_to_encounter(r) for r in rows.fetchall()]
+
+    def open_encounter(
+        self,
+        encounter_id: str,
+        *,
+        clinician_id: str,
+        patient_ref: str,
+        language: str,
+        sample_rate: int,
+        consent: Consent,
+    ) -> tuple[Encounter, bool]:
+        """Create the encounter, or return the existing one for a resume.
+
+        Reusing an id for another clinician, patient or sample rate is refused: a resume
+        must continue the same recording, never splice two visits together.
+        """
+        with self._tx():
+            existing = self.get_encounter(encounter_id)
+            if existing is not None:
+                if (existing.clinician_id, existing.patient_ref) != (clinician_id, patient_ref):
+                    raise EncounterConflict(
+                        f"encounter {encounter_id} already exists for a different clinician or patient; "
+                        "use a new encounter id"
+                    )
+                if existing.sample_rate != sample_rate:
+                    raise EncounterConflict(
+                        f"encounter {encounter_id} was started at {existing.sample_rate} Hz; resume at the same rate"
+                    )
+                return existing, False
+            now = utcnow().isoformat()
+            self.db.execute(
+                f"INSERT INTO encounters ({self._ENC_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, -1, 0, 0, 0)",
+                (encounter_id, clinician_id, patient_ref, language, sample_rate, consent.model_dump_json(),
+                 EncounterStatus.recording.value, now, now),
+            )
+        enc = self.get_encounter(encounter_id)
+        assert enc is not None
+        return enc, True
+
+    def set_status(self, encounter_id: str, status: EncounterStatus) -> None:
+        with self._tx():
+            cur = self.db.execute(
+                "UPDATE encounters SET status = ?, updated_at = ? WHERE id = ?",
+                (status.value, utcnow().isoformat(), encounter_id),
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"no encounter {encounter_id}")
+
+    # -- audio
+
+    def append_frames(self, encounter_id: str, frames: Iterable[tuple[int, bytes]]) -> tuple[int, int]:
+        """Persist in-order frames (already 16 kHz PCM16) in one transaction.
+
+        Returns ``(last_seq, samples_received)``. A frame whose seq is not the next one is an
+        error: the protocol layer filters duplicates and gaps before this point, so hitting
+        it means a bug, and failing loudly beats a silent hole in the recording.
+        """
+        with self._tx():
+            row = self.db.execute(
+                "SELECT last_seq, samples_received FROM encounters WHERE id = ?", (encounter_id,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"no encounter {encounter_id}")
+            last_seq, received = row
+            for seq, pcm in frames:
+                if seq != last_seq + 1:
+                    raise FrameOrderError(f"encounter {encounter_id}: frame {seq} after {last_seq}")
+                self.db.execute(
+                    "INSERT INTO frames (encounter_id, seq, start_sample, pcm) VALUES (?, ?, ?, ?)",
+                    (encounter_id, seq, received, pcm),
+                )
+                last_seq = seq
+                received += len(pcm) // 2
+            self.db.execute(
+                "UPDATE encounters SET last_seq = ?, samples_received = ?, updated_at = ? WHERE id = ?",
+                (last_seq, received, utcnow().isoformat(), encounter_id),
+            )
+        return last_seq, received
+
+    def audio_from(self, encounter_id: str, sample: int) -> np.ndarray:
+        """Persisted audio from ``sample`` on, as float32 — what a resumed transcriber re-reads."""
+        rows = self.db.execute(
+            "SELECT start_sample, pcm FROM frames WHERE encounter_id = ? AND start_sample + length(pcm) / 2 > ? "
+            "ORDER BY seq",
+            (encounter_id, sample),
+        ).fetchall()
+        if not rows:
+            return np.zeros(0, dtype=np.float32)
+        first_start = rows[0][0]
+        pcm = b"".join(r[1] for r in rows)
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        return samples[max(0, sample - first_start) :]
+
+    # -- transcript
+
+    def commit_segments(self, encounter_id: str, segments: Iterable[Segment], committed_until: int) -> None:
+        """Store new segments and advance the resume point, atomically."""
+        with self._tx():
+            row = self.db.execute(
+                "SELECT segment_count, committed_until FROM encounters WHERE id = ?", (encounter_id,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"no encounter {encounter_id}")
+            count, until = row
+            for seg in segments:
+                if seg.index != count:
+                    raise StoreError(f"encounter {encounter_id}: segment {seg.index} committed after {count - 1}")
+                self.db.execute(
+                    'INSERT INTO segments (encounter_id, idx, id, start, "end", data) VALUES (?, ?, ?, ?, ?, ?)',
+                    (encounter_id, seg.index, seg.id, seg.start, seg.end, seg.model_dump_json()),
+                )
+                count += 1
+            self.db.execute(
+                "UPDATE encounters SET segment_count = ?, committed_until = ?, updated_at = ? WHERE id = ?",
+                (count, max(until, committed_until), utcnow().isoformat(), encounter_id),
+            )
+
+    def segments(self, encounter_id: str, since: int = 0) -> list[Segment]:
+        rows = self.db.execute(
+            "SELECT data FROM segments WHERE encounter_id = ? AND idx >= ? ORDER BY idx", (encounter_id, since)
+        ).fetchall()
+        return [Segment.model_validate_json(r[0]) for r in rows]
+
+
+class AsyncStore:
+    """Runs a ``Store`` on its own thread: SQLite calls (and their fsyncs) never block the loop."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scribe-store")
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.store, name)
+
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            return await self.call(method, *args, **kwargs)
+
+        return run
+
+    def close(self) -> None:
+        self._executor.submit(self.store.close).result()
+        self._executor.shutdown(wait=True)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
