@@ -58,6 +58,9 @@ class AsrSettings(BaseModel):
     max_utterance_s: float = 15.0
     """Cap on utterance length so a monologue is still committed in pieces."""
     speech_pad_ms: int = 200
+    context_s: float = 0.0
+    """Already-committed audio decoded again as lead-in before each utterance (its words are
+    dropped): tiny.en was clearly steadier with it on short turns (see docs/benchmarks.md)."""
     partial_interval_s: float = 1.5
     """How often to decode the open utterance for display. 0 disables partials."""
     cache_dir: Path | None = None

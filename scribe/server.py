@@ -123,6 +123,7 @@ class Engine:
             origin=origin,
             first_index=first_index,
             partial_interval_s=asr.partial_interval_s,
+            context_s=asr.context_s,
         )
 
 

@@ -12,7 +12,6 @@ thread so the event loop never waits on disk.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -107,7 +106,11 @@ class Store:
             )
         for version in range(current + 1, len(MIGRATIONS) + 1):
             with self._tx():
-                self.db.executescript(MIGRATIONS[version - 1].replace("\n    ", "\n"))
+                # executescript() would COMMIT on its own; run statement by statement so a
+                # migration and its version row land together or not at all.
+                for statement in MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
                 self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     @property
@@ -321,6 +324,3 @@ class AsyncStore:
         self._executor.submit(self.store.close).result()
         self._executor.shutdown(wait=True)
 
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))

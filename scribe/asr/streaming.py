@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..models import Segment, Word
-from .cleanup import collapse_loops
+from .cleanup import collapse_loops, drop_overlap
 from .commit import HypWord, LocalAgreement, SegmenterConfig, UtteranceSegmenter
 from .whisper import Recognized, Recognizer
 
@@ -41,23 +41,32 @@ class Committed:
 TranscriberEvent = PartialText | Committed
 
 
-def _segments(recognized: list[Recognized], first_index: int, *, not_before: float | None = None) -> list[Segment]:
+def _segments(
+    recognized: list[Recognized], first_index: int, *, not_before: float | None = None, previous: list[str] | None = None
+) -> list[Segment]:
     """Turn recogniser output into numbered segments.
 
     ``not_before``: words centred before this time belonged to context audio decoded only to
     steady the model; they were committed with the previous utterance and are dropped here.
     Loops are collapsed (``cleanup.collapse_loops``).
     """
-    out = []
+    out: list[Segment] = []
+    floor = not_before
+    history = list(previous or [])
     for r in recognized:
         words = list(r.words)
-        if not_before is not None and words:
-            words = [w for w in words if (w.start + w.end) / 2 >= not_before]
+        if floor is not None and words:
+            # Whisper sometimes re-emits audio it already covered (from the lead-in or an
+            # earlier segment of the same decode): keep only words centred after the floor,
+            # then drop a leading repeat of what was just committed.
+            words = [w for w in words if (w.start + w.end) / 2 >= floor]
+            if history:
+                words, _ = drop_overlap(history, words, text_of=lambda w: w.text)
         if words:
             words, _ = collapse_loops(words, text_of=lambda w: w.text)
             text = " ".join(w.text for w in words).strip()
-        elif not_before is not None and r.end <= not_before:
-            continue
+        elif floor is not None and r.start < floor:
+            continue  # no word alignment and inside audio already covered: a re-emission
         else:
             tokens, _ = collapse_loops(r.text.split())
             text = " ".join(tokens)
@@ -76,6 +85,8 @@ def _segments(recognized: list[Recognized], first_index: int, *, not_before: flo
                 no_speech_prob=r.no_speech_prob,
             )
         )
+        floor = out[-1].end
+        history = (history + [w.text for w in words])[-30:]
     return out
 
 
@@ -135,6 +146,8 @@ class UtteranceTranscriber:
         self.decoded_seconds = 0.0
         """Audio seconds sent to the recogniser (final + partial), for cost accounting."""
         self.uncovered_tolerance_s = 1.0
+        self._tail: list[str] = []
+        """The last committed words, to drop any that leak back in from lead-in audio."""
 
     @property
     def committed_until(self) -> int:
@@ -173,7 +186,9 @@ class UtteranceTranscriber:
         audio = self.buffer.slice(lead, end)
         self.decoded_seconds += len(audio) / SAMPLE_RATE
         recognized = self.recognizer.transcribe(audio, offset=lead / SAMPLE_RATE, final=True)
-        segments = _segments(recognized, self.next_index, not_before=start / SAMPLE_RATE if lead < start else None)
+        segments = _segments(recognized, self.next_index, not_before=start / SAMPLE_RATE if lead < start else None,
+                             previous=self._tail)
+        self._tail = (self._tail + [w.text for seg in segments for w in seg.words])[-30:]
         if cut:
             covered = max((w.end for seg in segments for w in seg.words), default=start / SAMPLE_RATE)
             if end / SAMPLE_RATE - covered > self.uncovered_tolerance_s:

