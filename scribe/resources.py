@@ -12,14 +12,19 @@ import sys
 from pathlib import Path
 
 
-def prompts_dir() -> Path | None:
+def prompt_candidates() -> list[Path]:
+    """Where ``prompts/`` is looked for, in order."""
     candidates = []
     if os.environ.get("SCRIBE_PROMPTS_DIR"):
         candidates.append(Path(os.environ["SCRIBE_PROMPTS_DIR"]).expanduser())
-    candidates.append(Path(__file__).resolve().parent.parent / "prompts")
-    candidates.append(Path(sys.prefix) / "share" / "scribe" / "prompts")
-    for c in candidates:
-        if c.is_dir():
+    pkg = Path(__file__).resolve().parent
+    candidates += [pkg.parent / "prompts", pkg / "prompts", Path(sys.prefix) / "share" / "scribe" / "prompts"]
+    return candidates
+
+
+def prompts_dir() -> Path | None:
+    for c in prompt_candidates():
+        if (c / "templates").is_dir():
             return c
     return None
 

@@ -12,38 +12,27 @@ are found, in order, at:
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..resources import prompt_candidates
+from ..resources import prompts_dir as _shared_prompts_dir
 from .text import Token, stem, tokenize
 
 ENV_VAR = "SCRIBE_PROMPTS_DIR"
 
 
-def _candidates() -> list[Path]:
-    here = Path(__file__).resolve()
-    pkg = here.parents[1]  # .../scribe
-    out: list[Path] = []
-    env = os.environ.get(ENV_VAR)
-    if env:
-        out.append(Path(env).expanduser())
-    out += [pkg.parent / "prompts", pkg / "prompts", Path(sys.prefix) / "share" / "scribe" / "prompts"]
-    return out
-
-
 def prompts_dir() -> Path:
-    """The built-in ``prompts/`` directory (see the module docstring for the lookup order)."""
-    tried = _candidates()
-    for p in tried:
-        if (p / "templates").is_dir():
-            return p
+    """The built-in ``prompts/`` directory, found by ``scribe.resources`` (one lookup for the
+    whole project), or a clear error naming where it looked."""
+    found = _shared_prompts_dir()
+    if found is not None:
+        return found
     raise FileNotFoundError(
         "scribe cannot find its prompts/ directory (templates and lexicons); looked in: "
-        + ", ".join(str(p) for p in tried)
+        + ", ".join(str(p) for p in prompt_candidates())
         + f". Set {ENV_VAR} to the folder that holds templates/ and lexicon/."
     )
 
@@ -137,7 +126,7 @@ def parse_drug_lexicon(path: Path) -> DrugLexicon:
     names: list[str] = []
     for n, line in _lines(path):
         name, _, comment = (x.strip() for x in line.partition("#"))
-        m = re.match(r"brand of\s+(.+)", comment, re.I)
+        m = re.match(r"brand of\s+(.+)", comment, re.IGNORECASE)
         gen = m.group(1).strip() if m else ""
         if not name:
             raise ValueError(f"{path}:{n}: empty drug name")
