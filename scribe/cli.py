@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
 import json
 import os
 import secrets
@@ -33,7 +35,7 @@ class UserError(Exception):
 # --------------------------------------------------------------------------- helpers
 
 
-def _settings(args: argparse.Namespace, **overrides: Any):
+def settings_from_args(args: argparse.Namespace, **overrides: Any):
     from .config import ConfigError, load_settings
 
     try:
@@ -54,7 +56,7 @@ def _settings(args: argparse.Namespace, **overrides: Any):
     return settings
 
 
-def _recognizer(settings):
+def recognizer_from_settings(settings):
     from .asr.registry import ModelNotFound
     from .asr.whisper import WhisperRecognizer
 
@@ -83,7 +85,7 @@ def _print_segment(seg) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from_args(args)
     console.print_json(json.dumps(settings.public_dict()))
     return 0
 
@@ -95,8 +97,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from .asr.offline import transcribe_file
     from .audio import AudioError
 
-    settings = _settings(args)
-    rec = _recognizer(settings)
+    settings = settings_from_args(args)
+    rec = recognizer_from_settings(settings)
     try:
         with Progress(TextColumn("[bold]transcribing"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                       TimeRemainingColumn(), console=err, transient=True, disable=args.json) as progress:
@@ -120,7 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .logs import setup_logging
     from .server import StreamServer
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     if args.host:
         settings.server.host = args.host
     if args.port is not None:
@@ -240,7 +242,7 @@ def cmd_bench_asr(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from .asr.registry import ModelNotFound, resolve_model, verify_base
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     for name in ("tiny.en", "base"):
         try:
             info = resolve_model(name, settings.model_cache_dir)
@@ -254,6 +256,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+
+COMMAND_MODULES = (
+    "scribe.notes.cli",      # draft, eval notes
+    "scribe.fhir.cli",       # outbox, deliver
+    "scribe.diarize.cli",    # enroll, bench speakers
+    "scribe.review.cli",     # review (the TUI), api helpers
+    "scribe.trust.cli",      # audit, keys, tokens, purge
+)
 
 
 def _stream_args(p: argparse.ArgumentParser) -> None:
@@ -346,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     _asr_args(p)
     p.set_defaults(func=cmd_bench_asr)
+
+    for name in COMMAND_MODULES:
+        # Feature packages add their own commands so each owns its shell; a module that is not
+        # part of this build is simply absent, an import error inside one is a bug and surfaces.
+        parent = name.rpartition(".")[0]
+        if importlib.util.find_spec(parent) is not None and importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(sub, bsub)
     return parser
 
 

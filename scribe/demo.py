@@ -25,7 +25,7 @@ def run_demo(args, *, console, err) -> int:
     from aiohttp import web
 
     from .audio import FileSource
-    from .cli import UserError, _live_printer, _recognizer, _settings
+    from .cli import UserError, _live_printer, recognizer_from_settings, settings_from_args
     from .client import StreamClient
     from .models import Consent
     from .protocol import StartMessage
@@ -37,13 +37,13 @@ def run_demo(args, *, console, err) -> int:
         raise UserError(f"sample audio not found: {sample}; pass --sample FILE")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = _settings(args)
+    settings = settings_from_args(args)
     settings.data_dir = out / "data"
     token = secrets.token_urlsafe(16)
     settings.server.tokens = [SecretStr(token)]
     settings.server.port = _free_port()
     err.print(f"[bold]scribe demo[/]: loading {settings.asr.model} …")
-    engine = Engine(settings, recognizer=_recognizer(settings))
+    engine = Engine(settings, recognizer=recognizer_from_settings(settings))
 
     async def main():
         server = StreamServer(settings, engine=engine)

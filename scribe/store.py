@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -82,6 +82,7 @@ class Store:
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self._tx_depth = 0
             self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
@@ -118,21 +119,57 @@ class Store:
         return self.db.execute("SELECT max(version) FROM schema_version").fetchone()[0]
 
     class _Tx:
-        def __init__(self, db: sqlite3.Connection):
-            self.db = db
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; re-entrant so that feature repositories (notes,
+        outbox, audit) can compose their writes into one transaction: only the outermost
+        ``with`` commits or rolls back."""
+
+        def __init__(self, store: Store):
+            self.store = store
 
         def __enter__(self) -> sqlite3.Connection:
-            self.db.execute("BEGIN IMMEDIATE")
-            return self.db
+            if self.store._tx_depth == 0:
+                self.store.db.execute("BEGIN IMMEDIATE")
+            self.store._tx_depth += 1
+            return self.store.db
 
         def __exit__(self, exc_type, exc, tb) -> None:
-            if exc_type is None:
-                self.db.execute("COMMIT")
-            else:
-                self.db.execute("ROLLBACK")
+            self.store._tx_depth -= 1
+            if self.store._tx_depth == 0:
+                self.store.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
-    def _tx(self) -> Store._Tx:
-        return Store._Tx(self.db)
+    def tx(self) -> Store._Tx:
+        """A (re-entrant) write transaction: ``with store.tx() as db: db.execute(...)``."""
+        return Store._Tx(self)
+
+    _tx = tx
+
+    def migrate_component(self, component: str, migrations: Sequence[str]) -> None:
+        """Apply a feature's own ordered migrations (idempotent).
+
+        Each feature (notes, delivery, audit, speakers …) keeps its schema beside its code and
+        versions it under its own name, so features evolve independently and a database
+        written by a newer scribe is refused instead of misread.
+        """
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS component_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+        row = self.db.execute("SELECT version FROM component_versions WHERE component = ?", (component,)).fetchone()
+        current = row[0] if row else 0
+        if current > len(migrations):
+            raise StoreError(
+                f"the database {self.path} has {component} schema version {current}, newer than this scribe "
+                f"({len(migrations)}); upgrade scribe"
+            )
+        for version in range(current + 1, len(migrations) + 1):
+            with self.tx():
+                for statement in migrations[version - 1].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(
+                    "INSERT INTO component_versions (component, version) VALUES (?, ?) "
+                    "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                    (component, version),
+                )
 
     def close(self) -> None:
         self.db.close()
