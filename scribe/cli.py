@@ -171,7 +171,7 @@ def _live_printer(quiet: bool = False):
             err.print(f"[green]encounter {event.encounter_id}[/] "
                       f"{'resumed at frame ' + str(event.next_seq) if event.resumed else 'started'}")
         elif isinstance(event, ErrorEvent):
-            err.print(f"[yellow]server: {event.code.value}: {event.message}[/]")
+            err.print(f"[yellow]server: {str(event.code)}: {event.message}[/]")
 
     return on_event
 

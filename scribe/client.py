@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from urllib.parse import urlsplit, urlunsplit
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,10 @@ class ClientError(Exception):
     def __init__(self, message: str, code: str | None = None):
         super().__init__(message)
         self.code = code
+
+
+class _Finalising(Exception):
+    """The server refused a resume because the encounter was stopped: fetch over HTTP."""
 
 
 @dataclass
@@ -90,7 +95,8 @@ class StreamClient:
         self._room = asyncio.Event()
         self._room.set()
         self._transcript: Transcript | None = None
-        self._was_ready = False
+        self._stop_sent = False
+        self._highest_ack = -1
 
     # -- source side
 
@@ -106,6 +112,7 @@ class StreamClient:
         self._new_frame.set()
 
     def _acked(self, seq: int) -> None:
+        self._highest_ack = max(self._highest_ack, seq)
         while self.unacked and self.unacked[0][0] <= seq:
             self.unacked.popleft()
         self._room.set()
@@ -117,27 +124,72 @@ class StreamClient:
         attempt = 0
         try:
             while True:
-                self._was_ready = False
+                progress_before = self._progress()
                 try:
                     transcript = await self._connection()
                     if transcript is not None:
                         return transcript
+                except _Finalising:
+                    return await self._fetch_transcript()
                 except (OSError, ConnectionClosed, InvalidStatus, asyncio.TimeoutError) as exc:
                     if isinstance(exc, ConnectionClosed) and exc.rcvd and exc.rcvd.code in _FATAL_CLOSE:
                         raise ClientError(f"server closed the stream: {exc.rcvd.reason or exc.rcvd.code}") from None
                     if isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403):
+                        # A reverse proxy in front of scribe may refuse the upgrade itself.
                         raise ClientError("the server refused the token") from None
                     self.stats.errors.append(type(exc).__name__)
                 if pump.done() and pump.exception():
                     raise pump.exception()  # type: ignore[misc]
-                attempt = 1 if self._was_ready else attempt + 1
+                # Back off on connections that achieved nothing (no ack, no segment), even if
+                # they reached 'ready': a server failing the same way every time is not retried
+                # forever; any progress resets the count.
+                attempt = 1 if self._progress() != progress_before else attempt + 1
                 if attempt > self.max_reconnects:
-                    raise ClientError(f"gave up after {self.max_reconnects} reconnection attempts")
+                    raise ClientError(f"gave up after {self.max_reconnects} reconnection attempts without progress")
                 delay = min(10.0, 0.2 * 2 ** min(attempt, 6)) * (0.5 + random.random() / 2)
                 log.info("reconnecting", extra={"attempt": attempt, "delay_s": round(delay, 2)})
                 await asyncio.sleep(delay)
         finally:
             pump.cancel()
+
+    def _progress(self) -> tuple[int, int]:
+        return (self._highest_ack, len(self.segments))
+
+    def _http_base(self) -> str:
+        parts = urlsplit(self.url)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+    async def _fetch_transcript(self, timeout: float = 900.0) -> Transcript:
+        """The server finished (or is finishing) this encounter after our ``stop``, but the
+        ``done`` event was lost with a connection: wait for it to finish, then read the
+        stored transcript over HTTP."""
+        import aiohttp
+
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        base = f"{self._http_base()}/v1/encounters/{self.start.encounter_id}"
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=30)) as http:
+            while True:
+                async with http.get(base) as resp:
+                    if resp.status != 200:
+                        raise ClientError(f"cannot read encounter status: HTTP {resp.status}")
+                    status = (await resp.json())["status"]
+                if status != "recording":
+                    break
+                if asyncio.get_running_loop().time() > deadline:
+                    raise ClientError("the server did not finish the encounter in time; fetch it later")
+                await asyncio.sleep(1.0)
+            async with http.get(f"{base}/transcript") as resp:
+                if resp.status != 200:
+                    raise ClientError(f"cannot read the transcript: HTTP {resp.status}")
+                transcript = Transcript.model_validate_json(await resp.text())
+        for seg in transcript.segments:
+            if seg.index not in self.segments:
+                self.segments[seg.index] = seg
+                self.on_event(SegmentEvent(segment=seg))
+        self._transcript = transcript
+        return transcript
 
     async def _connection(self) -> Transcript | None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -149,17 +201,19 @@ class StreamClient:
             since = len(self.segments)
             await ws.send(encode_start(self.start.model_copy(update={"since_segment": since})))
             ready = await self._first_event(ws)
-            self._was_ready = True
             self._acked(ready.next_seq - 1)
             resend_from = ready.next_seq
             if self.stats.connects > 1:
                 self.stats.frames_resent += sum(1 for s, _ in self.unacked if s >= resend_from)
             sender = asyncio.create_task(self._send_loop(ws, resend_from))
+            gap_restart: int | None = None
             try:
                 async for raw in ws:
                     if isinstance(raw, bytes):
                         continue
                     event = decode_event(raw)
+                    if event is None:
+                        continue  # an event type from a newer server
                     self.on_event(event)
                     if isinstance(event, AckEvent):
                         self._acked(event.seq)
@@ -168,12 +222,18 @@ class StreamClient:
                     elif isinstance(event, PartialEvent):
                         self.stats.partials += 1
                     elif isinstance(event, ErrorEvent):
-                        self.stats.errors.append(event.code.value)
-                        if event.code is ErrorCode.frame_gap and event.expected_seq is not None:
-                            sender.cancel()
-                            sender = asyncio.create_task(self._send_loop(ws, event.expected_seq))
-                        elif event.fatal and event.code is not ErrorCode.internal:
-                            raise ClientError(f"{event.code.value}: {event.message}", event.code.value)
+                        self.stats.errors.append(str(event.code))
+                        if event.code == ErrorCode.frame_gap and event.expected_seq is not None:
+                            # Every frame already in flight after the missing one reports the
+                            # same gap: restart the sender once per distinct resume point.
+                            if event.expected_seq != gap_restart:
+                                gap_restart = event.expected_seq
+                                sender.cancel()
+                                sender = asyncio.create_task(self._send_loop(ws, event.expected_seq))
+                        elif event.code in (ErrorCode.bad_frame, ErrorCode.frame_too_large):
+                            raise ClientError(f"{event.code}: {event.message}", str(event.code))
+                        elif event.fatal and event.code not in (ErrorCode.internal, ErrorCode.superseded):
+                            raise ClientError(f"{event.code}: {event.message}", str(event.code))
                     elif isinstance(event, DoneEvent):
                         self._transcript = event.transcript
                         return event.transcript
@@ -187,11 +247,17 @@ class StreamClient:
             if isinstance(raw, bytes):
                 continue
             event = decode_event(raw)
+            if event is None:
+                continue
             self.on_event(event)
             if isinstance(event, ReadyEvent):
                 return event
             if isinstance(event, ErrorEvent):
-                raise ClientError(f"{event.code.value}: {event.message}", event.code.value)
+                if event.code == ErrorCode.encounter_closed and self._stop_sent:
+                    # We already sent 'stop' on an earlier connection: the server finished
+                    # (or is finishing) the encounter; the transcript is over HTTP.
+                    raise _Finalising()
+                raise ClientError(f"{event.code}: {event.message}", str(event.code))
 
     async def _send_loop(self, ws: websockets.ClientConnection, from_seq: int) -> None:
         seq = from_seq
@@ -207,6 +273,7 @@ class StreamClient:
                 if not stop_sent:
                     await ws.send('{"type":"stop"}')
                     stop_sent = True
+                    self._stop_sent = True
                 return
             self._new_frame.clear()
             if seq >= self.next_seq and not self.source_done:

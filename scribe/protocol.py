@@ -49,6 +49,7 @@ class ErrorCode(StrEnum):
     encounter_closed = "encounter_closed"
     superseded = "superseded"
     overloaded = "overloaded"
+    unsupported_language = "unsupported_language"
     internal = "internal"
 
 
@@ -96,7 +97,14 @@ _client_adapter: TypeAdapter[StartMessage | StopMessage] = TypeAdapter(ClientMes
 # --------------------------------------------------------------------------- server → client
 
 
-class ReadyEvent(_Msg):
+class _Event(BaseModel):
+    """Server events ignore unknown fields when parsed, so a newer server (which may add
+    fields, never remove or rename them) does not break an older client."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ReadyEvent(_Event):
     type: Literal["ready"] = "ready"
     protocol: int = PROTOCOL_VERSION
     encounter_id: str
@@ -107,32 +115,33 @@ class ReadyEvent(_Msg):
     resumed: bool
 
 
-class PartialEvent(_Msg):
+class PartialEvent(_Event):
     type: Literal["partial"] = "partial"
     text: str
     start: float
     end: float
 
 
-class SegmentEvent(_Msg):
+class SegmentEvent(_Event):
     type: Literal["segment"] = "segment"
     segment: Segment
 
 
-class AckEvent(_Msg):
+class AckEvent(_Event):
     type: Literal["ack"] = "ack"
     seq: int
 
 
-class ErrorEvent(_Msg):
+class ErrorEvent(_Event):
     type: Literal["error"] = "error"
-    code: ErrorCode
+    code: ErrorCode | str
+    """One of ``ErrorCode``; a code this client does not know yet stays a plain string."""
     message: str
     fatal: bool = False
     expected_seq: int | None = None
 
 
-class DoneEvent(_Msg):
+class DoneEvent(_Event):
     type: Literal["done"] = "done"
     transcript: Transcript
 
@@ -150,9 +159,16 @@ def encode_event(event: BaseModel) -> str:
     return event.model_dump_json(exclude_none=True)
 
 
-def decode_event(text: str) -> ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | DoneEvent:
-    """Client side: parse one server event (raises ``ValueError`` on anything else)."""
-    return _server_adapter.validate_json(text)
+_EVENT_TYPES = {"ready", "partial", "segment", "ack", "error", "done"}
+
+
+def decode_event(text: str) -> ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | DoneEvent | None:
+    """Client side: parse one server event. An event type this client does not know (added
+    by a newer server) gives None, to be skipped; a malformed known event raises ``ValueError``."""
+    raw = json.loads(text)
+    if not isinstance(raw, dict) or raw.get("type") not in _EVENT_TYPES:
+        return None
+    return _server_adapter.validate_python(raw)
 
 
 def encode_frame(seq: int, pcm: bytes) -> bytes:
@@ -225,8 +241,10 @@ class ServerProtocol:
     Nothing here raises on bad input: every problem becomes a ``Reject`` with a stable code.
     """
 
-    def __init__(self, *, max_frame_bytes: int, supported_rates: list[int]):
-        self.max_frame_bytes = max_frame_bytes
+    def __init__(self, *, max_frame_seconds: float, supported_rates: list[int]):
+        self.max_frame_seconds = max_frame_seconds
+        self.max_frame_bytes = 0
+        """Set at ``start`` from the client's sample rate: the limit is in seconds of audio."""
         self.supported_rates = sorted(supported_rates)
         self.state = State.awaiting_start
         self.expected_seq = 0
@@ -292,6 +310,7 @@ class ServerProtocol:
             )
         self.state = State.starting
         self.start = msg
+        self.max_frame_bytes = int(self.max_frame_seconds * msg.sample_rate) * 2
         return [Start(msg)]
 
     def started(self, next_seq: int) -> None:

@@ -53,6 +53,7 @@ from .store import AsyncStore, EncounterConflict, Store
 log = logging.getLogger(__name__)
 
 _EOS = object()
+_EMPTY = np.zeros(0, dtype=np.float32)
 
 
 class StreamingTranscriber(Protocol):
@@ -104,10 +105,17 @@ class Engine:
         device = getattr(self._recognizer, "device", "cpu")
         return "local_agreement" if device == "cuda" else "utterance"
 
-    def transcriber(self, *, origin: int, first_index: int) -> StreamingTranscriber:
+    def unsupported_language(self, language: str | None) -> str | None:
+        check = getattr(self.recognizer, "unsupported_language", None)
+        return check(language) if check else None
+
+    def transcriber(self, *, origin: int, first_index: int, language: str | None = None) -> StreamingTranscriber:
         asr = self.settings.asr
+        recognizer = self.recognizer
+        if language and language != getattr(recognizer, "language", None):
+            recognizer = _SessionLanguage(recognizer, language)
         if self.policy() == "local_agreement":
-            return AgreementTranscriber(self.recognizer, origin=origin, first_index=first_index)
+            return AgreementTranscriber(recognizer, origin=origin, first_index=first_index)
         from .asr.vad import StreamingVad
 
         config = SegmenterConfig.from_ms(
@@ -117,7 +125,7 @@ class Engine:
             speech_pad_ms=asr.speech_pad_ms,
         )
         return UtteranceTranscriber(
-            self.recognizer,
+            recognizer,
             StreamingVad(),
             config,
             origin=origin,
@@ -127,14 +135,26 @@ class Engine:
         )
 
 
+class _SessionLanguage:
+    """The shared recogniser, decoding in one session's spoken language."""
+
+    def __init__(self, recognizer: Any, language: str):
+        self.recognizer = recognizer
+        self.language = language
+
+    def transcribe(self, audio: np.ndarray, *, offset: float, final: bool = True) -> Any:
+        return self.recognizer.transcribe(audio, offset=offset, final=final, language=self.language)
+
+
 @dataclass
 class Session:
     """One live connection's pipeline for one encounter."""
 
     encounter_id: str
     ws: web.WebSocketResponse
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    finishing: bool = False
+    """``stop`` was received: the pipeline runs to the end even if the socket drops."""
 
 
 class StreamServer:
@@ -151,7 +171,7 @@ class StreamServer:
                 "TOML file); allow_no_auth=true disables authentication for local experiments only"
             )
         self._tokens = [t.get_secret_value().encode() for t in cfg.tokens]
-        self.max_frame_bytes = int(cfg.max_frame_seconds * max(cfg.supported_rates)) * 2
+        self._finishing: set[Connection] = set()
 
     # -- app
 
@@ -160,6 +180,7 @@ class StreamServer:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/v1/stream", self.stream)
         app.router.add_get("/v1/encounters", self.list_encounters)
+        app.router.add_get("/v1/encounters/{id}", self.get_encounter)
         app.router.add_get("/v1/encounters/{id}/transcript", self.get_transcript)
         app.on_startup.append(self._startup)
         app.on_shutdown.append(self._shutdown)
@@ -173,6 +194,10 @@ class StreamServer:
     async def _shutdown(self, app: web.Application) -> None:
         for session in list(self.sessions.values()):
             await session.ws.close(code=CloseCode.going_away, message=b"server shutting down")
+        # Stopped encounters still transcribing after their client left: their audio is in
+        # the store, so a restart (or the client's resume) finishes them; cancel here.
+        for conn in list(self._finishing):
+            await conn.cancel_tasks()
 
     async def _cleanup(self, app: web.Application) -> None:
         self.store.close()
@@ -184,10 +209,10 @@ class StreamServer:
         """True: valid token; False: wrong token; None: no token sent."""
         if self.settings.server.allow_no_auth and not self._tokens:
             return True
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+        scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
             return None
-        given = header[7:].strip().encode()
+        given = credentials.strip().encode()
         return any(hmac.compare_digest(given, t) for t in self._tokens)
 
     def _require_auth(self, request: web.Request) -> None:
@@ -206,6 +231,14 @@ class StreamServer:
         self._require_auth(request)
         encounters = await self.store.list_encounters()
         return web.json_response([e.model_dump(mode="json") for e in encounters])
+
+    async def get_encounter(self, request: web.Request) -> web.Response:
+        self._require_auth(request)
+        eid = request.match_info["id"]
+        enc = await self.store.get_encounter(eid)
+        if enc is None:
+            raise web.HTTPNotFound(text=f"no encounter {eid}")
+        return web.json_response(text=enc.model_dump_json())
 
     async def get_transcript(self, request: web.Request) -> web.Response:
         self._require_auth(request)
@@ -259,16 +292,25 @@ class StreamServer:
 
 
 class Connection:
-    """The per-websocket shell around ``ServerProtocol``."""
+    """The per-websocket shell around ``ServerProtocol``.
+
+    The receive loop never waits on transcription: frames go to a bounded persist queue
+    (disk writes are fast), ``stop`` only enqueues the end marker, so pings keep being
+    answered while a long backlog is transcribed. The persister hands audio to the
+    transcriber through a queue bounded in *seconds*; audio beyond that bound is not kept in
+    memory: it is already in the store, and the transcriber reads it back from there when
+    it catches up. Memory stays flat however far behind the transcriber falls.
+    """
 
     def __init__(self, server: StreamServer, ws: web.WebSocketResponse):
         self.server = server
         self.ws = ws
         cfg = server.settings.server
-        self.protocol = ServerProtocol(max_frame_bytes=server.max_frame_bytes, supported_rates=cfg.supported_rates)
-        frames_per_queue = max(8, int(cfg.queue_seconds * 10))
-        self.persist_q: asyncio.Queue[Any] = asyncio.Queue(maxsize=frames_per_queue)
-        self.audio_q: asyncio.Queue[Any] = asyncio.Queue(maxsize=frames_per_queue)
+        self.protocol = ServerProtocol(max_frame_seconds=cfg.max_frame_seconds, supported_rates=cfg.supported_rates)
+        self.persist_q: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
+        self.audio_q: asyncio.Queue[Any] = asyncio.Queue()
+        self.queued_samples = 0
+        self.max_queued_samples = int(cfg.queue_seconds * SAMPLE_RATE)
         self.encounter_id: str | None = None
         self.session: Session | None = None
         self.resampler: Resampler | None = None
@@ -276,6 +318,8 @@ class Connection:
         self.tasks: list[asyncio.Task[Any]] = []
         self.finished = asyncio.Event()
         self.last_acked = -1
+        self.caught_up_from_store = 0
+        """Audio samples the transcriber re-read from the store because the queue was full."""
 
     async def send(self, event: Any) -> bool:
         return await StreamServer._send(self.ws, event)
@@ -287,36 +331,40 @@ class Connection:
             elif msg.type == WSMsgType.BINARY:
                 actions = self.protocol.receive_bytes(msg.data)
             elif msg.type == WSMsgType.ERROR:
-                # aiohttp reports an oversized message here and closes with 1009.
-                await self.send(
-                    ErrorEvent(code=ErrorCode.message_too_large, message=f"message rejected: {self.ws.exception()}",
-                               fatal=True)
-                )
+                exc = self.ws.exception()
+                too_big = getattr(exc, "code", None) == CloseCode.message_too_big
+                # aiohttp has already started closing the socket; the close code (1009 for an
+                # oversized message) is what reaches the client, this event is best effort.
+                await self.send(ErrorEvent(
+                    code=ErrorCode.message_too_large if too_big else ErrorCode.bad_frame,
+                    message=(f"message larger than {self.server.settings.server.max_message_bytes} bytes"
+                             if too_big else "malformed websocket message"),
+                    fatal=True,
+                ))
+                log.warning("websocket error", extra={"encounter": self.encounter_id,
+                                                      "reason": "too_big" if too_big else type(exc).__name__})
                 break
             else:
                 break
             for action in actions:
                 if not await self.act(action):
                     return
-            if self.finished.is_set():
-                return
 
     async def act(self, action: Any) -> bool:
         """Carry out one protocol action; False ends the connection."""
         if isinstance(action, Audio):
             await self.persist_q.put(action)
         elif isinstance(action, Duplicate):
-            await self.send(AckEvent(seq=self.last_acked))
+            # Re-ack only what is persisted: a resent frame may still be in the persist queue.
+            if self.last_acked >= 0:
+                await self.send(AckEvent(seq=self.last_acked))
         elif isinstance(action, Start):
             return await self.start(action.message)
         elif isinstance(action, Stop):
+            if self.session is not None:
+                self.session.finishing = True
+            self.server._finishing.add(self)
             await self.persist_q.put(_EOS)
-            waiter = asyncio.create_task(self.finished.wait())
-            await asyncio.wait([waiter, *self.tasks], return_when=asyncio.FIRST_EXCEPTION)
-            waiter.cancel()
-            if self.finished.is_set():
-                await self.ws.close(code=CloseCode.normal)
-            return False
         elif isinstance(action, Reject):
             await self.send(action.error)
             if action.error.fatal:
@@ -324,13 +372,27 @@ class Connection:
                 return False
         return True
 
+    async def _refuse(self, code: ErrorCode, message: str) -> bool:
+        await self.send(ErrorEvent(code=code, message=message, fatal=True))
+        await self.ws.close(code=CloseCode.protocol_error, message=code.value.encode())
+        return False
+
     async def start(self, msg: StartMessage) -> bool:
         server = self.server
         language = msg.language or server.settings.asr.language or "en"
+        problem = server.engine.unsupported_language(language)
+        if problem:
+            return await self._refuse(ErrorCode.unsupported_language, problem)
         # A resumed connection may race the old one's teardown: supersede it and wait for its
         # pipeline to stop, so two transcribers never write the same encounter.
         async with server.lock(msg.encounter_id):
             old = server.sessions.get(msg.encounter_id)
+            if old is not None and old.finishing:
+                return await self._refuse(
+                    ErrorCode.encounter_closed,
+                    f"encounter {msg.encounter_id} is being finalised after 'stop'; fetch the transcript from "
+                    f"GET /v1/encounters/{msg.encounter_id}/transcript",
+                )
             if old is not None:
                 await StreamServer._send(old.ws, ErrorEvent(code=ErrorCode.superseded,
                                                             message="a newer connection resumed this encounter",
@@ -347,15 +409,13 @@ class Connection:
                     consent=msg.consent,
                 )
             except EncounterConflict as exc:
-                await self.send(ErrorEvent(code=ErrorCode.encounter_conflict, message=str(exc), fatal=True))
-                await self.ws.close(code=CloseCode.protocol_error, message=b"encounter_conflict")
-                return False
+                return await self._refuse(ErrorCode.encounter_conflict, str(exc))
             if enc.status is not EncounterStatus.recording:
-                await self.send(ErrorEvent(code=ErrorCode.encounter_closed,
-                                           message=f"encounter {enc.id} is already {enc.status.value}; start a new one",
-                                           fatal=True))
-                await self.ws.close(code=CloseCode.protocol_error, message=b"encounter_closed")
-                return False
+                return await self._refuse(
+                    ErrorCode.encounter_closed,
+                    f"encounter {enc.id} is already {enc.status.value}; start a new one (its transcript is at "
+                    f"GET /v1/encounters/{enc.id}/transcript)",
+                )
             self.encounter_id = enc.id
             self.session = Session(enc.id, self.ws)
             server.sessions[enc.id] = self.session
@@ -363,9 +423,9 @@ class Connection:
         loop = asyncio.get_running_loop()
         self.transcriber = await loop.run_in_executor(
             server.engine.executor,
-            lambda: server.engine.transcriber(origin=enc.committed_until, first_index=enc.segment_count),
+            lambda: server.engine.transcriber(origin=enc.committed_until, first_index=enc.segment_count,
+                                              language=enc.language),
         )
-        backlog = await server.store.audio_from(enc.id, enc.committed_until)
         self.last_acked = enc.last_seq
         self.protocol.started(enc.last_seq + 1)
         await self.send(
@@ -373,16 +433,18 @@ class Connection:
         )
         for seg in await server.store.segments(enc.id, since=msg.since_segment):
             await self.send(SegmentEvent(segment=seg))
-        if backlog.size:
-            await self.audio_q.put(backlog)
+        # Persisted but untranscribed audio (a resume): an empty chunk at the persisted end
+        # makes the transcriber read the gap from the store before anything new arrives.
+        self.audio_q.put_nowait((enc.samples_received, _EMPTY))
         self.tasks = [
             asyncio.create_task(self.persist_loop(), name=f"persist-{enc.id}"),
-            asyncio.create_task(self.transcribe_loop(), name=f"transcribe-{enc.id}"),
+            asyncio.create_task(self.transcribe_loop(enc.committed_until), name=f"transcribe-{enc.id}"),
         ]
         for task in self.tasks:
             task.add_done_callback(self._task_done)
         log.info("session started", extra={"encounter": enc.id, "resumed": not created,
-                                           "next_seq": enc.last_seq + 1, "backlog_s": backlog.size / SAMPLE_RATE})
+                                           "next_seq": enc.last_seq + 1,
+                                           "backlog_s": (enc.samples_received - enc.committed_until) / SAMPLE_RATE})
         return True
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
@@ -394,10 +456,23 @@ class Connection:
         asyncio.ensure_future(self._fail())
 
     async def _fail(self) -> None:
+        if self.session is not None:
+            self.session.finishing = False  # a resume may take over and retry
         await self.send(ErrorEvent(code=ErrorCode.internal,
                                    message="the server could not process this stream; reconnect to resume",
                                    fatal=True))
         await self.ws.close(code=CloseCode.internal_error, message=b"internal")
+
+    def _enqueue_audio(self, start: int, pcm: bytes, *, keep: bool = False) -> None:
+        """Hand persisted audio to the transcriber, unless more than ``queue_seconds`` is
+        already waiting: then it is dropped here and re-read from the store later."""
+        n = len(pcm) // 2
+        if not n:
+            return
+        if not keep and self.queued_samples + n > self.max_queued_samples:
+            return
+        self.queued_samples += n
+        self.audio_q.put_nowait((start, np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0))
 
     async def persist_loop(self) -> None:
         """Write frames in batches, ack them, pass the audio on to the transcriber."""
@@ -411,51 +486,73 @@ class Connection:
             frames = [a for a in batch if isinstance(a, Audio)]
             if frames:
                 converted = [(a.seq, self.resampler.feed(a.pcm) if self.resampler else a.pcm) for a in frames]
-                await store.append_frames(self.encounter_id, converted)
+                _, received = await store.append_frames(self.encounter_id, converted)
                 self.last_acked = frames[-1].seq
                 await self.send(AckEvent(seq=self.last_acked))
                 pcm = b"".join(p for _, p in converted)
-                if pcm:
-                    await self.audio_q.put(np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0)
+                self._enqueue_audio(received - len(pcm) // 2, pcm)
             if eos:
+                enc = await store.get_encounter(self.encounter_id)
+                assert enc is not None
+                end = enc.samples_received
                 if self.resampler is not None:
-                    tail = self.resampler.flush()
-                    if tail:
-                        # The resampler's delay line: persisted as an extra, unacknowledged
-                        # frame would break numbering, so it is only transcribed.
-                        await self.audio_q.put(np.frombuffer(tail, dtype="<i2").astype(np.float32) / 32768.0)
-                await self.audio_q.put(_EOS)
+                    # The resampler's delay line: persisted as an extra, unacknowledged frame
+                    # it would break numbering, so it is only transcribed (never dropped).
+                    self._enqueue_audio(end, self.resampler.flush(), keep=True)
+                self.audio_q.put_nowait((end, _EOS))
                 return
 
-    async def transcribe_loop(self) -> None:
+    async def transcribe_loop(self, cursor: int) -> None:
+        """Feed audio to the transcriber in encounter order from ``cursor`` (a sample index),
+        reading any stretch missing from the queue back from the store."""
         server = self.server
         loop = asyncio.get_running_loop()
         assert self.transcriber is not None and self.encounter_id is not None
         transcriber = self.transcriber
+        catch_up_chunk = 30 * SAMPLE_RATE
         while True:
-            item = await self.audio_q.get()
-            if item is _EOS:
+            start, item = await self.audio_q.get()
+            eos = item is _EOS
+            if not eos:
+                self.queued_samples -= len(item)
+            while cursor < start:
+                # Dropped from the queue (or a resume's backlog): it is in the store.
+                upto = min(start, cursor + catch_up_chunk)
+                missing = await server.store.audio_from(self.encounter_id, cursor, upto)
+                if not len(missing):
+                    raise RuntimeError(f"audio {cursor}..{upto} missing from the store")
+                self.caught_up_from_store += len(missing)
+                cursor += len(missing)
+                events = await loop.run_in_executor(
+                    server.engine.executor, lambda a=missing: transcriber.feed(a, allow_partial=False)
+                )
+                await self._emit(events)
+            if eos:
                 events = await loop.run_in_executor(server.engine.executor, transcriber.flush)
                 await self._emit(events)
                 await self._finish()
                 return
-            chunks = [item]
-            eos = False
-            # Coalesce what is already queued (up to ~2 s) into one call: fewer thread hops.
+            if start + len(item) <= cursor:
+                continue
+            chunks = [item[cursor - start:]]
+            cursor = start + len(item)
+            # Coalesce what is already queued and contiguous (up to ~2 s) into one call.
             while not self.audio_q.empty() and sum(len(c) for c in chunks) < 2 * SAMPLE_RATE:
-                nxt = self.audio_q.get_nowait()
-                if nxt is _EOS:
-                    eos = True
+                nxt_start, nxt = self.audio_q._queue[0]  # peek: a gap or the end stops coalescing
+                if nxt is _EOS or nxt_start != cursor:
                     break
+                self.audio_q.get_nowait()
+                self.queued_samples -= len(nxt)
                 chunks.append(nxt)
+                cursor += len(nxt)
             samples = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-            allow_partial = self.audio_q.empty() and not eos
+            if not len(samples):
+                continue
+            allow_partial = self.audio_q.empty()
             events = await loop.run_in_executor(
                 server.engine.executor, lambda: transcriber.feed(samples, allow_partial=allow_partial)
             )
             await self._emit(events)
-            if eos:
-                self.audio_q.put_nowait(_EOS)
 
     async def _emit(self, events: list[Committed | PartialText]) -> None:
         assert self.encounter_id is not None
@@ -484,16 +581,11 @@ class Connection:
         await self.send(DoneEvent(transcript=transcript))
         self.finished.set()
         log.info("session finished", extra={"encounter": enc.id, "segments": len(segments),
-                                            "audio_s": round(transcript.duration, 1)})
+                                            "audio_s": round(transcript.duration, 1),
+                                            "caught_up_s": round(self.caught_up_from_store / SAMPLE_RATE, 1)})
+        await self.ws.close(code=CloseCode.normal)
 
-    async def shutdown(self) -> None:
-        """Connection over (normally or not): stop this session's tasks and release it.
-
-        Audio that was acked but not yet transcribed stays in the store; a resume re-reads
-        it. Segments are committed to the store only from the event loop, after a decode
-        returns, so a cancelled decode leaves the store at the last whole commit and the
-        resumed transcriber redoes that utterance.
-        """
+    async def cancel_tasks(self) -> None:
         for task in self.tasks:
             if not task.done():
                 task.cancel()
@@ -502,6 +594,25 @@ class Connection:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
+
+    async def shutdown(self) -> None:
+        """Connection over (normally or not): release the session.
+
+        After ``stop`` the pipeline runs to the end even when the client has gone: all audio
+        is persisted, so the transcript is finished and stored, and the client (or the TUI)
+        fetches it over HTTP. Otherwise the tasks are cancelled: audio that was acked but not
+        yet transcribed stays in the store and a resume re-reads it. Segments are committed
+        only from the event loop after a decode returns, so a cancelled decode leaves the
+        store at the last whole commit and the resumed transcriber redoes that utterance.
+        """
+        if self.session is not None and self.session.finishing:
+            for task in self.tasks:
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        await self.cancel_tasks()
+        self.server._finishing.discard(self)
         if self.session is not None:
             self.session.done.set()
             if self.server.sessions.get(self.session.encounter_id) is self.session:

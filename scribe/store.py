@@ -61,6 +61,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (encounter_id, idx)
     );
     """,
+    # 2: range reads of audio by sample position stay O(log n) as a visit grows
+    """
+    CREATE INDEX frames_by_sample ON frames (encounter_id, start_sample);
+    """,
 ]
 
 
@@ -293,19 +297,30 @@ class Store:
             )
         return last_seq, received
 
-    def audio_from(self, encounter_id: str, sample: int) -> np.ndarray:
-        """Persisted audio from ``sample`` on, as float32 — what a resumed transcriber re-reads."""
-        rows = self.db.execute(
-            "SELECT start_sample, pcm FROM frames WHERE encounter_id = ? AND start_sample + length(pcm) / 2 > ? "
-            "ORDER BY seq",
+    def audio_from(self, encounter_id: str, sample: int, end: int | None = None) -> np.ndarray:
+        """Persisted audio in ``[sample, end)`` (to the end when ``end`` is None), as float32:
+        what a resumed transcriber re-reads, and what a transcriber that fell behind the
+        in-memory queue catches up from."""
+        upper = end if end is not None else 2**62
+        if upper <= sample:
+            return np.zeros(0, dtype=np.float32)
+        # Frames are contiguous: the one holding ``sample`` starts at or before it.
+        first = self.db.execute(
+            "SELECT max(start_sample) FROM frames WHERE encounter_id = ? AND start_sample <= ?",
             (encounter_id, sample),
+        ).fetchone()[0]
+        rows = self.db.execute(
+            "SELECT start_sample, pcm FROM frames WHERE encounter_id = ? AND start_sample >= ? AND start_sample < ? "
+            "ORDER BY start_sample",
+            (encounter_id, first if first is not None else sample, upper),
         ).fetchall()
         if not rows:
             return np.zeros(0, dtype=np.float32)
         first_start = rows[0][0]
         pcm = b"".join(r[1] for r in rows)
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-        return samples[max(0, sample - first_start) :]
+        lo = max(0, sample - first_start)
+        return samples[lo : max(lo, upper - first_start)]
 
     # -- transcript
 

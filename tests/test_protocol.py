@@ -28,7 +28,7 @@ START = StartMessage(
 
 
 def proto() -> ServerProtocol:
-    return ServerProtocol(max_frame_bytes=64_000, supported_rates=[16_000, 48_000])
+    return ServerProtocol(max_frame_seconds=2.0, supported_rates=[16_000, 48_000])
 
 
 def started() -> ServerProtocol:

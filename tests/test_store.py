@@ -34,3 +34,24 @@ def test_nested_tx_commits_once_and_rolls_back_together(tmp_path):
             inner.execute("INSERT INTO a VALUES (2)")
     assert store.db.execute("SELECT count(*) FROM a").fetchone()[0] == 2
     store.close()
+
+
+def test_audio_from_reads_exact_ranges(tmp_path):
+    import numpy as np
+
+    from scribe.models import Consent
+
+    store = Store(tmp_path / "s.db")
+    store.open_encounter("e1", clinician_id="c", patient_ref="Patient/1", language="en", sample_rate=16_000,
+                         consent=Consent(given=True))
+    pcm = (np.arange(1000, dtype="<i2")).tobytes()  # frames of 100 samples, values = sample index
+    store.append_frames("e1", [(i, pcm[i * 200:(i + 1) * 200]) for i in range(10)])
+    whole = store.audio_from("e1", 0)
+    assert len(whole) == 1000
+    part = store.audio_from("e1", 150, 420)
+    assert len(part) == 270
+    assert round(part[0] * 32768) == 150 and round(part[-1] * 32768) == 419
+    assert len(store.audio_from("e1", 990)) == 10
+    assert len(store.audio_from("e1", 500, 500)) == 0
+    assert len(store.audio_from("e1", 2000)) == 0
+    store.close()

@@ -182,12 +182,30 @@ class WhisperRecognizer:
         finally:
             self.model.trim_enabled = previous
 
-    def transcribe(self, audio: np.ndarray, *, offset: float, final: bool = True) -> list[Recognized]:
+    def unsupported_language(self, language: str | None) -> str | None:
+        """Why ``language`` cannot be transcribed with this model (None when it can)."""
+        if language and self.info.english_only and language.split("-")[0].lower() != "en":
+            return (f"the model {self.info.name} is English-only and cannot transcribe {language!r}; "
+                    "start the server with a multilingual model (--model base) or send language 'en'")
+        if language and not self.info.english_only:
+            from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+            if language.split("-")[0].lower() not in _LANGUAGE_CODES:
+                return f"unknown language code {language!r}; use an ISO 639-1 code such as 'en' or 'es'"
+        return None
+
+    def transcribe(
+        self, audio: np.ndarray, *, offset: float, final: bool = True, language: str | None = None
+    ) -> list[Recognized]:
+        """``language`` overrides the recogniser's default for this call (a session's spoken
+        language); English-only models ignore it after ``unsupported_language`` said yes."""
         if audio.size == 0:
             return []
+        if self.info.english_only or not language:
+            language = self.language
         segments, _info = self.model.transcribe(
             audio,
-            language=self.language,
+            language=language.split("-")[0].lower() if language else None,
             beam_size=self.beam_size if final else 1,
             # One fallback only, and a token budget proportional to the audio: a looping
             # decode otherwise runs to 448 tokens at every temperature (measured: 34 s of
