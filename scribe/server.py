@@ -25,7 +25,6 @@ from typing import Any, Protocol
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from .asr.commit import SegmenterConfig
 from .asr.streaming import AgreementTranscriber, Committed, PartialText, UtteranceTranscriber
 from .audio import SAMPLE_RATE, Resampler
 from .config import Settings
@@ -118,12 +117,7 @@ class Engine:
             return AgreementTranscriber(recognizer, origin=origin, first_index=first_index)
         from .asr.vad import StreamingVad
 
-        config = SegmenterConfig.from_ms(
-            threshold=asr.vad_threshold,
-            min_silence_ms=asr.min_silence_ms,
-            max_utterance_s=asr.max_utterance_s,
-            speech_pad_ms=asr.speech_pad_ms,
-        )
+        config = asr.segmenter_config()
         return UtteranceTranscriber(
             recognizer,
             StreamingVad(),

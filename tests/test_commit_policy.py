@@ -50,6 +50,16 @@ def test_long_speech_is_cut_at_the_longest_pause():
     assert all(a.end <= b.start for a, b in zip(us, us[1:]))
 
 
+def test_long_utterance_closes_on_a_shorter_pause():
+    """Brisk turn-taking: a 3-window pause does not end a short utterance but ends a long one."""
+    short = [0.9] * 6 + [0.0] * 3 + [0.9] * 6 + [0.0] * 12
+    assert len(run(short, cfg=SOFT)) == 1
+    long_ = [0.9] * 14 + [0.0] * 3 + [0.9] * 6 + [0.0] * 12
+    first, second = run(long_, cfg=SOFT)
+    assert first.end <= second.start and first.end <= (14 + 1 + SOFT.pad_windows) * WINDOW
+    assert len(run(long_, cfg=CFG)) == 1  # without the soft limit the pause is not enough
+
+
 def test_reopen_moves_audio_into_the_next_utterance():
     seg = UtteranceSegmenter(CFG)
     [u] = seg.feed([0.9] * 40)
@@ -61,27 +71,32 @@ def test_reopen_moves_audio_into_the_next_utterance():
 probs_strategy = st.lists(st.sampled_from([0.0, 0.1, 0.4, 0.45, 0.6, 0.95]), max_size=400)
 
 
-@settings(max_examples=300, deadline=None)
-@given(probs_strategy, st.lists(st.integers(min_value=0, max_value=50), max_size=30))
-def test_any_split_gives_the_same_utterances(probs, splits):
-    assert run(probs, splits) == run(probs)
+SOFT = SegmenterConfig(min_silence_windows=5, min_speech_windows=2, max_windows=40, pad_windows=1,
+                       min_utterance_windows=4, max_silence_windows=8, soft_max_windows=12, short_silence_windows=2)
+configs = st.sampled_from([CFG, SOFT])
 
 
 @settings(max_examples=300, deadline=None)
-@given(probs_strategy)
-def test_utterances_are_ordered_disjoint_and_cover_sustained_speech(probs):
-    us = run(probs)
+@given(probs_strategy, st.lists(st.integers(min_value=0, max_value=50), max_size=30), configs)
+def test_any_split_gives_the_same_utterances(probs, splits, cfg):
+    assert run(probs, splits, cfg) == run(probs, cfg=cfg)
+
+
+@settings(max_examples=300, deadline=None)
+@given(probs_strategy, configs)
+def test_utterances_are_ordered_disjoint_and_cover_sustained_speech(probs, cfg):
+    us = run(probs, cfg=cfg)
     for u in us:
         assert u.start < u.end
     assert all(a.end <= b.start for a, b in zip(us, us[1:]))
     # every window inside a run of >= min_speech voiced windows is in exactly one utterance
     i = 0
     while i < len(probs):
-        if probs[i] >= CFG.threshold:
+        if probs[i] >= cfg.threshold:
             j = i
-            while j < len(probs) and probs[j] >= CFG.threshold:
+            while j < len(probs) and probs[j] >= cfg.threshold:
                 j += 1
-            if j - i >= CFG.min_speech_windows:
+            if j - i >= cfg.min_speech_windows:
                 for w in range(i, j):
                     hits = [u for u in us if u.start <= w * WINDOW < u.end]
                     assert len(hits) == 1, (w, us)

@@ -45,6 +45,12 @@ class SegmenterConfig:
     hallucinates on fragments ("Thank you.", "ok ok ok"), so it waits for more speech..."""
     max_silence_windows: int = 47
     """...unless the pause grows to this (~1.5 s): then even a short utterance is closed."""
+    soft_max_windows: int | None = None
+    """Past this length an utterance closes on a shorter pause (``short_silence_windows``):
+    in a brisk conversation turns follow each other within 0.5 s, so without it utterances
+    run to the cap and commit seconds after their speech ended. None disables it."""
+    short_silence_windows: int = 8
+    """The pause (~250 ms) that closes an utterance longer than ``soft_max_windows``."""
 
     @classmethod
     def from_ms(
@@ -57,11 +63,15 @@ class SegmenterConfig:
         min_speech_ms: int = 130,
         min_utterance_s: float = 1.0,
         max_silence_ms: int = 1500,
+        soft_max_utterance_s: float | None = None,
+        short_silence_ms: int = 250,
         sample_rate: int = 16_000,
     ) -> SegmenterConfig:
         w = WINDOW / sample_rate * 1000.0
         min_silence = max(1, round(min_silence_ms / w))
         return cls(
+            soft_max_windows=None if soft_max_utterance_s is None else max(1, round(soft_max_utterance_s * 1000.0 / w)),
+            short_silence_windows=max(1, min(min_silence, round(short_silence_ms / w))),
             threshold=threshold,
             min_silence_windows=min_silence,
             min_utterance_windows=max(1, round(min_utterance_s * 1000.0 / w)),
@@ -183,7 +193,7 @@ class UtteranceSegmenter:
         if p >= c.threshold:
             s.last_voiced = i
             s.voiced += 1
-        elif p < c.low and i - s.last_voiced >= c.min_silence_windows:
+        elif p < c.low and i - s.last_voiced >= self._silence_needed():
             long_enough = s.last_voiced + 1 - s.start >= c.min_utterance_windows
             if long_enough or i - s.last_voiced >= c.max_silence_windows:
                 return self._close(s.last_voiced + 1 + c.pad_windows, "silence")
@@ -193,6 +203,12 @@ class UtteranceSegmenter:
         if i + 1 - s.start >= c.max_windows:
             return self._cut()
         return None
+
+    def _silence_needed(self) -> int:
+        c, s = self.config, self.state
+        if c.soft_max_windows is not None and s.last_voiced + 1 - s.start >= c.soft_max_windows:
+            return c.short_silence_windows
+        return c.min_silence_windows
 
     def _close(self, end_window: int, reason: Literal["silence", "max_length", "flush"]) -> Utterance | None:
         c, s = self.config, self.state
