@@ -217,6 +217,12 @@ class SignedNote(_Model):
     signed_at: datetime = Field(default_factory=utcnow)
     version: int = 1
     replaces: str | None = None
+    id: str | None = None
+    """Signature id in the outbox (``sig-…``); None before it is recorded."""
+    content_hash: str | None = None
+    """SHA-256 of the note content (what makes signing the same note twice a no-op)."""
+    retracted_at: datetime | None = None
+    """Set when the clinician retracted this version (sent as ``entered-in-error``)."""
 
 
 class DeliveryState(StrEnum):
@@ -235,3 +241,11 @@ class Delivery(_Model):
     resource_id: str | None = None
     error: str | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+    signature_id: str | None = None
+    version: int | None = None
+    action: Literal["create", "retract"] = "create"
+    """``create`` delivers a version; ``retract`` marks a delivered one ``entered-in-error``."""
+    next_attempt_at: datetime | None = None
+    location: str | None = None
+    """Where the target put it: the EHR's resource URL or the file written."""
+    created_at: datetime | None = None

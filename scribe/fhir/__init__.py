@@ -1,6 +1,10 @@
-"""FHIR delivery: the pure document builder (``document``) and note renderer (``render``).
+"""FHIR delivery of signed notes.
 
-The client, outbox and targets (the I/O shell) build on these; nothing here does I/O.
+Pure core: the document builder (``document``), the note renderer (``render``) and the error
+wording/backoff arithmetic (``outcome``). I/O shell: the REST client (``client``, ``smart``),
+patient/encounter resolution (``resolve``), delivery targets (``targets``: FHIR REST endpoint or
+a directory of FHIR JSON) and the durable outbox (``outbox``). The shell modules are imported
+lazily by their users so that ``import scribe.fhir`` stays light.
 """
 
 from scribe.fhir.document import (

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.documentreference import DocumentReference
 from scribe.fhir.render import TextFormat, render_note
+from scribe.fhir.render import _clean as _clean_text
 from scribe.models import Encounter, Note, SignedNote
 
 # --------------------------------------------------------------------------- constants
@@ -341,7 +342,8 @@ def build_document_reference(
         "data": base64.b64encode(data).decode("ascii"),
         "size": len(data),
         "hash": base64.b64encode(hashlib.sha1(data).digest()).decode("ascii"),
-        "title": note.title.strip() or _loinc_type(note)["text"],
+        # Same cleaning as the rendered text: a control character is invalid in a FHIR string.
+        "title": _clean_text(note.title) or _loinc_type(note)["text"],
         "creation": fhir_instant(when),
     }
     if ctx.language:

@@ -1,0 +1,14 @@
+"""Trust building blocks: consent, audit trail, encryption at rest, access tokens, rate limits.
+
+Each module is self-contained with a small API so the server and store can wire it in:
+
+- ``audit``      append-only, hash-chained audit log (``AuditLog``) in the store
+- ``crypto``     AES-GCM envelopes bound to (table, column, row) and key rotation (``Keyring``)
+- ``tokens``     per-clinician API tokens stored hashed, roles, encounter scoping (``TokenStore``)
+- ``consent``    the consent gate, consent withdrawal and retention purges
+- ``ratelimit``  a token-bucket limiter per principal or address
+- ``cli``        ``scribe audit|keys|tokens|purge``
+
+Nothing here logs or stores PHI: audit entries carry ids and codes only, and ``audit``
+refuses free text in an entry's details.
+"""

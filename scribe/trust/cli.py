@@ -1,0 +1,359 @@
+"""``scribe audit|keys|tokens|purge``: the privacy office's and the operator's commands.
+
+Each command opens the configured store, does one thing, and records what it did in the
+audit log (exports, token changes, rotations and purges are themselves auditable events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def _actor(args: argparse.Namespace) -> str:
+    name = getattr(args, "actor", None)
+    if not name:
+        try:
+            name = "cli:" + getpass.getuser()
+        except Exception:
+            name = "cli"
+    return name if re.match(r"^[A-Za-z0-9_.:@/+=-]{1,128}$", name) else "cli"
+
+
+def _when(text: str | None, what: str) -> datetime | None:
+    from scribe.cli import UserError
+
+    if not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"{what} must be an ISO date or time, e.g. 2026-01-31 or 2026-01-31T08:00:00+01:00") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _open_store(args: argparse.Namespace):
+    from scribe.cli import UserError, settings_from_args
+    from scribe.store import Store, StoreError
+
+    settings = settings_from_args(args)
+    try:
+        return settings, Store(settings.database_path)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from scribe.cli import console, err
+
+    from .audit import AuditLog
+
+    settings, store = _open_store(args)
+    try:
+        anchor = args.anchor or settings.trust.audit_anchor_file
+        if anchor is not None and not Path(anchor).exists():
+            if args.anchor:
+                from scribe.cli import UserError
+
+                raise UserError(f"anchor file {anchor} does not exist")
+            anchor = None
+        result = AuditLog(store).verify(anchor=anchor)
+    finally:
+        store.close()
+    if args.json:
+        console.print_json(result.model_dump_json())
+    elif result.ok:
+        anchored = f", anchored at seq {result.anchored_seq}" if result.anchored_seq is not None else \
+            " (no anchor: truncation of the newest entries would not be detected)"
+        console.print(f"[green]audit log intact[/]: {result.checked} entries, head seq {result.head_seq} "
+                      f"hash {result.head_hash[:16]}…{anchored}")
+    else:
+        err.print(f"[red]audit log BROKEN[/] at seq {result.first_bad_seq}: {result.reason} "
+                  f"({result.checked} entries checked)")
+    return 0 if result.ok else 1
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from scribe.cli import err
+
+    from .audit import Action, AuditLog, Outcome
+
+    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    _, store = _open_store(args)
+    try:
+        audit = AuditLog(store)
+        n = 0
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+        try:
+            for line in audit.export(since, until):
+                out.write(line)
+                n += 1
+        finally:
+            if args.output:
+                out.close()
+        detail: dict[str, Any] = {"entries": n}
+        if since:
+            detail["since"] = since.date().isoformat()
+        if until:
+            detail["until"] = until.date().isoformat()
+        audit.record(_actor(args), Action.export, "audit_log", "range", Outcome.success, detail)
+    finally:
+        store.close()
+    err.print(f"{n} audit entries exported" + (f" to {args.output}" if args.output else ""))
+    return 0
+
+
+def cmd_audit_anchor(args: argparse.Namespace) -> int:
+    from scribe.cli import UserError, console
+
+    from .audit import AuditLog
+
+    settings, store = _open_store(args)
+    path = args.file or settings.trust.audit_anchor_file
+    if path is None:
+        store.close()
+        raise UserError("no anchor file: pass --file or set trust.audit_anchor_file")
+    try:
+        seq, digest = AuditLog(store).anchor(path)
+    finally:
+        store.close()
+    console.print(f"anchored seq {seq} hash {digest} in {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from scribe.cli import UserError, console
+
+    from .crypto import KeyMissing, write_key_file
+
+    try:
+        key_id = write_key_file(args.output, overwrite=args.force)
+    except KeyMissing as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot write {args.output}: {exc.strerror}") from None
+    console.print(f"new key {key_id} written to {args.output} (mode 0600)")
+    console.print("use it with SCRIBE_TRUST__KEY_FILE=" + str(Path(args.output).resolve())
+                  + "; when it replaces a key, list the old file in trust.retired_key_files and run "
+                    "'scribe keys rotate'")
+    return 0
+
+
+def _keyring(settings: Any):
+    from scribe.cli import UserError
+
+    from .crypto import KeyMissing, Keyring
+
+    try:
+        return Keyring.from_settings(settings)
+    except KeyMissing as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    from scribe.cli import console, settings_from_args
+
+    ring = _keyring(settings_from_args(args))
+    console.print(f"primary {ring.primary_id}")
+    for kid in ring.key_ids:
+        if kid != ring.primary_id:
+            console.print(f"retired {kid}")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from scribe.cli import UserError, console
+
+    from .audit import Action, AuditLog, Outcome
+    from .crypto import CryptoError, rotate
+
+    settings, store = _open_store(args)
+    ring = _keyring(settings)
+    try:
+        try:
+            report = rotate(store, ring, encrypt_plaintext=args.encrypt_plaintext)
+        except CryptoError as exc:
+            AuditLog(store).record(_actor(args), Action.key_rotated, "key", ring.primary_id, Outcome.failed,
+                                   {"error": type(exc).__name__})
+            raise UserError(f"rotation stopped (rows done so far are committed; fix and run again): {exc}") from None
+        AuditLog(store).record(_actor(args), Action.key_rotated, "key", ring.primary_id, Outcome.success,
+                               {"rewrapped": report.rewrapped, "encrypted": report.encrypted_plaintext})
+    finally:
+        store.close()
+    console.print(f"re-encrypted {report.rewrapped} values under {ring.primary_id}; "
+                  f"{report.encrypted_plaintext} plaintext values encrypted; {report.already_current} already current"
+                  + (f"; skipped (absent): {', '.join(report.skipped_columns)}" if report.skipped_columns else ""))
+    return 0
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    from scribe.cli import UserError, err
+
+    from .audit import AuditLog
+    from .tokens import Role, TokenStore
+
+    _, store = _open_store(args)
+    try:
+        tokens = TokenStore(store, audit=AuditLog(store))
+        try:
+            token, info = tokens.create(args.clinician, Role.admin if args.admin else Role.clinician,
+                                        args.label or "", actor=_actor(args))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    finally:
+        store.close()
+    err.print(f"token {info.token_id} for {info.clinician_id} ({info.role.value}); it is shown once, store it now:")
+    print(token, flush=True)  # plain: rich would wrap a long token on a narrow terminal
+    return 0
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from scribe.cli import console
+
+    from .tokens import TokenStore
+
+    _, store = _open_store(args)
+    try:
+        infos = TokenStore(store).list(args.clinician, include_revoked=not args.active)
+    finally:
+        store.close()
+    if args.json:
+        console.print_json(json.dumps([i.model_dump(mode="json") for i in infos]))
+        return 0
+    table = Table("token id", "clinician", "role", "label", "created", "last used", "revoked")
+    for i in infos:
+        table.add_row(i.token_id, i.clinician_id, i.role.value, i.label, i.created_at.isoformat(timespec="seconds"),
+                      i.last_used_at.isoformat(timespec="seconds") if i.last_used_at else "",
+                      i.revoked_at.isoformat(timespec="seconds") if i.revoked_at else "")
+    console.print(table)
+    return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    from scribe.cli import UserError, console
+
+    from .audit import AuditLog
+    from .tokens import TokenStore
+
+    _, store = _open_store(args)
+    try:
+        done = TokenStore(store, audit=AuditLog(store)).revoke(args.token_id, actor=_actor(args))
+    finally:
+        store.close()
+    if not done:
+        raise UserError(f"no active token {args.token_id} (see 'scribe tokens list')")
+    console.print(f"token {args.token_id} revoked")
+    return 0
+
+
+# --------------------------------------------------------------------------- purge
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from scribe.cli import console
+
+    from ..models import utcnow
+    from .audit import AuditLog
+    from .consent import purge_expired
+
+    settings, store = _open_store(args)
+    now = _when(args.now, "--now") or utcnow()
+    audio_days = settings.trust.audio_retention_days if args.audio_days is None else args.audio_days
+    draft_days = settings.trust.draft_retention_days if args.draft_days is None else args.draft_days
+    try:
+        report = purge_expired(store, now, audio_days, draft_days, audit=AuditLog(store), actor=_actor(args),
+                               dry_run=args.dry_run)
+    finally:
+        store.close()
+    verb = "would delete" if args.dry_run else "deleted"
+    console.print(f"{verb} {report.frames_deleted} audio frames from {len(report.audio)} encounters "
+                  f"(older than {audio_days:g} days) and {report.drafts_deleted} unsigned drafts from "
+                  f"{len(report.drafts)} encounters (older than {draft_days:g} days)"
+                  + (f"; drafts not checked: {report.notes_skipped}" if report.notes_skipped else ""))
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def register(sub: Any, bench_sub: Any) -> None:
+    def actor_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--actor", help="who is acting, for the audit log (default cli:<user>)")
+
+    audit = sub.add_parser("audit", help="verify or export the hash-chained audit log",
+                           description="The audit log records every access to patient data (ids and codes, no PHI).")
+    asub = audit.add_subparsers(dest="audit_cmd", metavar="ACTION", required=True)
+    p = asub.add_parser("verify", help="check the hash chain; exit 1 if any entry was edited, removed or reordered")
+    p.add_argument("--anchor", type=Path, help="anchor file (default trust.audit_anchor_file) to detect truncation")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_audit_verify)
+    p = asub.add_parser("export", help="write entries in a time range as JSON Lines (for the privacy office)")
+    p.add_argument("--since", help="from this time (ISO 8601, UTC if no offset), inclusive")
+    p.add_argument("--until", help="up to this time, exclusive")
+    p.add_argument("-o", "--output", help="file to write (default stdout)")
+    actor_arg(p)
+    p.set_defaults(func=cmd_audit_export)
+    p = asub.add_parser("anchor", help="append the current head hash to an anchor file kept elsewhere")
+    p.add_argument("--file", type=Path, help="anchor file (default trust.audit_anchor_file)")
+    p.set_defaults(func=cmd_audit_anchor)
+
+    keys = sub.add_parser("keys", help="encryption keys: generate, show, rotate")
+    ksub = keys.add_subparsers(dest="keys_cmd", metavar="ACTION", required=True)
+    p = ksub.add_parser("generate", help="write a new random 256-bit key to a file with mode 0600")
+    p.add_argument("-o", "--output", type=Path, required=True, help="key file to create")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file (loses the old key!)")
+    p.set_defaults(func=cmd_keys_generate)
+    p = ksub.add_parser("show", help="print the ids of the configured keys (never the keys)")
+    p.set_defaults(func=cmd_keys_show)
+    p = ksub.add_parser("rotate", help="re-encrypt stored data under the primary key",
+                        description="Re-encrypt every value not under the primary key (trust.key_file or "
+                                    "SCRIBE_TRUST__KEY). Old keys must be listed in trust.retired_key_files "
+                                    "until this has finished.")
+    p.add_argument("--encrypt-plaintext", action="store_true", help="also encrypt values stored unencrypted")
+    actor_arg(p)
+    p.set_defaults(func=cmd_keys_rotate)
+
+    tokens = sub.add_parser("tokens", help="per-clinician API tokens: create, list, revoke")
+    tsub = tokens.add_subparsers(dest="tokens_cmd", metavar="ACTION", required=True)
+    p = tsub.add_parser("create", help="create a token (printed once; stored only as a hash)")
+    p.add_argument("--clinician", required=True, help="clinician id the token acts as")
+    p.add_argument("--admin", action="store_true", help="admin role: may see every clinician's encounters")
+    p.add_argument("--label", help="a note for operators, e.g. the device it is for (no patient data)")
+    actor_arg(p)
+    p.set_defaults(func=cmd_tokens_create)
+    p = tsub.add_parser("list", help="list tokens (ids and roles; never the tokens)")
+    p.add_argument("--clinician", help="only this clinician's")
+    p.add_argument("--active", action="store_true", help="hide revoked tokens")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tokens_list)
+    p = tsub.add_parser("revoke", help="revoke a token by its id")
+    p.add_argument("token_id", help="token id from 'scribe tokens list'")
+    actor_arg(p)
+    p.set_defaults(func=cmd_tokens_revoke)
+
+    p = sub.add_parser("purge", help="delete audio and unsigned drafts past retention",
+                       description="Delete audio frames of encounters older than trust.audio_retention_days and "
+                                   "unsigned drafts older than trust.draft_retention_days; each deletion is audited.")
+    p.add_argument("--audio-days", type=float, help="override trust.audio_retention_days (0 = keep)")
+    p.add_argument("--draft-days", type=float, help="override trust.draft_retention_days (0 = keep)")
+    p.add_argument("--now", help="reference time (ISO 8601; default now)")
+    p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    actor_arg(p)
+    p.set_defaults(func=cmd_purge)

@@ -1,0 +1,344 @@
+"""Encryption at rest: AES-256-GCM envelopes bound to where they are stored.
+
+Why envelopes carry the key id: rotation is gradual (rows are re-encrypted in batches while
+the service runs), so at any moment a column may hold values under the old and the new key;
+each value says which key opens it. The key id is derived from the key itself, so a key file
+and an id can never disagree.
+
+Why associated data: the ciphertext of a transcript segment is bound to ``(table, column,
+row key)``. Copying one encounter's encrypted segment into another encounter's row, or one
+column into another, makes decryption fail instead of silently showing the wrong patient's
+words.
+
+Binary envelope (for BLOB columns such as audio frames)::
+
+    b"SCE" | version (1 byte, 1) | len(key_id) (1 byte) | key_id (ASCII) | nonce (12) | ciphertext+tag
+
+Text envelope (for TEXT columns such as segment JSON): ``"enc1:" + base64url(binary envelope)``.
+
+The header is part of the associated data too, so no byte of an envelope can be changed.
+Nonces are random 96-bit values: safe for well under 2**32 encryptions per key (NIST SP
+800-38D); rotate keys long before that (at 100 frames/s that is more than a year of audio).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"SCE"
+VERSION = 1
+TEXT_PREFIX = "enc1:"
+NONCE_BYTES = 12
+KEY_BYTES = 32
+ENV_VAR = "SCRIBE_TRUST__KEY"
+
+
+class CryptoError(Exception):
+    """Base class; messages never contain plaintext or key material."""
+
+
+class KeyMissing(CryptoError):
+    """No key is configured, or a key file cannot be read."""
+
+
+class UnknownKeyId(CryptoError):
+    """A value was encrypted under a key that is not in the keyring."""
+
+
+class DecryptionError(CryptoError):
+    """Authentication failed: the value was altered, moved to another row, or is not ours."""
+
+
+def key_id_for(key: bytes) -> str:
+    """A short public id derived from the key (a hash prefix; reveals nothing usable)."""
+    return "k" + hashlib.sha256(b"scribe-key-id-v1\x00" + key).hexdigest()[:12]
+
+
+def generate_key() -> bytes:
+    return secrets.token_bytes(KEY_BYTES)
+
+
+def encode_key(key: bytes) -> str:
+    return base64.b64encode(key).decode("ascii")
+
+
+def decode_key(text: str, source: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyMissing(f"the key in {source} is not valid base64") from None
+    if len(key) != KEY_BYTES:
+        raise KeyMissing(f"the key in {source} is {len(key)} bytes; it must be {KEY_BYTES} bytes "
+                         "(generate one with 'scribe keys generate')")
+    return key
+
+
+def write_key_file(path: Path | str, key: bytes | None = None, *, overwrite: bool = False) -> str:
+    """Write a new base64 key to ``path`` with mode 0600 (created that way, never widened).
+
+    Returns the key id. Refuses to replace an existing file unless ``overwrite``: losing a key
+    loses every value encrypted under it.
+    """
+    key = key or generate_key()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(p, flags, 0o600)
+    except FileExistsError:
+        raise KeyMissing(f"{p} already exists; refusing to overwrite a key (move it aside first)") from None
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (encode_key(key) + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return key_id_for(key)
+
+
+def read_key_file(path: Path | str) -> bytes:
+    p = Path(path).expanduser()
+    try:
+        mode = p.stat().st_mode
+        text = p.read_text(encoding="ascii")
+    except FileNotFoundError:
+        raise KeyMissing(f"key file {p} does not exist (create one with 'scribe keys generate -o {p}')") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyMissing(f"cannot read key file {p}: {type(exc).__name__}") from None
+    if mode & stat.S_IROTH:
+        log.warning("key file %s is readable by other users; chmod 600 it", p)
+    return decode_key(text, str(p))
+
+
+class Keyring:
+    """Keys by id; one *primary* key encrypts, every key decrypts.
+
+    Build one with :meth:`from_settings` (primary from ``SCRIBE_TRUST__KEY`` or
+    ``trust.key_file``; retired keys from ``trust.retired_key_files``) or directly.
+    """
+
+    def __init__(self, primary: bytes, retired: Iterable[bytes] = ()):
+        if len(primary) != KEY_BYTES:
+            raise KeyMissing(f"the primary key must be {KEY_BYTES} bytes")
+        self._keys: dict[str, AESGCM] = {}
+        self.primary_id = key_id_for(primary)
+        self._keys[self.primary_id] = AESGCM(primary)
+        for key in retired:
+            if len(key) != KEY_BYTES:
+                raise KeyMissing(f"retired keys must be {KEY_BYTES} bytes")
+            self._keys.setdefault(key_id_for(key), AESGCM(key))
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._keys)
+
+    @classmethod
+    def from_sources(cls, key: str | None = None, key_file: Path | str | None = None,
+                     retired_key_files: Sequence[Path | str] = ()) -> Keyring:
+        if key and key_file:
+            raise KeyMissing(f"both {ENV_VAR} (trust.key) and trust.key_file are set; set only one primary key")
+        if key:
+            primary = decode_key(key, ENV_VAR)
+        elif key_file:
+            primary = read_key_file(key_file)
+        else:
+            raise KeyMissing(f"no encryption key configured: set {ENV_VAR} (base64 of 32 bytes) or trust.key_file "
+                             "(create one with 'scribe keys generate')")
+        return cls(primary, [read_key_file(p) for p in retired_key_files])
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Keyring:
+        """From ``settings.trust`` (key: SecretStr | None, key_file, retired_key_files)."""
+        trust = settings.trust
+        key = trust.key.get_secret_value() if trust.key is not None else None
+        return cls.from_sources(key, trust.key_file, trust.retired_key_files)
+
+    # -- envelopes
+
+    def _header(self, key_id: str) -> bytes:
+        kid = key_id.encode("ascii")
+        return MAGIC + bytes([VERSION, len(kid)]) + kid
+
+    def encrypt(self, plaintext: bytes, aad: bytes) -> bytes:
+        header = self._header(self.primary_id)
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return header + nonce + self._keys[self.primary_id].encrypt(nonce, plaintext, header + aad)
+
+    def decrypt(self, envelope: bytes, aad: bytes) -> bytes:
+        key_id, header, body = parse_envelope(envelope)
+        aes = self._keys.get(key_id)
+        if aes is None:
+            raise UnknownKeyId(f"value was encrypted under key {key_id}, which is not configured "
+                               f"(configured: {', '.join(self._keys)}); add its key file to trust.retired_key_files")
+        nonce, ct = body[:NONCE_BYTES], body[NONCE_BYTES:]
+        try:
+            return aes.decrypt(nonce, ct, header + aad)
+        except InvalidTag:
+            raise DecryptionError("decryption failed: the value was altered or belongs to another row") from None
+
+    def encrypt_text(self, plaintext: str, aad: bytes) -> str:
+        return TEXT_PREFIX + base64.urlsafe_b64encode(self.encrypt(plaintext.encode("utf-8"), aad)).decode("ascii")
+
+    def decrypt_text(self, value: str, aad: bytes) -> str:
+        if not value.startswith(TEXT_PREFIX):
+            raise DecryptionError("value is not an encrypted text envelope")
+        try:
+            raw = base64.urlsafe_b64decode(value[len(TEXT_PREFIX):].encode("ascii"))
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            raise DecryptionError("encrypted text envelope is not valid base64") from None
+        return self.decrypt(raw, aad).decode("utf-8")
+
+    def envelope_key_id(self, value: bytes | str) -> str | None:
+        """The key id of an envelope, or None if ``value`` is not encrypted."""
+        if isinstance(value, str):
+            if not value.startswith(TEXT_PREFIX):
+                return None
+            try:
+                value = base64.urlsafe_b64decode(value[len(TEXT_PREFIX):].encode("ascii"))
+            except (binascii.Error, ValueError):
+                return None
+        if not is_envelope(value):
+            return None
+        return parse_envelope(value)[0]
+
+
+def is_envelope(value: bytes | str) -> bool:
+    if isinstance(value, str):
+        return value.startswith(TEXT_PREFIX)
+    return isinstance(value, (bytes, bytearray, memoryview)) and bytes(value[:4]) == MAGIC + bytes([VERSION])
+
+
+def parse_envelope(envelope: bytes) -> tuple[str, bytes, bytes]:
+    """``(key_id, header, nonce+ciphertext)``; raises :class:`DecryptionError` on a malformed one."""
+    envelope = bytes(envelope)
+    if len(envelope) < 5 or envelope[:3] != MAGIC:
+        raise DecryptionError("value is not an encrypted envelope (stored in plaintext?)")
+    if envelope[3] != VERSION:
+        raise DecryptionError(f"unsupported envelope version {envelope[3]}")
+    n = envelope[4]
+    header = envelope[: 5 + n]
+    body = envelope[5 + n:]
+    if n == 0 or len(header) != 5 + n or len(body) < NONCE_BYTES + 16:
+        raise DecryptionError("truncated encrypted envelope")
+    try:
+        key_id = header[5:].decode("ascii")
+    except UnicodeDecodeError:
+        raise DecryptionError("malformed key id in envelope") from None
+    return key_id, header, body
+
+
+def aad_for(table: str, column: str, row_key: Sequence[Any] | str | int) -> bytes:
+    """Associated data naming where a value lives; unambiguous (a JSON array)."""
+    key = list(row_key) if isinstance(row_key, (list, tuple)) else [row_key]
+    return json.dumps([table, column, key], separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+# --------------------------------------------------------------------------- rotation
+
+
+@dataclass(frozen=True)
+class EncryptedColumn:
+    """A column holding envelopes: where it is, how its rows are keyed, text or blob."""
+
+    table: str
+    column: str
+    key_columns: tuple[str, ...]
+    text: bool
+
+
+DEFAULT_COLUMNS: tuple[EncryptedColumn, ...] = (
+    EncryptedColumn("frames", "pcm", ("encounter_id", "seq"), text=False),
+    EncryptedColumn("segments", "data", ("encounter_id", "idx"), text=True),
+)
+"""The core tables' PHI columns (audio and transcript). Features add theirs (notes …)."""
+
+
+@dataclass
+class RotationReport:
+    rewrapped: int = 0
+    encrypted_plaintext: int = 0
+    already_current: int = 0
+    skipped_columns: tuple[str, ...] = ()
+
+
+def _table_columns(db: Any, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f'PRAGMA table_info("{table}")').fetchall()}
+
+
+def rotate(store: Any, keyring: Keyring, columns: Sequence[EncryptedColumn] = DEFAULT_COLUMNS, *,
+           encrypt_plaintext: bool = False, batch: int = 500) -> RotationReport:
+    """Re-encrypt every value not under the primary key, in batches of ``batch`` rows per
+    transaction (so a long rotation does not hold the write lock for minutes, and an
+    interrupted one can simply be run again).
+
+    With ``encrypt_plaintext`` also encrypt values stored before encryption was turned on.
+    Tables or columns absent from this database are skipped (features are optional). Every
+    retired key must still be in the keyring: a value under an unknown key raises
+    :class:`UnknownKeyId` and the batch is rolled back.
+
+    After a rotation the old key can be destroyed; its ciphertext may remain in free pages
+    until ``VACUUM``, which is harmless once the key is gone.
+    """
+    report = RotationReport()
+    skipped = []
+    for col in columns:
+        have = _table_columns(store.db, col.table)
+        if not have or col.column not in have or not set(col.key_columns) <= have:
+            skipped.append(f"{col.table}.{col.column}")
+            continue
+        keys = ", ".join(f'"{k}"' for k in col.key_columns)
+        where = " AND ".join(f'"{k}" = ?' for k in col.key_columns)
+        last: tuple[Any, ...] | None = None
+        while True:
+            # Keyset pagination over the primary key: stable under concurrent inserts.
+            if last is None:
+                page_sql = f'SELECT {keys}, "{col.column}" FROM "{col.table}" ORDER BY {keys} LIMIT ?'
+                args: list[Any] = [batch]
+            else:
+                page_sql = (f'SELECT {keys}, "{col.column}" FROM "{col.table}" WHERE ({keys}) > ({", ".join("?" * len(last))}) '
+                            f"ORDER BY {keys} LIMIT ?")
+                args = [*last, batch]
+            with store.tx() as db:
+                rows = db.execute(page_sql, args).fetchall()
+                if not rows:
+                    break
+                for row in rows:
+                    row_key, value = tuple(row[:-1]), row[-1]
+                    aad = aad_for(col.table, col.column, row_key)
+                    kid = keyring.envelope_key_id(value) if value is not None else None
+                    if value is None or kid == keyring.primary_id:
+                        report.already_current += 1
+                        continue
+                    if kid is None:
+                        if not encrypt_plaintext:
+                            report.already_current += 1
+                            continue
+                        plain = value.encode("utf-8") if col.text else bytes(value)
+                        report.encrypted_plaintext += 1
+                    else:
+                        plain = (keyring.decrypt_text(value, aad).encode("utf-8") if col.text
+                                 else keyring.decrypt(value, aad))
+                        report.rewrapped += 1
+                    new = keyring.encrypt_text(plain.decode("utf-8"), aad) if col.text else keyring.encrypt(plain, aad)
+                    db.execute(f'UPDATE "{col.table}" SET "{col.column}" = ? WHERE {where}', (new, *row_key))
+                last = tuple(rows[-1][:-1])
+    report.skipped_columns = tuple(skipped)
+    log.info("key rotation to %s: %d rewrapped, %d plaintext encrypted, %d current",
+             keyring.primary_id, report.rewrapped, report.encrypted_plaintext, report.already_current)
+    return report
