@@ -151,7 +151,7 @@ def _start_message(args: argparse.Namespace, sample_rate: int = 16_000):
         patient_ref=args.patient,
         sample_rate=sample_rate,
         language=args.language,
-        consent=Consent(given=True, method="verbal", recorded_by=args.clinician),
+        consent=Consent.recorded_now(args.clinician, method=args.consent_method, given_by=args.consent_by),
     )
 
 
@@ -274,7 +274,12 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clinician", default=os.environ.get("USER", "clinician"), help="clinician id")
     p.add_argument("--patient", default="Patient/unknown", help="patient reference, e.g. Patient/123")
     p.add_argument("--language", help="spoken language (default: the server's)")
-    p.add_argument("--consent", action="store_true", help="confirm the patient consented to recording")
+    p.add_argument("--consent", action="store_true",
+                   help="confirm that consent to recording was just obtained (recorded with you as the recorder)")
+    p.add_argument("--consent-method", choices=["verbal", "written", "electronic"], default="verbal",
+                   help="how consent was given (default verbal)")
+    p.add_argument("--consent-by", choices=["patient", "guardian", "representative"], default="patient",
+                   help="who gave consent (default patient)")
     p.add_argument("-o", "--output", help="write the final transcript JSON here")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the live transcript")
 

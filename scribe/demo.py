@@ -54,7 +54,7 @@ def run_demo(args, *, console, err) -> int:
             source = FileSource(sample, speed=args.speed)
             eid = f"demo-{secrets.token_hex(4)}"
             start = StartMessage(encounter_id=eid, clinician_id="demo-clinician", patient_ref="Patient/demo",
-                                 consent=Consent(given=True, method="verbal", recorded_by="demo-clinician"))
+                                 consent=Consent.recorded_now("demo-clinician"))
             client = StreamClient(f"ws://127.0.0.1:{settings.server.port}/v1/stream", start, token=token,
                                   on_event=_live_printer())
             err.print(f"streaming {sample.name} ({source.duration:.0f} s of audio) through ws://127.0.0.1:"

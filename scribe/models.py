@@ -117,12 +117,27 @@ class EncounterStatus(StrEnum):
 
 
 class Consent(_Model):
-    """Who agreed to being recorded, how and when (the full consent gate is issue 6)."""
+    """Who agreed to being recorded, how, when, and who recorded it.
+
+    The server refuses to start a new recording unless all of it is present and recent
+    (``scribe.trust.consent.validate_consent``); ``given`` alone is not a consent record."""
 
     given: bool
+    given_by: Literal["patient", "guardian", "representative"] | None = None
     method: Literal["verbal", "written", "electronic", "unspecified"] = "unspecified"
     recorded_by: str | None = None
     at: datetime | None = None
+
+    @classmethod
+    def recorded_now(
+        cls,
+        recorded_by: str,
+        *,
+        method: Literal["verbal", "written", "electronic"] = "verbal",
+        given_by: Literal["patient", "guardian", "representative"] = "patient",
+    ) -> Consent:
+        """A complete consent obtained just now (what ``scribe record --consent`` sends)."""
+        return cls(given=True, given_by=given_by, method=method, recorded_by=recorded_by, at=utcnow())
 
 
 class Encounter(_Model):

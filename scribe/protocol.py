@@ -50,6 +50,7 @@ class ErrorCode(StrEnum):
     superseded = "superseded"
     overloaded = "overloaded"
     unsupported_language = "unsupported_language"
+    forbidden = "forbidden"
     internal = "internal"
 
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,10 +50,28 @@ from .protocol import (
     encode_event,
 )
 from .store import AsyncStore, EncounterConflict, Store
+from .trust.audit import Action as AuditAction
+from .trust.audit import AuditLog, Outcome
+from .trust.consent import ConsentError, ConsentPolicy, validate_consent
+from .trust.tokens import AuthError, Principal, Role, TokenStore, can_access
+from .review.api import mount as mount_review
 
 log = logging.getLogger(__name__)
 
 _EOS = object()
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+"""Where the auth middleware leaves the caller's ``Principal`` on each ``/v1`` request."""
+
+
+def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _audit_id(value: str) -> str:
+    """Encounter ids are client-chosen; the audit log accepts only plain codes."""
+    return value if re.match(r"^[A-Za-z0-9_.:@/+=-]{1,128}$", value) else "invalid-id"
 _EMPTY = np.zeros(0, dtype=np.float32)
 
 
@@ -166,16 +186,22 @@ class StreamServer:
             )
         self._tokens = [t.get_secret_value().encode() for t in cfg.tokens]
         self._finishing: set[Connection] = set()
+        raw = self.store.store
+        self.consent_policy = ConsentPolicy(max_age=timedelta(hours=settings.trust.consent_max_age_hours))
+        self.audit = AuditLog(raw)
+        self.tokens = TokenStore(raw, audit=self.audit)
 
     # -- app
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.server.max_message_bytes)
+        app = web.Application(client_max_size=self.settings.server.max_message_bytes,
+                              middlewares=[self._auth_middleware])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/v1/stream", self.stream)
         app.router.add_get("/v1/encounters", self.list_encounters)
         app.router.add_get("/v1/encounters/{id}", self.get_encounter)
         app.router.add_get("/v1/encounters/{id}/transcript", self.get_transcript)
+        mount_review(app, self)  # /v1/review/…: the review app's API (scribe.review)
         app.on_startup.append(self._startup)
         app.on_shutdown.append(self._shutdown)
         app.on_cleanup.append(self._cleanup)
@@ -199,22 +225,50 @@ class StreamServer:
 
     # -- auth
 
-    def _authorized(self, request: web.Request) -> bool | None:
-        """True: valid token; False: wrong token; None: no token sent."""
+    async def authenticate(self, request: web.Request) -> Principal:
+        """Who is calling. Site tokens (``server.tokens``) act as admins; per-clinician tokens
+        (``scribe tokens create``, stored hashed) see only their own encounters. Raises
+        ``AuthError`` (code ``missing``, ``malformed``, ``unknown``, ``revoked``); failures are
+        audited by the token store."""
         if self.settings.server.allow_no_auth and not self._tokens:
-            return True
+            return Principal(clinician_id="local", role=Role.admin)
         scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            return None
-        given = credentials.strip().encode()
-        return any(hmac.compare_digest(given, t) for t in self._tokens)
+        given = credentials.strip() if scheme.lower() == "bearer" else ""
+        if given and any(hmac.compare_digest(given.encode(), t) for t in self._tokens):
+            return Principal(clinician_id="site", role=Role.admin)
+        source = request.remote or None
+        return await self.store.call(self.tokens.authenticate, given or None, source=source)
 
-    def _require_auth(self, request: web.Request) -> None:
-        ok = self._authorized(request)
-        if ok is None:
-            raise web.HTTPUnauthorized(text="missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        if not ok:
-            raise web.HTTPForbidden(text="invalid bearer token")
+    async def _principal_or_error(self, request: web.Request) -> Principal | web.Response:
+        try:
+            return await self.authenticate(request)
+        except AuthError as exc:
+            if exc.code == "missing":
+                return _json_error(401, "missing bearer token: send 'Authorization: Bearer <token>'",
+                                   headers={"WWW-Authenticate": "Bearer"})
+            return _json_error(403, f"invalid bearer token ({exc.code})")
+
+    @web.middleware
+    async def _auth_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Every ``/v1`` HTTP route: authenticate, then scope ``…/encounters/{id}…`` to the
+        encounter's clinician (admins see all). Refusals are audited. The websocket does its
+        own check so that it can answer with close codes."""
+        if not request.path.startswith("/v1/") or request.path == "/v1/stream":
+            return await handler(request)
+        principal = await self._principal_or_error(request)
+        if isinstance(principal, web.Response):
+            return principal
+        request[PRINCIPAL] = principal
+        info = request.match_info
+        canonical = getattr(getattr(info.route, "resource", None), "canonical", "") or ""
+        if "/encounters/{id}" in canonical:
+            eid = info["id"]
+            enc = await self.store.get_encounter(eid)
+            if enc is not None and not can_access(principal, enc):
+                await self.store.call(self.audit.record, principal.clinician_id, AuditAction.access_denied,
+                                      "encounter", _audit_id(eid), Outcome.denied, {"method": request.method})
+                return _json_error(403, f"encounter {eid} belongs to another clinician")
+        return await handler(request)
 
     # -- HTTP
 
@@ -222,12 +276,11 @@ class StreamServer:
         return web.json_response({"status": "ok", "sessions": len(self.sessions)})
 
     async def list_encounters(self, request: web.Request) -> web.Response:
-        self._require_auth(request)
-        encounters = await self.store.list_encounters()
+        principal = request[PRINCIPAL]
+        encounters = await self.store.list_encounters(None if principal.is_admin else principal.clinician_id)
         return web.json_response([e.model_dump(mode="json") for e in encounters])
 
     async def get_encounter(self, request: web.Request) -> web.Response:
-        self._require_auth(request)
         eid = request.match_info["id"]
         enc = await self.store.get_encounter(eid)
         if enc is None:
@@ -235,12 +288,13 @@ class StreamServer:
         return web.json_response(text=enc.model_dump_json())
 
     async def get_transcript(self, request: web.Request) -> web.Response:
-        self._require_auth(request)
         eid = request.match_info["id"]
         enc = await self.store.get_encounter(eid)
         if enc is None:
             raise web.HTTPNotFound(text=f"no encounter {eid}")
         segments = await self.store.segments(eid)
+        await self.store.call(self.audit.record, request[PRINCIPAL].clinician_id, AuditAction.read, "transcript",
+                              _audit_id(eid), Outcome.success, {"segments": len(segments)})
         transcript = Transcript(
             encounter_id=eid, language=enc.language, segments=segments, duration=enc.samples_received / SAMPLE_RATE
         )
@@ -252,15 +306,16 @@ class StreamServer:
         cfg = self.settings.server
         ws = web.WebSocketResponse(max_msg_size=cfg.max_message_bytes, heartbeat=20.0)
         await ws.prepare(request)
-        auth = self._authorized(request)
-        if not auth:
-            code = CloseCode.unauthorized if auth is None else CloseCode.forbidden
-            message = "missing bearer token" if auth is None else "invalid bearer token"
+        try:
+            principal = await self.authenticate(request)
+        except AuthError as exc:
+            code = CloseCode.unauthorized if exc.code == "missing" else CloseCode.forbidden
+            message = "missing bearer token" if exc.code == "missing" else f"invalid bearer token ({exc.code})"
             await self._send(ws, ErrorEvent(code=ErrorCode.unauthorized, message=message, fatal=True))
             await ws.close(code=code, message=message.encode())
-            log.warning("websocket refused", extra={"reason": message, "peer": request.remote})
+            log.warning("websocket refused", extra={"reason": exc.code})
             return ws
-        conn = Connection(self, ws)
+        conn = Connection(self, ws, principal)
         try:
             await conn.run()
         except Exception:
@@ -296,9 +351,10 @@ class Connection:
     it catches up. Memory stays flat however far behind the transcriber falls.
     """
 
-    def __init__(self, server: StreamServer, ws: web.WebSocketResponse):
+    def __init__(self, server: StreamServer, ws: web.WebSocketResponse, principal: Principal):
         self.server = server
         self.ws = ws
+        self.principal = principal
         cfg = server.settings.server
         self.protocol = ServerProtocol(max_frame_seconds=cfg.max_frame_seconds, supported_rates=cfg.supported_rates)
         self.persist_q: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
@@ -373,6 +429,22 @@ class Connection:
 
     async def start(self, msg: StartMessage) -> bool:
         server = self.server
+        principal = self.principal
+        audit = server.audit
+        if not principal.is_admin and msg.clinician_id != principal.clinician_id:
+            await server.store.call(audit.record, principal.clinician_id, AuditAction.access_denied, "encounter",
+                                    _audit_id(msg.encounter_id), Outcome.denied, {"attempted": "stream"})
+            return await self._refuse(ErrorCode.forbidden,
+                                      "this token belongs to another clinician: stream as yourself")
+        try:
+            # A new recording needs a complete, recent consent; a resume was checked when the
+            # encounter was created (it may be resumed hours later).
+            if await server.store.get_encounter(msg.encounter_id) is None:
+                validate_consent(msg.consent, policy=server.consent_policy)
+        except ConsentError as exc:
+            await server.store.call(audit.record, principal.clinician_id, AuditAction.consent_refused, "encounter",
+                                    _audit_id(msg.encounter_id), Outcome.denied, {"reason": exc.reason.value})
+            return await self._refuse(ErrorCode.consent_required, f"{exc} ({exc.reason.value})")
         language = msg.language or server.settings.asr.language or "en"
         problem = server.engine.unsupported_language(language)
         if problem:
@@ -404,6 +476,19 @@ class Connection:
                 )
             except EncounterConflict as exc:
                 return await self._refuse(ErrorCode.encounter_conflict, str(exc))
+            if not can_access(principal, enc):  # an existing encounter of someone else's
+                await server.store.call(audit.record, principal.clinician_id, AuditAction.access_denied,
+                                        "encounter", _audit_id(enc.id), Outcome.denied, {"attempted": "stream"})
+                return await self._refuse(ErrorCode.forbidden, f"encounter {enc.id} belongs to another clinician")
+            await server.store.call(
+                audit.record, principal.clinician_id, AuditAction.create if created else AuditAction.update,
+                "encounter", _audit_id(enc.id), Outcome.success,
+                {"event": "recording_started" if created else "recording_resumed"},
+            )
+            if created:
+                await server.store.call(audit.record, principal.clinician_id, AuditAction.consent_recorded,
+                                        "encounter", _audit_id(enc.id), Outcome.success,
+                                        {"method": msg.consent.method})
             if enc.status is not EncounterStatus.recording:
                 return await self._refuse(
                     ErrorCode.encounter_closed,
@@ -567,6 +652,8 @@ class Connection:
         store = self.server.store
         assert self.encounter_id is not None
         await store.set_status(self.encounter_id, EncounterStatus.transcribed)
+        await store.call(self.server.audit.record, self.principal.clinician_id, AuditAction.update, "encounter",
+                         _audit_id(self.encounter_id), Outcome.success, {"event": "transcribed"})
         enc = await store.get_encounter(self.encounter_id)
         segments = await store.segments(self.encounter_id)
         assert enc is not None

@@ -22,6 +22,8 @@ if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test]'
+  # speaker-embedding weights: only resemblyzer's pretrained.pt is used (see pyproject.toml)
+  .venv/bin/python -m pip install -q --no-deps resemblyzer==0.1.4
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 cmd=${1:-help}; shift || true

@@ -24,7 +24,7 @@ JFK = SAMPLES / "general_jfk.flac"
 
 def start_msg(eid: str = "enc-test", rate: int = 16_000) -> StartMessage:
     return StartMessage(encounter_id=eid, clinician_id="dr-test", patient_ref="Patient/p1", sample_rate=rate,
-                        consent=Consent(given=True, method="verbal"))
+                        consent=Consent.recorded_now("dr-test"))
 
 
 def as_pcm(samples: np.ndarray) -> bytes:

@@ -1,2 +1,5 @@
-"""The Textual review app (issue 5). Not built yet: it will talk to the service's HTTP API
-and websocket events only, never to the store directly."""
+"""The Textual review app: ``scribe review``.
+
+It reads and writes only through the review HTTP API (``tui.client``), so a clinician can
+review from another machine. Nothing here touches the store.
+"""

@@ -112,7 +112,7 @@ async def _concurrent_streams(settings, rec, audio: np.ndarray, level: int) -> d
                 latencies.append(time.perf_counter() - (t0 + event.segment.end))
 
         start = StartMessage(encounter_id=f"bench-{level}-{i}", clinician_id="bench", patient_ref="Patient/bench",
-                             consent=Consent(given=True, method="verbal"))
+                             consent=Consent.recorded_now("bench"))
         await StreamClient(f"ws://127.0.0.1:{port}/v1/stream", start, token=token, on_event=on_event).run(paced())
         lags.append(time.perf_counter() - (t0 + duration))
 

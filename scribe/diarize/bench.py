@@ -1,0 +1,186 @@
+"""``scribe bench speakers``: speaker attribution error with and without enrolment, and cost.
+
+Per file: transcribe with scribe's streaming path (the segments the server would commit;
+cached as JSON beside nothing else, under ``<data_dir>/cache/speakers-bench``), label the
+segments with the online diarizer, align the words to the reference turns (``scoring``)
+and count words with the wrong role.
+
+Enrolment without cheating: the clinician's profile is built from the *first* ~30 s of
+that clinician's speech in the file (segments whose aligned reference words are all the
+clinician's, as if recorded at an earlier enrolment), and only words spoken *after* the last
+enrolment segment are scored, both with and without the profile, so the two figures cover
+the same words and no scored audio was used for enrolment. The no-enrolment figure over the
+whole file is reported too. Compute = CPU seconds of encoder + tracker per audio second.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..models import Segment, Speaker
+from .scoring import Attribution, align, attribution, hypothesis_words, reference_words, tokens, true_roles
+
+DEFAULT_FILES = [
+    "../shared/eval/audio/synth_dialogue_dev_01.flac",
+    *sorted(str(p) for p in Path("../shared/eval/real_audio").glob("osce_*.mp3")),
+]
+ENROL_SECONDS = 30.0
+
+
+@dataclass
+class CaseResult:
+    name: str
+    audio_s: float
+    full: Attribution
+    held_out_plain: Attribution | None
+    held_out_enrolled: Attribution | None
+    enrol_speech_s: float
+    compute_s: float
+    split_words: int
+
+
+def manifest_turns(manifest: dict) -> list[tuple[str, str]]:
+    rows = manifest.get("dialogue") or manifest.get("segments") or []
+    return [(r["speaker"], r["text"]) for r in rows]
+
+
+def streaming_segments(settings, rec, audio: np.ndarray) -> list[Segment]:
+    from ..asr.commit import SegmenterConfig
+    from ..asr.streaming import Committed, UtteranceTranscriber
+    from ..asr.vad import StreamingVad
+
+    asr = settings.asr
+    cfg = SegmenterConfig.from_ms(threshold=asr.vad_threshold, min_silence_ms=asr.min_silence_ms,
+                                  max_utterance_s=asr.max_utterance_s, speech_pad_ms=asr.speech_pad_ms)
+    tr = UtteranceTranscriber(rec, StreamingVad(), cfg, partial_interval_s=0, context_s=asr.context_s)
+    out: list[Segment] = []
+    for i in range(0, len(audio), 1600):
+        out += [s for e in tr.feed(audio[i:i + 1600], allow_partial=False) if isinstance(e, Committed)
+                for s in e.segments]
+    out += [s for e in tr.flush() if isinstance(e, Committed) for s in e.segments]
+    return out
+
+
+def _segment_truth(segments: list[Segment], truth: list[Speaker | None]) -> list[Speaker | None]:
+    """A segment's reference role when all its aligned words share it (else None)."""
+    out, k = [], 0
+    for seg in segments:
+        n = sum(len(tokens(w.text)) for w in seg.words) if seg.words else len(tokens(seg.text))
+        roles = {r for r in truth[k:k + n] if r is not None}
+        k += n
+        out.append(roles.pop() if len(roles) == 1 else None)
+    return out
+
+
+def enrolment_audio(segments: list[Segment], seg_truth: list[Speaker | None], audio: np.ndarray,
+                    seconds: float = ENROL_SECONDS) -> tuple[np.ndarray, float]:
+    """The first ``seconds`` of clinician-only segments, and the time scoring starts after."""
+    parts, total, until = [], 0.0, 0.0
+    for seg, role in zip(segments, seg_truth):
+        if total >= seconds:
+            break
+        if role == Speaker.clinician:
+            parts.append(audio[int(seg.start * 16000):int(seg.end * 16000)])
+            total += seg.end - seg.start
+            until = seg.end
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)), until
+
+
+def run_case(path: Path, segments: list[Segment], audio: np.ndarray, encoder, *, enrol: bool = True) -> CaseResult:
+    from .diarizer import label_segments
+    from .enroll import EnrolmentError, build_profile
+
+    manifest = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    ref = reference_words(manifest_turns(manifest))
+    t0 = time.process_time()
+    labelled, d = label_segments(encoder, segments, audio)
+    compute = time.process_time() - t0
+    hyp = hypothesis_words(labelled, d.word_labels)
+    pairs = align(ref, hyp)
+    full = attribution(ref, hyp, pairs)
+    split_words = sum(len(v) for v in d.word_labels.values())
+    plain = enrolled = None
+    enrol_s = 0.0
+    if enrol:
+        truth = _segment_truth(segments, true_roles(ref, hypothesis_words(segments), align(ref, hypothesis_words(segments))))
+        clip, until = enrolment_audio(segments, truth, audio)
+        try:
+            profile = build_profile(encoder, "bench-clinician", clip)
+        except EnrolmentError:
+            profile = None
+        if profile is not None:
+            enrol_s = profile.speech_seconds
+            later = [s for s in segments if s.start >= until]
+            plain = attribution(ref, hyp, pairs, from_time=until)
+            lab2, d2 = label_segments(encoder, later, audio, profile=profile)
+            hyp2 = hypothesis_words(lab2, d2.word_labels)
+            enrolled = attribution(ref, hyp2, align(ref, hyp2), from_time=until)
+    return CaseResult(path.stem, len(audio) / 16000, full, plain, enrolled, enrol_s, compute, split_words)
+
+
+def run_speakers_bench(args, *, console) -> int:
+    from rich.table import Table
+
+    from ..audio import load_audio
+    from ..cli import recognizer_from_settings, settings_from_args
+    from .encoder import load_encoder
+
+    settings = settings_from_args(args)
+    files = [Path(f) for f in (args.files or DEFAULT_FILES)]
+    cache_dir = settings.data_dir / "cache" / "speakers-bench"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    encoder = load_encoder()
+    rec = None
+    results: list[CaseResult] = []
+    for path in files:
+        audio = load_audio(path)
+        if args.max_seconds:
+            audio = audio[: int(args.max_seconds * 16000)]
+        cache = cache_dir / f"{path.stem}.{Path(settings.asr.model).name}.{len(audio)}.json"
+        if cache.is_file():
+            segments = [Segment.model_validate(s) for s in json.loads(cache.read_text())]
+        else:
+            rec = rec or recognizer_from_settings(settings)
+            segments = streaming_segments(settings, rec, audio)
+            cache.write_text(json.dumps([s.model_dump(mode="json") for s in segments]))
+        results.append(run_case(path, segments, audio, encoder, enrol=not args.no_enrol))
+        r = results[-1]
+        console.print(f"[dim]{r.name}: {len(segments)} segments, error {r.full.error:.1%}[/]")
+
+    table = Table(title="speaker attribution error (share of aligned words with the wrong role)")
+    for col in ("file", "audio s", "words scored", "no enrolment (all)", "held-out: no enrolment",
+                "held-out: enrolled", "enrol speech s", "compute s/audio s"):
+        table.add_column(col, justify="right" if col != "file" else "left")
+    total_full = Attribution(0, 0, 0)
+    total_plain = Attribution(0, 0, 0)
+    total_enr = Attribution(0, 0, 0)
+    audio_s = compute_s = 0.0
+    for r in results:
+        total_full += r.full
+        if r.held_out_plain and r.held_out_enrolled:
+            total_plain += r.held_out_plain
+            total_enr += r.held_out_enrolled
+        audio_s += r.audio_s
+        compute_s += r.compute_s
+        table.add_row(r.name, f"{r.audio_s:.0f}", f"{r.full.matched}/{r.full.reference_words}", f"{r.full.error:.1%}",
+                      f"{r.held_out_plain.error:.1%}" if r.held_out_plain else "–",
+                      f"{r.held_out_enrolled.error:.1%}" if r.held_out_enrolled else "–",
+                      f"{r.enrol_speech_s:.0f}", f"{r.compute_s / r.audio_s:.4f}")
+    table.add_row("all", f"{audio_s:.0f}", f"{total_full.matched}/{total_full.reference_words}",
+                  f"{total_full.error:.1%}", f"{total_plain.error:.1%}", f"{total_enr.error:.1%}", "",
+                  f"{compute_s / audio_s:.4f}" if audio_s else "–")
+    console.print(table)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps([{
+            "file": r.name, "audio_s": r.audio_s, "compute_s": r.compute_s,
+            "error_all": r.full.error, "matched": r.full.matched, "reference_words": r.full.reference_words,
+            "error_held_out_plain": r.held_out_plain.error if r.held_out_plain else None,
+            "error_held_out_enrolled": r.held_out_enrolled.error if r.held_out_enrolled else None,
+            "enrol_speech_s": r.enrol_speech_s,
+        } for r in results], indent=2))
+    return 0

@@ -1,0 +1,459 @@
+"""The review HTTP API (aiohttp), mounted on the streaming server's application.
+
+    GET  /v1/review/encounters?state=draft_ready&q=text     list with state, counts, filter
+    GET  /v1/review/encounters/{id}                         one summary
+    GET  /v1/review/encounters/{id}/transcript?since=N      segments (speaker, times)
+    GET  /v1/review/encounters/{id}/draft                   latest draft version
+    POST /v1/review/encounters/{id}/draft                   write a draft now (202; progress as events)
+    PUT  /v1/review/encounters/{id}/draft                   save an edited note {base_version, note}
+    POST /v1/review/encounters/{id}/flags/resolve           {base_version, sentence_id, flag, resolution, ...}
+    POST /v1/review/encounters/{id}/sign                    {version, confirm} → 409 while flags are open
+    POST /v1/review/encounters/{id}/amend                   {reason} → a new draft from the signed note
+    GET  /v1/review/encounters/{id}/deliveries              signatures and deliveries
+    POST /v1/review/deliveries/{id}/retry
+    GET  /v1/review/encounters/{id}/audit                   review events (who, when, before/after)
+    GET  /v1/review/events?encounter=ID                     server-sent events (what changed)
+
+Auth is the websocket's: ``Authorization: Bearer <token>`` (401 without, 403 with a wrong one).
+Errors are JSON ``{"error": "<plain words>"}``. Who acts is the ``actor`` of the request body
+(or the ``X-Scribe-Actor`` header); it is recorded with every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from ..models import EncounterStatus
+from ..store import AsyncStore
+from .edits import EditError
+from .events import EventHub
+from .models import (
+    AmendRequest,
+    DraftProgress,
+    DraftUpdate,
+    FlagResolution,
+    LiveEvent,
+    ReviewState,
+    SignRequest,
+)
+from .service import ReviewService
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+PREFIX = "/v1/review"
+
+
+@dataclass
+class ReviewContext:
+    """What the review API needs from its host server."""
+
+    astore: AsyncStore
+    service: ReviewService
+    authorize: Callable[[web.Request], str | None]
+    """Raises ``HTTPUnauthorized``/``HTTPForbidden``; may return the caller's identity."""
+    template: str = "soap"
+    hub: EventHub = field(init=False)
+    drafting: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    worker: Any = None
+    """An ``OutboxWorker`` this context runs (and stops) when the host runs none."""
+    _stop: asyncio.Event | None = None
+    _worker_task: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.hub = EventHub(self._snapshot)
+
+    def listen_outbox(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Delivery state changes reach clients at once (the poller is the fallback)."""
+
+        def changed(d: Any) -> None:
+            ev = LiveEvent(type="delivery", encounter_id=d.encounter_id,
+                           data={"id": d.id, "state": d.state.value, "attempts": d.attempts})
+            loop.call_soon_threadsafe(self.hub.publish, ev)
+
+        self.service.outbox.add_listener(changed)
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self.astore.call(fn, *args)
+
+    async def _snapshot(self):
+        def snap():
+            encs = {e.id: (e.status.value, e.segment_count) for e in self.service.store.list_encounters()}
+            dels = {d.id: (d.encounter_id, d.state.value, d.attempts, d.error)
+                    for d in self.service.outbox.deliveries()}
+            return encs, dels
+
+        return await self.call(snap)
+
+    @classmethod
+    def from_server(cls, server: Any) -> ReviewContext:
+        """Build from a ``StreamServer``: its store, its auth, and the notes repository and outbox
+        on the same store (the server's own, when it has them)."""
+        from ..fhir.outbox import Outbox
+        from ..notes.repo import NoteRepo
+
+        store = server.store.store
+        settings = server.settings
+        repo = getattr(server, "notes", None) or getattr(server, "note_repo", None) or NoteRepo(store)
+        outbox = getattr(server, "outbox", None) or Outbox(store, settings=settings)
+
+        def authorize(request: web.Request) -> str | None:
+            # The server's middleware has authenticated the caller and scoped encounter routes.
+            # A per-clinician token names the actor; a site token lets the body name it.
+            from ..server import PRINCIPAL
+
+            principal = request.get(PRINCIPAL)
+            if principal is None:
+                raise web.HTTPUnauthorized(text="missing bearer token")
+            return None if principal.is_admin else principal.clinician_id
+
+        ctx = cls(astore=server.store, service=ReviewService(store, repo, outbox), authorize=authorize,
+                  template=settings.notes.template)
+        if getattr(server, "outbox_worker", None) is None:
+            from ..fhir.outbox import OutboxWorker
+
+            ctx.worker = OutboxWorker.from_settings(outbox, settings, astore=server.store)
+        else:
+            ctx.worker = None
+        return ctx
+
+
+# ---------------------------------------------------------------------- plumbing
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _json(model: BaseModel | list[BaseModel], status: int = 200) -> web.Response:
+    if isinstance(model, list):
+        body = "[" + ",".join(m.model_dump_json() for m in model) + "]"
+    else:
+        body = model.model_dump_json()
+    return web.Response(text=body, status=status, content_type="application/json")
+
+
+def _plain(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:5]:
+        where = ".".join(str(x) for x in e["loc"]) or "body"
+        parts.append(f"{where}: {e['msg']}")
+    more = f" (and {len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
+    return "invalid request: " + "; ".join(parts) + more
+
+
+async def _body(request: web.Request, model: type[M]) -> M:
+    raw = await request.read()
+    if not raw:
+        raise EditError(f"the request needs a JSON body ({model.__name__})")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise EditError("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise EditError(f"the request body must be a JSON object ({model.__name__})")
+    return model.model_validate(data)
+
+
+def _actor(request: web.Request, principal: str | None, given: str | None) -> str:
+    actor = principal or (given or "").strip() or request.headers.get("X-Scribe-Actor", "").strip()
+    if not actor:
+        raise EditError("say who is acting: set 'actor' in the body (or the X-Scribe-Actor header)")
+    if len(actor) > 200:
+        raise EditError("actor is too long (200 characters at most)")
+    return actor
+
+
+Handler = Callable[[web.Request, ReviewContext, str | None], Awaitable[web.StreamResponse]]
+
+
+def _route(ctx: ReviewContext, fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            principal = ctx.authorize(request)
+        except web.HTTPException as exc:
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            return web.json_response({"error": exc.text or exc.reason}, status=exc.status, headers=headers)
+        try:
+            return await fn(request, ctx, principal)
+        except EditError as exc:
+            return _error(exc.status, str(exc))
+        except ValidationError as exc:
+            return _error(400, _plain(exc))
+
+    return handle
+
+
+# ---------------------------------------------------------------------- handlers
+
+
+async def list_encounters(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
+    state = request.query.get("state") or None
+    if state is not None and state not in ReviewState.__members__:
+        raise EditError(f"unknown state {state!r}: use one of {', '.join(s.value for s in ReviewState)}")
+    try:
+        limit = int(request.query.get("limit", "200"))
+    except ValueError:
+        raise EditError("limit must be a whole number") from None
+    result = await ctx.call(ctx.service.list, ReviewState(state) if state else None, request.query.get("q"),
+                            max(1, min(limit, 1000)), principal)
+    return _json(result)
+
+
+async def get_encounter(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
+    return _json(await ctx.call(ctx.service.summary, request.match_info["id"]))
+
+
+async def get_transcript(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
+    try:
+        since = int(request.query.get("since", "0"))
+    except ValueError:
+        raise EditError("since must be a whole number (a segment index)") from None
+    return _json(await ctx.call(ctx.service.transcript, request.match_info["id"], max(0, since)))
+
+
+async def get_draft(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
+    return _json(await ctx.call(ctx.service.draft, request.match_info["id"]))
+
+
+async def put_draft(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
+    eid = request.match_info["id"]
+    update = await _body(request, DraftUpdate)
+    actor = _actor(request, principal, update.actor)
+    view = await ctx.call(ctx.service.update_draft, eid, update, actor)
+    ctx.hub.publish(LiveEvent(type="draft", encounter_id=eid, data={"version": view.version}))
+    return _json(view)
+
+
+async def resolve_flag(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
+    eid = request.match_info["id"]
+    req = await _body(request, FlagResolution)
+    actor = _actor(request, principal, req.actor)
+    view = await ctx.call(ctx.service.resolve, eid, req, actor)
+    ctx.hub.publish(LiveEvent(type="draft", encounter_id=eid, data={"version": view.version}))
+    return _json(view)
+
+
+async def sign(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
+    eid = request.match_info["id"]
+    req = await _body(request, SignRequest)
+    actor = _actor(request, principal, req.actor)
+    result = await ctx.call(ctx.service.sign, eid, req, actor)
+    ctx.hub.publish(LiveEvent(type="encounter", encounter_id=eid, data={"status": EncounterStatus.signed.value}))
+    if ctx.worker is not None and hasattr(ctx.worker, "wake"):
+        ctx.worker.wake()
+    return _json(result)
+
+
+async def amend(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
+    eid = request.match_info["id"]
+    req = await _body(request, AmendRequest)
+    actor = _actor(request, principal, req.actor)
+    view = await ctx.call(ctx.service.amend, eid, req, actor)
+    ctx.hub.publish(LiveEvent(type="draft", encounter_id=eid, data={"version": view.version}))
+    return _json(view)
+
+
+async def deliveries(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
+    return _json(await ctx.call(ctx.service.deliveries, request.match_info["id"]))
+
+
+async def retry(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
+    did = request.match_info["id"]
+    delivery = await ctx.call(ctx.service.retry, did)
+    if ctx.worker is not None:
+        ctx.worker.wake()
+    return _json(delivery)
+
+
+async def audit(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
+    return _json(await ctx.call(ctx.service.events, request.match_info["id"]))
+
+
+async def start_draft(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
+    """Write the draft now (extractive writer), reporting progress as ``draft_progress`` events."""
+    eid = request.match_info["id"]
+    force = request.query.get("force", "") in ("1", "true", "yes")
+    running = ctx.drafting.get(eid)
+    if running is not None and not running.done():
+        return _json(ctx.service.progress[eid], status=202)
+    summary = await ctx.call(ctx.service.summary, eid)
+    if summary.status == EncounterStatus.recording.value:
+        raise EditError("the encounter is still recording; stop the recording before drafting", status=409)
+    if summary.state in (ReviewState.signed, ReviewState.delivered, ReviewState.failed):
+        raise EditError("this note is signed; start an amendment to change it", status=409)
+    if summary.draft_version is not None and not force:
+        raise EditError("a draft exists already; add ?force=1 to write a new one from the transcript", status=409)
+    progress = DraftProgress(encounter_id=eid, done=0, total=summary.segment_count)
+    ctx.service.progress[eid] = progress
+    ctx.drafting[eid] = asyncio.create_task(_write_draft(ctx, eid), name=f"draft-{eid}")
+    return _json(progress, status=202)
+
+
+async def _write_draft(ctx: ReviewContext, eid: str) -> None:
+    from ..notes import IncrementalDrafter, UnsupportedLanguage
+
+    store = ctx.service.store
+    loop = asyncio.get_running_loop()
+    progress = ctx.service.progress[eid]
+    try:
+        enc = await ctx.call(store.get_encounter, eid)
+        segments = await ctx.call(store.segments, eid)
+        if enc.status is EncounterStatus.transcribed:
+            await ctx.call(store.set_status, eid, EncounterStatus.drafting)
+        drafter = await loop.run_in_executor(
+            None, lambda: IncrementalDrafter(eid, ctx.template, language=enc.language))
+        step = max(1, len(segments) // 50)
+        for i in range(0, len(segments), step):
+            chunk = segments[i:i + step]
+            await loop.run_in_executor(None, drafter.extend, chunk)
+            progress = progress.model_copy(update={"done": i + len(chunk), "total": len(segments)})
+            ctx.service.progress[eid] = progress
+            ctx.hub.publish(LiveEvent(type="draft_progress", encounter_id=eid, data=progress.model_dump()))
+        note = await loop.run_in_executor(None, drafter.finish)
+        view = await ctx.call(ctx.service.save_generated, eid, note)
+        progress = progress.model_copy(update={"finished": True, "done": len(segments)})
+        ctx.hub.publish(LiveEvent(type="draft", encounter_id=eid, data={"version": view.version}))
+        log.info("draft written", extra={"encounter": eid, "segments": len(segments)})
+    except UnsupportedLanguage as exc:
+        progress = progress.model_copy(update={"finished": True, "error": str(exc)})
+    except Exception:
+        log.exception("draft failed", extra={"encounter": eid})
+        progress = progress.model_copy(update={"finished": True, "error": "the draft could not be written "
+                                                                          "(see the server log)"})
+    finally:
+        if progress.error:
+            with contextlib.suppress(Exception):
+                enc = await ctx.call(store.get_encounter, eid)
+                if enc is not None and enc.status is EncounterStatus.drafting:
+                    await ctx.call(store.set_status, eid, EncounterStatus.transcribed)
+        ctx.service.progress[eid] = progress
+        ctx.hub.publish(LiveEvent(type="draft_progress", encounter_id=eid, data=progress.model_dump()))
+        ctx.drafting.pop(eid, None)
+
+
+async def events(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.StreamResponse:
+    encounter = request.query.get("encounter") or None
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+
+    async def send(ev: LiveEvent) -> None:
+        await resp.write(f"event: {ev.type}\ndata: {ev.model_dump_json()}\n\n".encode())
+
+    async with ctx.hub.subscribe() as q:
+        await send(LiveEvent(type="hello", encounter_id=encounter))
+        while True:
+            try:
+                ev = await asyncio.wait_for(q.get(), timeout=15.0)
+            except TimeoutError:
+                await resp.write(b": keepalive\n\n")
+                continue
+            except asyncio.CancelledError:
+                break
+            if ev is None:
+                break
+            if encounter and ev.encounter_id not in (None, encounter):
+                continue
+            try:
+                await send(ev)
+            except (ConnectionError, RuntimeError):
+                break
+    return resp
+
+
+# ---------------------------------------------------------------------- mount
+
+
+def mount(app: web.Application, server: Any) -> None:
+    """Mount the review API on a ``StreamServer``'s application (the one line in server.py).
+
+    The context is built at startup, on the store's thread (schema migrations touch SQLite)."""
+
+    async def factory() -> ReviewContext:
+        loop = asyncio.get_running_loop()
+        ctx = await server.store.call(ReviewContext.from_server, server)
+        ctx.listen_outbox(loop)
+        return ctx
+
+    add_routes(app, factory)
+
+
+def add_routes(app: web.Application,
+               ctx: ReviewContext | Callable[[], Awaitable[ReviewContext]]) -> ReviewContext | None:
+    """Mount the review API on ``app``. ``ctx`` may be an async factory (awaited at startup, so a
+    host can mount the API before its store exists)."""
+    holder: dict[str, ReviewContext] = {}
+    unavailable: list[str] = []
+
+    def get() -> ReviewContext | None:
+        return holder.get("ctx")
+
+    if isinstance(ctx, ReviewContext):
+        holder["ctx"] = ctx
+
+    async def startup(app: web.Application) -> None:
+        if "ctx" not in holder:
+            try:
+                holder["ctx"] = await ctx()  # type: ignore[operator]
+            except ImportError as exc:
+                # A build without the notes repository or the outbox still streams; the
+                # review endpoints then say why they are missing instead of failing startup.
+                log.warning("review API unavailable: %s", type(exc).__name__)
+                unavailable.append(f"the review API is not available in this build ({exc.name or exc})")
+                return
+        c = holder["ctx"]
+        if c.worker is not None and c._worker_task is None:
+            c._stop = asyncio.Event()
+            c._worker_task = asyncio.create_task(c.worker.run(c._stop), name="review-outbox-worker")
+
+    async def shutdown(app: web.Application) -> None:
+        c = holder.get("ctx")
+        if c is None:
+            return
+        await c.hub.close()
+        for task in list(c.drafting.values()):
+            task.cancel()
+        if c._worker_task is not None and c._stop is not None:
+            c._stop.set()
+            c.worker.wake()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(c._worker_task, timeout=5.0)
+            with contextlib.suppress(Exception):
+                await c.worker.aclose()
+
+    def bind(fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            c = get()
+            if c is None:
+                return _error(503, unavailable[0] if unavailable else "the review API is starting")
+            return await _route(c, fn)(request)
+
+        return handler
+
+    app.on_startup.append(startup)
+    app.on_shutdown.insert(0, shutdown)
+    r = app.router
+    r.add_get(f"{PREFIX}/encounters", bind(list_encounters))
+    r.add_get(f"{PREFIX}/encounters/{{id}}", bind(get_encounter))
+    r.add_get(f"{PREFIX}/encounters/{{id}}/transcript", bind(get_transcript))
+    r.add_get(f"{PREFIX}/encounters/{{id}}/draft", bind(get_draft))
+    r.add_post(f"{PREFIX}/encounters/{{id}}/draft", bind(start_draft))
+    r.add_put(f"{PREFIX}/encounters/{{id}}/draft", bind(put_draft))
+    r.add_post(f"{PREFIX}/encounters/{{id}}/flags/resolve", bind(resolve_flag))
+    r.add_post(f"{PREFIX}/encounters/{{id}}/sign", bind(sign))
+    r.add_post(f"{PREFIX}/encounters/{{id}}/amend", bind(amend))
+    r.add_get(f"{PREFIX}/encounters/{{id}}/deliveries", bind(deliveries))
+    r.add_get(f"{PREFIX}/encounters/{{id}}/audit", bind(audit))
+    r.add_post(f"{PREFIX}/deliveries/{{id}}/retry", bind(retry))
+    r.add_get(f"{PREFIX}/events", bind(events))
+    return holder.get("ctx")

@@ -1,0 +1,98 @@
+"""Access control and the audit trail on the live service: per-clinician tokens see only their
+own encounters, consent is enforced for new recordings, and every refusal is audited."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import aiohttp
+import websockets
+
+from scribe.audio import FileSource
+from scribe.client import ClientError, StreamClient
+from scribe.models import Consent, utcnow
+from scribe.protocol import ErrorCode, StartMessage, decode_event, encode_frame, encode_start
+from scribe.trust.audit import AuditLog
+from scribe.trust.tokens import TokenStore
+
+from conftest import SAMPLES, TOKEN, RunningServer
+
+JFK = SAMPLES / "general_jfk.flac"
+
+
+def start(eid: str, clinician: str, consent: Consent | None = None) -> StartMessage:
+    return StartMessage(encounter_id=eid, clinician_id=clinician, patient_ref="Patient/p1",
+                        consent=consent or Consent.recorded_now(clinician))
+
+
+async def first_event(url: str, token: str, msg: StartMessage):
+    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        await ws.send(encode_start(msg))
+        while True:
+            event = decode_event(await asyncio.wait_for(ws.recv(), 30))
+            if event is not None:
+                return event
+
+
+async def test_clinician_tokens_are_scoped_and_refusals_audited(live_server: RunningServer):
+    raw = live_server.server.store.store
+    tokens = TokenStore(raw)
+    token_a, _ = await live_server.server.store.call(tokens.create, "dr-a")
+    token_b, _ = await live_server.server.store.call(tokens.create, "dr-b")
+
+    transcript = await StreamClient(live_server.url, start("enc-a", "dr-a"), token=token_a).run(
+        FileSource(JFK, speed=0).chunks())
+    assert transcript.segments
+
+    # dr-b may not stream as dr-a, nor resume dr-a's encounter, nor read it
+    refused = await first_event(live_server.url, token_b, start("enc-x", "dr-a"))
+    assert refused.type == "error" and refused.code == ErrorCode.forbidden and refused.fatal
+    async with aiohttp.ClientSession() as http:
+        auth_b = {"Authorization": f"Bearer {token_b}"}
+        for path in ("/v1/encounters/enc-a", "/v1/encounters/enc-a/transcript", "/v1/review/encounters/enc-a/draft"):
+            async with http.get(live_server.http + path, headers=auth_b) as r:
+                assert r.status == 403, path
+                assert "another clinician" in (await r.json())["error"]
+        async with http.get(live_server.http + "/v1/encounters", headers=auth_b) as r:
+            assert await r.json() == []
+        async with http.get(live_server.http + "/v1/review/encounters", headers=auth_b) as r:
+            assert (await r.json())["encounters"] == []
+        async with http.get(live_server.http + "/v1/encounters", headers={"Authorization": f"Bearer {token_a}"}) as r:
+            assert [e["id"] for e in await r.json()] == ["enc-a"]
+        async with http.get(live_server.http + "/v1/encounters",
+                            headers={"Authorization": "Bearer scr_0123456789_" + "x" * 43}) as r:
+            assert r.status == 403
+        async with http.get(live_server.http + "/v1/encounters") as r:
+            assert r.status == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+
+    audit = AuditLog(raw)
+    entries = await live_server.server.store.call(lambda: list(audit.entries()))
+    kinds = [(e.actor, e.action, e.object_id, e.outcome) for e in entries]
+    assert ("dr-a", "create", "enc-a", "success") in kinds
+    assert ("dr-a", "consent_recorded", "enc-a", "success") in kinds
+    assert ("dr-b", "access_denied", "enc-a", "denied") in kinds
+    assert ("dr-b", "access_denied", "enc-x", "denied") in kinds
+    assert any(a == "login_failed" for _, a, _, _ in kinds)
+    assert (await live_server.server.store.call(audit.verify)).ok
+
+
+async def test_new_recording_needs_a_complete_recent_consent(live_server: RunningServer):
+    incomplete = await first_event(live_server.url, TOKEN, start("enc-c1", "dr-a", Consent(given=True)))
+    assert incomplete.type == "error" and incomplete.code == ErrorCode.consent_required and incomplete.fatal
+    assert "consent_incomplete" in incomplete.message
+    old = Consent.recorded_now("dr-a").model_copy(update={"at": utcnow() - timedelta(days=3)})
+    stale = await first_event(live_server.url, TOKEN, start("enc-c2", "dr-a", old))
+    assert stale.code == ErrorCode.consent_required and "consent_stale" in stale.message
+    assert await live_server.server.store.get_encounter("enc-c1") is None  # nothing was created
+
+
+async def test_resume_is_not_refused_for_a_consent_recorded_earlier(live_server: RunningServer):
+    msg = start("enc-r", "dr-a")
+    async with websockets.connect(live_server.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+        await ws.send(encode_start(msg))
+        assert decode_event(await ws.recv()).type == "ready"
+        await ws.send(encode_frame(0, b"\x00\x00" * 1600))
+    later = msg.model_copy(update={"consent": msg.consent.model_copy(update={"at": utcnow() - timedelta(days=2)})})
+    event = await first_event(live_server.url, TOKEN, later)
+    assert event.type == "ready" and event.resumed

@@ -1,0 +1,262 @@
+"""Pure tests for the speaker-label core: tracker, role inference, stereo, scoring, profiles."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from scribe.diarize.encoder import plan_windows
+from scribe.diarize.profiles import ProfileError, ProfileRepository, SpeakerProfile, _key_from_file
+from scribe.diarize.roles import RoleEvidence, infer_clinician, is_question
+from scribe.diarize.scoring import attribution, hypothesis_words, reference_words
+from scribe.diarize.stereo import channels_separate, dominant_channel
+from scribe.diarize.tracker import Observation, SpeakerTracker, TrackerConfig
+from scribe.models import Segment, Speaker, Word
+from scribe.store import Store
+
+RNG = np.random.default_rng(7)
+BASE = np.abs(RNG.normal(size=256))  # d-vectors share a positive "room" component
+VOICE_A = RNG.normal(size=256)
+VOICE_B = RNG.normal(size=256)
+
+CLIN_LINES = ["Hello, what brings you in today?", "How long have you had the cough?",
+              "Do you have any fever?", "I'll prescribe an inhaler and we'll follow up in two weeks."]
+PAT_LINES = ["I've had a cough for about two weeks.", "It started after my cold.",
+             "No fever, but I feel tired.", "Okay, thank you."]
+
+
+def _emb(voice: np.ndarray, n: int = 3, noise: float = 0.3) -> np.ndarray:
+    e = 4 * BASE + voice + noise * RNG.normal(size=(n, 256))
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def _obs(i: int, voice, text: str, n: int = 3) -> Observation:
+    emb = _emb(voice, n) if n else np.zeros((0, 256))
+    return Observation(f"seg-{i:05d}", i * 4.0, i * 4.0 + 3.5, text, emb,
+                       [(i * 4.0 + k * 0.8, i * 4.0 + k * 0.8 + 1.6) for k in range(n)])
+
+
+def _dialogue(tracker: SpeakerTracker, rounds: int = 4, first_clin: bool = True):
+    updates, truth = [], {}
+    i = 0
+    for r in range(rounds):
+        pairs = [(VOICE_A, CLIN_LINES[r % 4], Speaker.clinician), (VOICE_B, PAT_LINES[r % 4], Speaker.patient)]
+        if not first_clin:
+            pairs.reverse()
+        for voice, text, role in pairs:
+            updates.append(tracker.observe(_obs(i, voice, text)))
+            truth[f"seg-{i:05d}"] = role
+            i += 1
+    return updates, truth
+
+
+def test_two_voices_get_clinician_and_patient_from_text_cues():
+    tr = SpeakerTracker()
+    _, truth = _dialogue(tr)
+    assert tr.two_voices
+    assert tr.labels == truth
+
+
+def test_roles_follow_questions_not_who_spoke_first():
+    tr = SpeakerTracker()
+    _, truth = _dialogue(tr, first_clin=False)  # the patient speaks first
+    assert tr.labels == truth
+
+
+def test_single_voice_stays_one_speaker():
+    tr = SpeakerTracker()
+    for i in range(10):
+        tr.observe(_obs(i, VOICE_A, "Continue metformin one thousand milligrams twice a day."))
+    assert not tr.two_voices
+    assert set(tr.labels.values()) == {Speaker.clinician}
+
+
+def test_enrolled_profile_pins_the_clinician_even_without_text_cues():
+    profile = _emb(VOICE_B, 1, noise=0.1)[0]
+    tr = SpeakerTracker(clinician_profile=profile)
+    truth = {}
+    for i in range(8):
+        voice, role = (VOICE_A, Speaker.patient) if i % 2 == 0 else (VOICE_B, Speaker.clinician)
+        tr.observe(_obs(i, voice, "mm okay"))
+        truth[f"seg-{i:05d}"] = role
+    assert tr.labels == truth
+
+
+def test_revisions_are_reported_as_data_and_old_labels_freeze():
+    tr = SpeakerTracker(TrackerConfig(revise_last=3))
+    # The patient talks first and at length with no cues: tentatively "clinician" …
+    updates = [tr.observe(_obs(i, VOICE_B, "It hurts here.")) for i in range(2)]
+    assert updates[0].speaker == Speaker.clinician
+    # … until the real clinician's questions arrive and the roles flip.
+    updates += [tr.observe(_obs(2 + i, v, t)) for i, (v, t) in enumerate(
+        [(VOICE_A, "Where does it hurt?"), (VOICE_B, "Here."), (VOICE_A, "Do you have any fever?"),
+         (VOICE_B, "No."), (VOICE_A, "How long has it hurt?"), (VOICE_B, "Two days.")])]
+    revised = {r.segment_id: r for u in updates for r in u.revisions}
+    assert revised, "a role flip must be reported as revisions"
+    for r in revised.values():
+        assert r.speaker != r.previous
+    assert tr.labels["seg-00006"] == Speaker.clinician and tr.labels["seg-00007"] == Speaker.patient
+    # seg-00000 was labelled before the flip and is now outside the revision window: frozen
+    assert tr.labels["seg-00000"] == updates[0].speaker
+    # Revisions only ever touch the last `revise_last` segments at the time.
+    for k, u in enumerate(updates):
+        for r in u.revisions:
+            assert int(r.segment_id.split("-")[1]) >= k - 3
+
+
+def test_short_segment_without_embedding_takes_the_other_voice():
+    tr = SpeakerTracker()
+    _dialogue(tr)
+    u = tr.observe(_obs(8, VOICE_A, "Any allergies?"))
+    short = tr.observe(_obs(9, None, "No.", n=0))
+    assert u.speaker == Speaker.clinician
+    assert short.speaker == Speaker.patient
+
+
+def test_channel_evidence_overrides_embeddings():
+    tr = SpeakerTracker()
+    for i in range(6):
+        ch = i % 2
+        text = CLIN_LINES[i // 2] if ch == 0 else PAT_LINES[i // 2]
+        obs = _obs(i, VOICE_A, text)  # same voice embedding: only the channel tells them apart
+        tr.observe(Observation(obs.segment_id, obs.start, obs.end, obs.text, obs.windows, obs.window_spans,
+                               channel=ch))
+    assert [tr.labels[f"seg-{i:05d}"] for i in range(6)] == [Speaker.clinician, Speaker.patient] * 3
+
+
+# --------------------------------------------------------------------------- roles
+
+
+def test_question_detection():
+    assert is_question("Do you have any chest pain")
+    assert is_question("and how long has that been going on?")
+    assert not is_question("I have chest pain.")
+
+
+def test_role_inference_prefers_the_questioner_and_planner():
+    clin, pat = RoleEvidence(), RoleEvidence()
+    for t in CLIN_LINES:
+        clin.add(t)
+    for t in PAT_LINES:
+        pat.add(t)
+    d = infer_clinician({0: pat, 1: clin}, {0: 30.0, 1: 20.0}, [0, 1])
+    assert d.clinician == 1 and d.confident
+    assert d.scores[1] > d.scores[0]
+
+
+def test_role_inference_without_evidence_takes_first_voice_tentatively():
+    ev = {0: RoleEvidence(), 1: RoleEvidence()}
+    ev[0].add("hello")
+    ev[1].add("hi")
+    d = infer_clinician(ev, {0: 3.0, 1: 3.0}, [1, 0])
+    assert d.clinician == 1 and not d.confident
+
+
+# --------------------------------------------------------------------------- stereo
+
+
+def _tone(n, amp):
+    t = np.arange(n) / 16000
+    return (amp * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+def test_dominant_channel_with_crosstalk():
+    voice = _tone(16000, 0.3)
+    left = np.stack([voice, voice * 0.05], axis=1)  # -26 dB crosstalk
+    right = left[:, ::-1]
+    assert dominant_channel(left) == 0
+    assert dominant_channel(right) == 1
+    assert dominant_channel(np.stack([voice, voice], axis=1)) is None
+    assert dominant_channel(np.zeros((16000, 2), dtype=np.float32)) is None
+
+
+def test_channels_separate_vs_duplicated_mono():
+    a, b = _tone(16000, 0.3), _tone(16000, 0.2)
+    z = np.zeros(16000, dtype=np.float32)
+    sep = np.concatenate([np.stack([a, z + 0.001 * a], 1), np.stack([z + 0.001 * b, b], 1)])
+    dup = np.stack([np.concatenate([a, b])] * 2, 1)
+    assert channels_separate(sep)
+    assert not channels_separate(dup)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def test_attribution_scores_only_aligned_words():
+    ref = reference_words([("doctor", "How are you today?"), ("patient", "Not great, my throat hurts.")])
+    seg = lambda i, text, spk: Segment(id=Segment.make_id(i), index=i, start=i, end=i + 1, text=text,
+                                       speaker=spk,
+                                       words=[Word(text=w, start=i, end=i + 1, probability=1.0) for w in text.split()])
+    hyp = hypothesis_words([seg(0, "How are you today? Not", Speaker.clinician),
+                            seg(1, "grate my throat hurts", Speaker.patient)])
+    a = attribution(ref, hyp)
+    assert a.matched == 8  # "grate" is an ASR error, not scored
+    assert a.wrong == 1  # "not" was given to the clinician
+    assert a.error == pytest.approx(1 / 8)
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def _profile(cid="dr-a"):
+    return SpeakerProfile.from_embedding(cid, "resemblyzer-0.1.4", np.arange(256, dtype=np.float32) / 256,
+                                         speech_seconds=31.0, windows=40)
+
+
+def test_profile_round_trip_is_encrypted_and_deletable(tmp_path):
+    store = Store(tmp_path / "s.db")
+    key = os.urandom(32)
+    repo = ProfileRepository(store, key)
+    repo.save(_profile())
+    got = repo.get("dr-a")
+    assert np.allclose(got.embedding, _profile().embedding)
+    raw = store.db.execute("SELECT ciphertext FROM speaker_profiles").fetchone()[0]
+    assert b"embedding" not in raw and b"dr-a" not in raw
+    with pytest.raises(ProfileError, match="cannot be decrypted"):
+        ProfileRepository(store, os.urandom(32)).get("dr-a")
+    # a ciphertext moved onto another clinician's row does not open (id is authenticated)
+    with store.tx() as db:
+        db.execute("INSERT INTO speaker_profiles SELECT 'dr-b', model, nonce, ciphertext, created_at "
+                   "FROM speaker_profiles WHERE clinician_id='dr-a'")
+    with pytest.raises(ProfileError):
+        repo.get("dr-b")
+    assert repo.delete("dr-a") and repo.get("dr-a") is None
+    assert not repo.delete("dr-a")
+
+
+def test_key_file_created_private_and_refused_when_readable(tmp_path):
+    path = tmp_path / "keys" / "speakers.key"
+    key = _key_from_file(path)
+    assert len(key) == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert _key_from_file(path) == key
+    path.chmod(0o644)
+    with pytest.raises(ProfileError, match="chmod 600"):
+        _key_from_file(path)
+    path.chmod(0o600)
+    path.write_text(base64.b64encode(b"short").decode())
+    with pytest.raises(ProfileError, match="32 bytes"):
+        _key_from_file(path)
+
+
+def test_window_plan_covers_short_and_long_audio():
+    assert plan_windows(int(0.2 * 16000)) == []
+    assert plan_windows(int(0.8 * 16000)) == [(0, 12800)]
+    plan = plan_windows(16000 * 5)
+    assert plan[0][0] == 0 and plan[-1][1] == 16000 * 5
+    assert all(e - s == int(1.6 * 16000) for s, e in plan)
+
+
+def test_mel_frontend_matches_librosa():
+    librosa = pytest.importorskip("librosa")
+    from scribe.diarize.features import mel_spectrogram
+
+    wav = (0.1 * np.random.default_rng(1).normal(size=16000 * 2)).astype(np.float32)
+    ours = mel_spectrogram(wav)
+    ref = librosa.feature.melspectrogram(y=wav, sr=16000, n_fft=400, hop_length=160, n_mels=40).T
+    assert ours.shape == ref.shape
+    assert np.max(np.abs(ours - ref)) <= 1e-4 * np.max(np.abs(ref))
