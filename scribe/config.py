@@ -219,6 +219,19 @@ class TrustSettings(BaseModel):
     """A consent must have been recorded this recently before recording starts."""
 
 
+class SpeakersSettings(BaseModel):
+    """Speaker labels (clinician / patient / other) and enrolled voice profiles."""
+
+    enabled: bool = True
+    key: SecretStr | None = None
+    """AES-256 key for stored voice profiles, base64 of 32 bytes (env SCRIBE_SPEAKERS__KEY).
+    Unset: a key file is used (``key_file``)."""
+    key_file: Path | None = None
+    """Default ``<data_dir>/keys/speakers.key``, created 0600 on first use."""
+    revise_last: int = 12
+    """How many recent segments may still have their speaker label revised."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SCRIBE_",
@@ -232,6 +245,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     asr: AsrSettings = Field(default_factory=AsrSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    speakers: SpeakersSettings = Field(default_factory=SpeakersSettings)
     fhir: FhirSettings = Field(default_factory=FhirSettings)
     notes: NotesSettings = Field(default_factory=NotesSettings)
     trust: TrustSettings = Field(default_factory=TrustSettings)
