@@ -29,6 +29,7 @@ from .protocol import (
     PartialEvent,
     ReadyEvent,
     SegmentEvent,
+    SpeakersEvent,
     StartMessage,
     decode_event,
     encode_frame,
@@ -152,6 +153,12 @@ class StreamClient:
         finally:
             pump.cancel()
 
+    def _apply_speakers(self, event: SpeakersEvent) -> None:
+        by_id = {r.segment_id: r.speaker for r in event.revisions}
+        for index, seg in list(self.segments.items()):
+            if seg.id in by_id:
+                self.segments[index] = seg.model_copy(update={"speaker": by_id[seg.id]})
+
     def _progress(self) -> tuple[int, int]:
         return (self._highest_ack, len(self.segments))
 
@@ -219,6 +226,8 @@ class StreamClient:
                         self._acked(event.seq)
                     elif isinstance(event, SegmentEvent):
                         self.segments.setdefault(event.segment.index, event.segment)
+                    elif isinstance(event, SpeakersEvent):
+                        self._apply_speakers(event)
                     elif isinstance(event, PartialEvent):
                         self.stats.partials += 1
                     elif isinstance(event, ErrorEvent):

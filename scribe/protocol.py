@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from .models import Consent, Segment, Transcript
+from .models import Consent, Segment, Speaker, Transcript
 
 PROTOCOL_VERSION = 1
 
@@ -142,17 +142,30 @@ class ErrorEvent(_Event):
     expected_seq: int | None = None
 
 
+class SpeakerRevision(BaseModel):
+    segment_id: str
+    speaker: Speaker
+
+
+class SpeakersEvent(_Event):
+    """Speaker labels of earlier segments changed (the labeller learned the voices better).
+    Apply them to the segments you hold; the stored transcript already has them."""
+
+    type: Literal["speakers"] = "speakers"
+    revisions: list[SpeakerRevision]
+
+
 class DoneEvent(_Event):
     type: Literal["done"] = "done"
     transcript: Transcript
 
 
 ServerEvent = Annotated[
-    Union[ReadyEvent, PartialEvent, SegmentEvent, AckEvent, ErrorEvent, DoneEvent],
+    Union[ReadyEvent, PartialEvent, SegmentEvent, AckEvent, ErrorEvent, SpeakersEvent, DoneEvent],
     Field(discriminator="type"),
 ]
 _server_adapter: TypeAdapter[
-    ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | DoneEvent
+    ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | SpeakersEvent | DoneEvent
 ] = TypeAdapter(ServerEvent)
 
 
@@ -160,10 +173,12 @@ def encode_event(event: BaseModel) -> str:
     return event.model_dump_json(exclude_none=True)
 
 
-_EVENT_TYPES = {"ready", "partial", "segment", "ack", "error", "done"}
+_EVENT_TYPES = {"ready", "partial", "segment", "ack", "error", "speakers", "done"}
 
 
-def decode_event(text: str) -> ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | DoneEvent | None:
+def decode_event(
+    text: str,
+) -> ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | SpeakersEvent | DoneEvent | None:
     """Client side: parse one server event. An event type this client does not know (added
     by a newer server) gives None, to be skipped; a malformed known event raises ``ValueError``."""
     raw = json.loads(text)

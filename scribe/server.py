@@ -30,7 +30,7 @@ from aiohttp import WSMsgType, web
 from .asr.streaming import AgreementTranscriber, Committed, PartialText, UtteranceTranscriber
 from .audio import SAMPLE_RATE, Resampler
 from .config import Settings
-from .models import EncounterStatus, Transcript
+from .models import EncounterStatus, Segment, Speaker, Transcript
 from .protocol import (
     AckEvent,
     Audio,
@@ -44,6 +44,8 @@ from .protocol import (
     Reject,
     SegmentEvent,
     ServerProtocol,
+    SpeakerRevision,
+    SpeakersEvent,
     Start,
     StartMessage,
     Stop,
@@ -92,6 +94,8 @@ class Engine:
         self._recognizer = recognizer
         asr = settings.asr
         self.executor = ThreadPoolExecutor(max_workers=max(1, asr.num_workers), thread_name_prefix="scribe-asr")
+        self.speaker_encoder: Any | None = None
+        """The voice encoder for speaker labels (None: labels off or the model is missing)."""
 
     @property
     def recognizer(self) -> Any:
@@ -100,6 +104,14 @@ class Engine:
         return self._recognizer
 
     def load(self) -> None:
+        if self.settings.speakers.enabled and self.speaker_encoder is None:
+            from .diarize.encoder import EncoderMissing, load_encoder
+
+            try:
+                self.speaker_encoder = load_encoder()
+            except EncoderMissing as exc:
+                # Transcription still works; segments carry speaker "unknown".
+                log.warning("speaker labels off: %s", exc)
         if self._recognizer is None:
             from .asr.whisper import WhisperRecognizer
 
@@ -123,6 +135,25 @@ class Engine:
             return asr.policy
         device = getattr(self._recognizer, "device", "cpu")
         return "local_agreement" if device == "cuda" else "utterance"
+
+    def diarizer(self, clinician_id: str, store: Store) -> Any | None:
+        """A speaker labeller for one stream, with the clinician's enrolled voice if any."""
+        if self.speaker_encoder is None:
+            return None
+        from .diarize.diarizer import OnlineDiarizer
+        from .diarize.profiles import ProfileError, ProfileRepository, resolve_key
+
+        profile = None
+        try:
+            repo = ProfileRepository(store, resolve_key(self.settings))
+            profile = repo.get(clinician_id)
+        except (ProfileError, OSError, ValueError) as exc:
+            log.warning("voice profile unavailable; roles are inferred: %s", type(exc).__name__)
+        try:
+            return OnlineDiarizer(self.speaker_encoder, profile=profile)
+        except ValueError:  # a profile from another encoder version: re-enrol
+            log.warning("voice profile is for another model; roles are inferred")
+            return OnlineDiarizer(self.speaker_encoder)
 
     def unsupported_language(self, language: str | None) -> str | None:
         check = getattr(self.recognizer, "unsupported_language", None)
@@ -369,6 +400,7 @@ class Connection:
         self.finished = asyncio.Event()
         self.last_acked = -1
         self.caught_up_from_store = 0
+        self.diarizer: Any | None = None
         """Audio samples the transcriber re-read from the store because the queue was full."""
 
     async def send(self, event: Any) -> bool:
@@ -505,6 +537,9 @@ class Connection:
             lambda: server.engine.transcriber(origin=enc.committed_until, first_index=enc.segment_count,
                                               language=enc.language),
         )
+        self.diarizer = await server.store.call(server.engine.diarizer, enc.clinician_id, server.store.store)
+        if self.diarizer is not None and enc.segment_count:
+            await self._warm_diarizer(enc)
         self.last_acked = enc.last_seq
         self.protocol.started(enc.last_seq + 1)
         await self.send(
@@ -633,17 +668,53 @@ class Connection:
             )
             await self._emit(events)
 
+    async def _warm_diarizer(self, enc: Any) -> None:
+        """A resumed stream: let the labeller hear the recent stored segments again so the
+        voices it learned are not lost with the old connection (older labels stay final)."""
+        store = self.server.store
+        for seg in await store.segments(enc.id, since=max(0, enc.segment_count - 60)):
+            await self._label(seg)
+
+    async def _label(self, seg: Segment) -> tuple[Segment, dict[str, Speaker]]:
+        """The segment with its speaker, and revisions of earlier labels. A labeller failure
+        never stops transcription: the segment keeps ``unknown``."""
+        if self.diarizer is None or self.encounter_id is None:
+            return seg, {}
+        audio = await self.server.store.audio_from(self.encounter_id, int(seg.start * SAMPLE_RATE),
+                                                   int(seg.end * SAMPLE_RATE) + 1)
+        loop = asyncio.get_running_loop()
+        try:
+            update = await loop.run_in_executor(self.server.engine.executor, self.diarizer.add, seg, audio)
+        except Exception:
+            log.exception("speaker labelling failed", extra={"encounter": self.encounter_id})
+            return seg, {}
+        return seg.model_copy(update={"speaker": update.speaker}), {r.segment_id: r.speaker for r in update.revisions}
+
     async def _emit(self, events: list[Committed | PartialText]) -> None:
         assert self.encounter_id is not None
         for event in events:
             if isinstance(event, Committed):
                 t0 = time.monotonic()
-                await self.server.store.commit_segments(self.encounter_id, list(event.segments), event.until)
+                segments: list[Segment] = []
+                revisions: dict[str, Speaker] = {}
                 for seg in event.segments:
+                    labelled, revised = await self._label(seg)
+                    segments.append(labelled)
+                    revisions.update(revised)
+                # Revisions of segments in this same batch are applied before they are stored.
+                segments = [s.model_copy(update={"speaker": revisions.pop(s.id)}) if s.id in revisions else s
+                            for s in segments]
+                await self.server.store.commit_segments(self.encounter_id, segments, event.until)
+                if revisions:
+                    await self.server.store.relabel_segments(self.encounter_id, revisions)
+                for seg in segments:
                     await self.send(SegmentEvent(segment=seg))
-                if event.segments:
+                if revisions:
+                    await self.send(SpeakersEvent(revisions=[SpeakerRevision(segment_id=k, speaker=v)
+                                                             for k, v in revisions.items()]))
+                if segments:
                     log.debug("segments committed", extra={"encounter": self.encounter_id,
-                                                            "count": len(event.segments),
+                                                            "count": len(segments),
                                                             "store_ms": round((time.monotonic() - t0) * 1000, 1)})
             else:
                 await self.send(PartialEvent(text=event.text, start=event.start, end=event.end))

@@ -12,6 +12,7 @@ thread so the event loop never waits on disk.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +21,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from pydantic import ValidationError
 
-from .models import Consent, Encounter, EncounterStatus, Segment, utcnow
+from .models import Consent, Encounter, EncounterStatus, Segment, Speaker, utcnow
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -80,6 +84,25 @@ class FrameOrderError(StoreError):
     """Frames must be appended with consecutive sequence numbers."""
 
 
+class DatabaseLocked(StoreError, sqlite3.OperationalError):
+    """Another connection held the write lock longer than the busy timeout; nothing was written.
+
+    Still an ``sqlite3.OperationalError`` so code written against sqlite3 keeps working."""
+
+
+class StoreFull(StoreError, sqlite3.OperationalError):
+    """The disk (or the database's size limit) is full; the failed write was rolled back whole."""
+
+
+class StoreIOError(StoreError, sqlite3.OperationalError):
+    """The operating system reported an I/O error on the database files."""
+
+
+class CorruptRow(StoreError):
+    """A stored row cannot be read back (damaged on disk or edited by hand). The message names
+    the table, encounter and row, never the row's content (it may hold PHI)."""
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -87,11 +110,15 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._tx_depth = 0
-            self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+            self.busy_timeout_s = 10.0
+            self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                      timeout=self.busy_timeout_s)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
+        except StoreError:
+            raise
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"cannot open the database {self.path}: {exc}. If the file is corrupt, move it aside "
@@ -125,25 +152,88 @@ class Store:
     class _Tx:
         """``BEGIN IMMEDIATE`` … ``COMMIT``; re-entrant so that feature repositories (notes,
         outbox, audit) can compose their writes into one transaction: only the outermost
-        ``with`` commits or rolls back."""
+        ``with`` commits or rolls back.
 
-        def __init__(self, store: Store):
+        A locked database, a full disk or an I/O error becomes a ``StoreError`` subclass whose
+        message names the database and what was being written, and the transaction is rolled
+        back whole (SQLite may already have rolled it back itself after ``SQLITE_FULL``; a
+        second ``ROLLBACK`` would then raise and hide the real error, so it is only sent while
+        a transaction is open). Nothing half-written survives, so nothing can be acked that
+        is not on disk.
+        """
+
+        def __init__(self, store: Store, what: str | None = None):
             self.store = store
+            self.what = what
 
         def __enter__(self) -> sqlite3.Connection:
             if self.store._tx_depth == 0:
-                self.store.db.execute("BEGIN IMMEDIATE")
+                try:
+                    self.store.db.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    translated = self.store._translate(exc, self.what)
+                    if translated is None:
+                        raise
+                    raise translated from exc
             self.store._tx_depth += 1
             return self.store.db
 
         def __exit__(self, exc_type, exc, tb) -> None:
-            self.store._tx_depth -= 1
-            if self.store._tx_depth == 0:
-                self.store.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            store = self.store
+            store._tx_depth -= 1
+            if store._tx_depth:
+                return None  # an inner block: the outermost one commits or rolls back
+            if exc_type is None:
+                try:
+                    store.db.execute("COMMIT")
+                    return None
+                except sqlite3.Error as commit_exc:
+                    store._rollback()
+                    translated = store._translate(commit_exc, self.what)
+                    if translated is None:
+                        raise
+                    raise translated from commit_exc
+            store._rollback()
+            if isinstance(exc, sqlite3.Error) and not isinstance(exc, StoreError):
+                translated = store._translate(exc, self.what)
+                if translated is not None:
+                    raise translated from exc
+            return None
 
-    def tx(self) -> Store._Tx:
-        """A (re-entrant) write transaction: ``with store.tx() as db: db.execute(...)``."""
-        return Store._Tx(self)
+    def tx(self, what: str | None = None) -> Store._Tx:
+        """A (re-entrant) write transaction: ``with store.tx() as db: db.execute(...)``.
+        ``what`` (e.g. ``"encounter X: saving audio"``) goes into error messages."""
+        return Store._Tx(self, what)
+
+    def _rollback(self) -> None:
+        if not self.db.in_transaction:
+            return
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # the original error is the one that matters; keep it
+            log.warning("rollback failed", extra={"code": getattr(exc, "sqlite_errorname", type(exc).__name__)})
+
+    def _translate(self, exc: sqlite3.Error, what: str | None) -> StoreError | None:
+        """A clear, PHI-free error for the failures an operator can act on; None for the rest."""
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        doing = f"{what}: " if what else ""
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return DatabaseLocked(
+                f"{doing}the database {self.path} is locked by another process or connection (waited "
+                f"{self.busy_timeout_s:g} s; {name}); nothing was written. Retry; if it persists, find the "
+                "process holding the lock (a backup tool, a second scribe on the same file, an open sqlite3 shell)."
+            )
+        if name.startswith("SQLITE_FULL"):
+            return StoreFull(
+                f"{doing}the database {self.path} is full: the disk has no space left or the database hit its "
+                f"size limit ({name}); nothing of this write was kept. Free disk space, then retry."
+            )
+        if name.startswith("SQLITE_IOERR"):
+            return StoreIOError(
+                f"{doing}the operating system reported an I/O error on {self.path} ({name}); nothing of this "
+                "write was kept. Check the disk (space, permissions, hardware), then retry."
+            )
+        return None
 
     _tx = tx
 
@@ -184,6 +274,19 @@ class Store:
     def _row_to_encounter(row: sqlite3.Row | tuple[Any, ...]) -> Encounter:
         (eid, clinician, patient, language, rate, consent, status, created, updated, last_seq, received,
          committed, count) = row
+        try:
+            return Store._encounter_from(eid, clinician, patient, language, rate, consent, status, created,
+                                         updated, last_seq, received, committed, count)
+        except (ValidationError, ValueError, TypeError):
+            # ``from None``: a pydantic error quotes the stored value, which may be PHI.
+            raise CorruptRow(
+                f"encounter {eid}: its row in the encounters table is corrupt and cannot be read; restore it "
+                "from a backup (its audio frames and segments are stored separately)"
+            ) from None
+
+    @staticmethod
+    def _encounter_from(eid, clinician, patient, language, rate, consent, status, created, updated, last_seq,
+                        received, committed, count) -> Encounter:
         return Encounter(
             id=eid,
             clinician_id=clinician,
@@ -234,7 +337,7 @@ class Store:
         Reusing an id for another clinician, patient or sample rate is refused: a resume
         must continue the same recording, never splice two visits together.
         """
-        with self._tx():
+        with self._tx(f"encounter {encounter_id}: opening"):
             existing = self.get_encounter(encounter_id)
             if existing is not None:
                 if (existing.clinician_id, existing.patient_ref) != (clinician_id, patient_ref):
@@ -258,7 +361,7 @@ class Store:
         return enc, True
 
     def set_status(self, encounter_id: str, status: EncounterStatus) -> None:
-        with self._tx():
+        with self._tx(f"encounter {encounter_id}: setting status {status.value}"):
             cur = self.db.execute(
                 "UPDATE encounters SET status = ?, updated_at = ? WHERE id = ?",
                 (status.value, utcnow().isoformat(), encounter_id),
@@ -275,7 +378,7 @@ class Store:
         error: the protocol layer filters duplicates and gaps before this point, so hitting
         it means a bug, and failing loudly beats a silent hole in the recording.
         """
-        with self._tx():
+        with self._tx(f"encounter {encounter_id}: saving audio frames"):
             row = self.db.execute(
                 "SELECT last_seq, samples_received FROM encounters WHERE id = ?", (encounter_id,)
             ).fetchone()
@@ -326,7 +429,7 @@ class Store:
 
     def commit_segments(self, encounter_id: str, segments: Iterable[Segment], committed_until: int) -> None:
         """Store new segments and advance the resume point, atomically."""
-        with self._tx():
+        with self._tx(f"encounter {encounter_id}: saving transcript segments"):
             row = self.db.execute(
                 "SELECT segment_count, committed_until FROM encounters WHERE id = ?", (encounter_id,)
             ).fetchone()
@@ -348,9 +451,45 @@ class Store:
 
     def segments(self, encounter_id: str, since: int = 0) -> list[Segment]:
         rows = self.db.execute(
-            "SELECT data FROM segments WHERE encounter_id = ? AND idx >= ? ORDER BY idx", (encounter_id, since)
+            "SELECT idx, data FROM segments WHERE encounter_id = ? AND idx >= ? ORDER BY idx", (encounter_id, since)
         ).fetchall()
-        return [Segment.model_validate_json(r[0]) for r in rows]
+        out: list[Segment] = []
+        for idx, data in rows:
+            try:
+                seg = Segment.model_validate_json(data)
+            except (ValidationError, ValueError, TypeError):
+                seg = None
+            if seg is None or seg.index != idx:
+                # ``from None`` and no quoting: the row is transcript text (PHI).
+                raise CorruptRow(
+                    f"encounter {encounter_id}: transcript segment {idx} in {self.path} is corrupt and cannot be "
+                    "read (not a valid segment record); the audio and the other segments are intact. Restore the "
+                    "row from a backup, or re-transcribe the encounter's stored audio"
+                ) from None
+            out.append(seg)
+        return out
+
+
+    def relabel_segments(self, encounter_id: str, speakers: dict[str, Speaker]) -> int:
+        """Set the speaker of already committed segments (the diarizer revises recent labels
+        as it learns the voices). Returns how many rows changed."""
+        if not speakers:
+            return 0
+        changed = 0
+        with self._tx():
+            for seg_id, speaker in speakers.items():
+                row = self.db.execute(
+                    "SELECT idx, data FROM segments WHERE encounter_id = ? AND id = ?", (encounter_id, seg_id)
+                ).fetchone()
+                if row is None:
+                    continue
+                seg = Segment.model_validate_json(row[1])
+                if seg.speaker == speaker:
+                    continue
+                self.db.execute("UPDATE segments SET data = ? WHERE encounter_id = ? AND idx = ?",
+                                (seg.model_copy(update={"speaker": speaker}).model_dump_json(), encounter_id, row[0]))
+                changed += 1
+        return changed
 
 
 class AsyncStore:
