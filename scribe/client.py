@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .models import Segment, Transcript
+from .models import Note, Segment, Transcript
 from .protocol import (
     AckEvent,
     CloseCode,
     DoneEvent,
+    DraftEvent,
     ErrorCode,
     ErrorEvent,
     PartialEvent,
@@ -77,6 +78,7 @@ class StreamClient:
         token: str | None = None,
         on_event: Callable[[object], None] | None = None,
         max_reconnects: int = 20,
+        wait_for_draft: bool = False,
         max_unacked_frames: int = 36_000,
         open_timeout: float = 10.0,
     ):
@@ -85,6 +87,10 @@ class StreamClient:
         self.token = token
         self.on_event = on_event or (lambda e: None)
         self.max_reconnects = max_reconnects
+        self.wait_for_draft = wait_for_draft
+        """Keep the connection after ``done`` until the server sends the final note draft."""
+        self.draft: Note | None = None
+        self.draft_version: int | None = None
         self.max_unacked = max_unacked_frames
         self.open_timeout = open_timeout
         self.unacked: deque[tuple[int, bytes]] = deque()
@@ -243,9 +249,18 @@ class StreamClient:
                             raise ClientError(f"{event.code}: {event.message}", str(event.code))
                         elif event.fatal and event.code not in (ErrorCode.internal, ErrorCode.superseded):
                             raise ClientError(f"{event.code}: {event.message}", str(event.code))
+                    elif isinstance(event, DraftEvent):
+                        self.draft = event.note
+                        if event.final:
+                            self.draft_version = event.version
+                            if self._transcript is not None:
+                                return self._transcript
                     elif isinstance(event, DoneEvent):
                         self._transcript = event.transcript
-                        return event.transcript
+                        if not self.wait_for_draft:
+                            return event.transcript
+                if self._transcript is not None:
+                    return self._transcript  # closed after done without a draft (drafting off)
             finally:
                 sender.cancel()
         return None
@@ -261,6 +276,9 @@ class StreamClient:
             self.on_event(event)
             if isinstance(event, ReadyEvent):
                 return event
+            if isinstance(event, ErrorEvent) and not event.fatal:
+                self.stats.errors.append(str(event.code))
+                continue
             if isinstance(event, ErrorEvent):
                 if event.code == ErrorCode.encounter_closed and self._stop_sent:
                     # We already sent 'stop' on an earlier connection: the server finished

@@ -142,6 +142,10 @@ class NotesSettings(BaseModel):
     template: str = "soap"
     templates_dir: Path | None = None
     """A folder of the site's own ``*.toml`` templates (same name as a built-in replaces it)."""
+    draft_on_stop: bool = True
+    """The service drafts the note while the visit is recorded and finishes it after ``stop``."""
+    live_draft_interval_s: float = 20.0
+    """How often the growing draft is sent to the recording client during the visit (0: never)."""
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     transformers: TransformersSettings = Field(default_factory=TransformersSettings)
 

@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from .models import Consent, Segment, Speaker, Transcript
+from .models import Consent, Note, Segment, Speaker, Transcript
 
 PROTOCOL_VERSION = 1
 
@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     overloaded = "overloaded"
     unsupported_language = "unsupported_language"
     forbidden = "forbidden"
+    draft_failed = "draft_failed"
     internal = "internal"
 
 
@@ -155,17 +156,28 @@ class SpeakersEvent(_Event):
     revisions: list[SpeakerRevision]
 
 
+class DraftEvent(_Event):
+    """The note draft as it grows: during the visit (every ``notes.live_draft_interval_s``)
+    and after ``done`` while the writer finishes; ``final`` marks the stored draft."""
+
+    type: Literal["draft"] = "draft"
+    note: Note
+    final: bool = False
+    version: int | None = None
+    """The stored draft version (final drafts only)."""
+
+
 class DoneEvent(_Event):
     type: Literal["done"] = "done"
     transcript: Transcript
 
 
 ServerEvent = Annotated[
-    Union[ReadyEvent, PartialEvent, SegmentEvent, AckEvent, ErrorEvent, SpeakersEvent, DoneEvent],
+    Union[ReadyEvent, PartialEvent, SegmentEvent, AckEvent, ErrorEvent, SpeakersEvent, DraftEvent, DoneEvent],
     Field(discriminator="type"),
 ]
 _server_adapter: TypeAdapter[
-    ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | SpeakersEvent | DoneEvent
+    ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | SpeakersEvent | DraftEvent | DoneEvent
 ] = TypeAdapter(ServerEvent)
 
 
@@ -173,12 +185,12 @@ def encode_event(event: BaseModel) -> str:
     return event.model_dump_json(exclude_none=True)
 
 
-_EVENT_TYPES = {"ready", "partial", "segment", "ack", "error", "speakers", "done"}
+_EVENT_TYPES = {"ready", "partial", "segment", "ack", "error", "speakers", "draft", "done"}
 
 
 def decode_event(
     text: str,
-) -> ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | SpeakersEvent | DoneEvent | None:
+) -> ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | SpeakersEvent | DraftEvent | DoneEvent | None:
     """Client side: parse one server event. An event type this client does not know (added
     by a newer server) gives None, to be skipped; a malformed known event raises ``ValueError``."""
     raw = json.loads(text)

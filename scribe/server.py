@@ -42,6 +42,7 @@ from .protocol import (
     PartialEvent,
     ReadyEvent,
     Reject,
+    DraftEvent,
     SegmentEvent,
     ServerProtocol,
     SpeakerRevision,
@@ -94,6 +95,8 @@ class Engine:
         self._recognizer = recognizer
         asr = settings.asr
         self.executor = ThreadPoolExecutor(max_workers=max(1, asr.num_workers), thread_name_prefix="scribe-asr")
+        self.notes_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scribe-notes")
+        """Per-segment drafting work (classification, fact extraction): off the ASR thread."""
         self.speaker_encoder: Any | None = None
         """The voice encoder for speaker labels (None: labels off or the model is missing)."""
 
@@ -154,6 +157,17 @@ class Engine:
         except ValueError:  # a profile from another encoder version: re-enrol
             log.warning("voice profile is for another model; roles are inferred")
             return OnlineDiarizer(self.speaker_encoder)
+
+    def draft_session(self, encounter_id: str, language: str) -> Any | None:
+        """A note draft that grows with the transcript (None when drafting is off)."""
+        notes = self.settings.notes
+        if not notes.draft_on_stop:
+            return None
+        from .notes import load_template
+        from .notes.writers import writer_from_settings
+
+        writer = writer_from_settings(self.settings)
+        return writer.start(encounter_id, load_template(notes.template, notes.templates_dir), language=language)
 
     def unsupported_language(self, language: str | None) -> str | None:
         check = getattr(self.recognizer, "unsupported_language", None)
@@ -253,6 +267,7 @@ class StreamServer:
     async def _cleanup(self, app: web.Application) -> None:
         self.store.close()
         self.engine.executor.shutdown(wait=False, cancel_futures=True)
+        self.engine.notes_executor.shutdown(wait=False, cancel_futures=True)
 
     # -- auth
 
@@ -401,6 +416,8 @@ class Connection:
         self.last_acked = -1
         self.caught_up_from_store = 0
         self.diarizer: Any | None = None
+        self.draft: Any | None = None
+        self._last_draft_sent = 0.0
         """Audio samples the transcriber re-read from the store because the queue was full."""
 
     async def send(self, event: Any) -> bool:
@@ -547,6 +564,7 @@ class Connection:
         )
         for seg in await server.store.segments(enc.id, since=msg.since_segment):
             await self.send(SegmentEvent(segment=seg))
+        await self._start_draft(enc)
         # Persisted but untranscribed audio (a resume): an empty chunk at the persisted end
         # makes the transcriber read the gap from the store before anything new arrives.
         self.audio_q.put_nowait((enc.samples_received, _EMPTY))
@@ -668,6 +686,78 @@ class Connection:
             )
             await self._emit(events)
 
+    async def _start_draft(self, enc: Any) -> None:
+        """Draft while the visit is recorded, so only a short final pass remains after stop; a
+        resumed stream re-reads the stored transcript into a new draft (cheap, no model)."""
+        loop = asyncio.get_running_loop()
+        executor = self.server.engine.notes_executor
+        try:
+            self.draft = await loop.run_in_executor(executor, self.server.engine.draft_session, enc.id, enc.language)
+        except Exception as exc:  # a bad template or writer configuration must not stop recording
+            log.error("drafting off for this encounter: %s", type(exc).__name__, extra={"encounter": enc.id})
+            await self.send(ErrorEvent(code=ErrorCode.draft_failed, message=f"no draft will be written: {exc}"))
+            self.draft = None
+            return
+        if self.draft is not None and enc.segment_count:
+            segments = await self.server.store.segments(enc.id)
+            await loop.run_in_executor(executor, lambda: [self.draft.add(s) for s in segments])
+
+    async def _draft_add(self, segments: list[Segment]) -> None:
+        if self.draft is None or not segments:
+            return
+        loop = asyncio.get_running_loop()
+        draft = self.draft
+        partial = await loop.run_in_executor(self.server.engine.notes_executor,
+                                             lambda: [draft.add(s) for s in segments][-1])
+        interval = self.server.settings.notes.live_draft_interval_s
+        if interval > 0 and time.monotonic() - self._last_draft_sent >= interval:
+            self._last_draft_sent = time.monotonic()
+            await self.send(DraftEvent(note=partial))
+
+    async def _finish_draft(self) -> None:
+        """After ``done``: let the writer finish (an LM may take a while; the transcript is
+        already stored and sent), store the draft and send it. On a writer failure the
+        extractive draft is stored instead, so a clinician always has something to review."""
+        from .notes.repo import NoteRepo
+        from .notes.writers import ExtractiveWriter, write_note
+
+        store = self.server.store
+        eid = self.encounter_id
+        assert eid is not None and self.draft is not None
+        await store.set_status(eid, EncounterStatus.drafting)
+        t0 = time.monotonic()
+        note = None
+        try:
+            async for note in self.draft.finish():
+                await self.send(DraftEvent(note=note))
+        except Exception as exc:  # noqa: BLE001 - any writer failure falls back to the extractive draft
+            log.error("note writer failed; storing the extractive draft", extra={"encounter": eid,
+                                                                                "error": type(exc).__name__})
+            await self.send(ErrorEvent(code=ErrorCode.draft_failed,
+                                       message=f"the note writer failed ({exc}); the extractive draft was stored"))
+            from .notes import load_template
+
+            notes = self.server.settings.notes
+            enc = await store.get_encounter(eid)
+            note, _ = await write_note(ExtractiveWriter(), await store.segments(eid), encounter_id=eid,
+                                       template=load_template(notes.template, notes.templates_dir),
+                                       language=enc.language if enc else "en")
+        assert note is not None
+
+        def save() -> int:
+            with store.store.tx():
+                version = NoteRepo(store.store).save_draft(note, actor="scribe")
+                self.server.audit.record("scribe", AuditAction.create, "note", _audit_id(eid), Outcome.success,
+                                         {"version": version, "writer": note.writer})
+                store.store.set_status(eid, EncounterStatus.draft_ready)
+            return version
+
+        version = await store.call(save)
+        await self.send(DraftEvent(note=note, final=True, version=version))
+        log.info("draft stored", extra={"encounter": eid, "version": version,
+                                        "stop_to_draft_s": round(time.monotonic() - t0, 2),
+                                        "sentences": len(note.sentences()), "open_flags": len(note.open_flags)})
+
     async def _warm_diarizer(self, enc: Any) -> None:
         """A resumed stream: let the labeller hear the recent stored segments again so the
         voices it learned are not lost with the old connection (older labels stay final)."""
@@ -709,6 +799,7 @@ class Connection:
                     await self.server.store.relabel_segments(self.encounter_id, revisions)
                 for seg in segments:
                     await self.send(SegmentEvent(segment=seg))
+                await self._draft_add(segments)
                 if revisions:
                     await self.send(SpeakersEvent(revisions=[SpeakerRevision(segment_id=k, speaker=v)
                                                              for k, v in revisions.items()]))
@@ -731,10 +822,12 @@ class Connection:
         transcript = Transcript(encounter_id=enc.id, language=enc.language, segments=segments,
                                 duration=enc.samples_received / SAMPLE_RATE)
         await self.send(DoneEvent(transcript=transcript))
-        self.finished.set()
         log.info("session finished", extra={"encounter": enc.id, "segments": len(segments),
                                             "audio_s": round(transcript.duration, 1),
                                             "caught_up_s": round(self.caught_up_from_store / SAMPLE_RATE, 1)})
+        if self.draft is not None:
+            await self._finish_draft()
+        self.finished.set()
         await self.ws.close(code=CloseCode.normal)
 
     async def cancel_tasks(self) -> None:

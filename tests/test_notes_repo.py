@@ -4,13 +4,12 @@ and the schema migrated once beside the store's own."""
 from __future__ import annotations
 
 import pytest
+from test_notes_extractive import short_segments
 
 from scribe.models import Sentence
 from scribe.notes.extractive import draft
 from scribe.notes.repo import NoteRepo
 from scribe.store import Store
-
-from test_notes_extractive import short_segments
 
 
 def test_round_trip_and_versions(tmp_path):
@@ -48,10 +47,9 @@ def test_save_composes_into_an_outer_transaction(tmp_path):
     store = Store(tmp_path / "s.db")
     repo = NoteRepo(store)
     note = draft(short_segments(), encounter_id="enc-1")
-    with pytest.raises(RuntimeError):
-        with store.tx():
-            repo.save_draft(note, actor="writer:extractive")
-            raise RuntimeError("the caller's other write failed")
+    with pytest.raises(RuntimeError), store.tx():
+        repo.save_draft(note, actor="writer:extractive")
+        raise RuntimeError("the caller's other write failed")
     assert repo.latest("enc-1") is None  # rolled back with the caller's transaction
     store.close()
 

@@ -63,7 +63,8 @@ async def test_stream_dictation_end_to_end(live_server: RunningServer, settings)
     assert [s.text for s in store.segments("enc-test")] == [s.text for s in transcript.segments]
     audio = store.audio_from("enc-test", 0)
     assert as_pcm(audio) == float_to_pcm16(source.samples)
-    assert store.get_encounter("enc-test").status.value == "transcribed"
+    # after done the service goes on to draft the note
+    assert store.get_encounter("enc-test").status.value in ("transcribed", "drafting", "draft_ready")
 
 
 async def test_real_speech_is_transcribed_accurately(live_server: RunningServer):

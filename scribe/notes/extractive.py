@@ -138,7 +138,8 @@ class IncrementalDrafter:
         if language and not language.lower().startswith("en"):
             raise UnsupportedLanguage(
                 f"the extractive writer reads English only (transcript language {language!r}); "
-                "use a language-model writer for other languages"
+                "every writer builds on it (the LM writers only rephrase its statements), so drafting "
+                "needs an English transcript for now"
             )
         self.encounter_id = encounter_id
         self.template = load_template(template or "soap") if not isinstance(template, Template) else template

@@ -1,0 +1,358 @@
+"""``scribe draft`` and ``scribe eval notes``: the notes feature's command-line shell.
+
+Thin: read a transcript (store or file), run the configured writer, print. Errors a user can
+fix (unknown template, template syntax error, unreadable transcript, model not installed,
+endpoint down) are ``UserError`` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any, bench_sub: Any) -> None:
+    p = sub.add_parser(
+        "draft",
+        help="draft a note from an encounter or a transcript file",
+        description="Draft a clinical note (SOAP by default) from a stored encounter's transcript or from a "
+                    "transcript file (*.transcript.json from 'scribe demo', JSONL of segments or of "
+                    "{speaker, text} turns). Every sentence is printed with the transcript segments it rests on; "
+                    "sentences the guard could not verify are flagged.",
+    )
+    p.add_argument("source", help="encounter id (read from the store) or a transcript file")
+    _writer_args(p)
+    p.add_argument("--markdown", action="store_true", help="print Markdown instead of plain text")
+    p.add_argument("--no-flags", action="store_true", help="do not list guard flags and omissions")
+    p.add_argument("--json", action="store_true", help="print the note as JSON (the lossless form)")
+    p.add_argument("--save", action="store_true", help="store the draft as a new version of the encounter's note")
+    p.set_defaults(func=cmd_draft)
+
+    ev = sub.add_parser("eval", help="evaluations against reference data (figures, not pass/fail)")
+    esub = ev.add_subparsers(dest="eval", metavar="EVAL", required=True)
+    p = esub.add_parser(
+        "notes",
+        help="score drafted notes against reference notes (ROUGE, clinical facts, evidence, flags, speed)",
+        description="For each record of the benchmark files (ACI-Bench, MTS-Dialog, PriMock57 JSONL: a dialogue "
+                    "and a reference note), draft a note and score it: ROUGE-1/2/L, recall and precision of "
+                    "clinical facts (drugs, doses, numbers with units, findings with negation; see "
+                    "scribe.notes.evaluation), share of sentences with evidence, share flagged, stop-to-draft "
+                    "time, tokens/s, peak memory. The copy-transcript and extractive baselines run in the same "
+                    "pass.",
+    )
+    p.add_argument("files", nargs="+", type=Path, help="benchmark JSONL files")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N records of each file")
+    _writer_args(p)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--out", type=Path, help="also write the JSON results here")
+    p.set_defaults(func=cmd_eval_notes)
+
+
+def _writer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--template", help="template name or .toml path (default: settings notes.template, 'soap')")
+    p.add_argument("--writer", choices=["extractive", "transformers", "openai"],
+                   help="note writer (default: settings notes.writer)")
+    p.add_argument("--lm-model", help="transformers writer: 'qwen2.5-coder-1.5b', 'smollm2-135m' or a local directory")
+    p.add_argument("--base-url", help="openai writer: endpoint base URL, e.g. http://gpu-host:8000/v1")
+    p.add_argument("--openai-model", help="openai writer: model name the endpoint serves")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _settings(args: argparse.Namespace):
+    from scribe.cli import settings_from_args
+
+    settings = settings_from_args(args)
+    n = settings.notes
+    if getattr(args, "lm_model", None):
+        n.transformers.model = args.lm_model
+    if getattr(args, "base_url", None):
+        n.openai.base_url = args.base_url
+    if getattr(args, "openai_model", None):
+        n.openai.model = args.openai_model
+    return settings
+
+
+def _template(settings, name: str | None):
+    from scribe.cli import UserError
+
+    from .templates import TemplateError, load_template
+
+    try:
+        return load_template(name or settings.notes.template, site_dir=settings.notes.templates_dir)
+    except TemplateError as exc:
+        raise UserError(f"template {exc}") from None
+    except KeyError as exc:
+        raise UserError(str(exc.args[0])) from None
+
+
+def _writer(settings, name: str | None):
+    from scribe.cli import UserError
+
+    from .writers import WriterError, writer_from_settings
+
+    try:
+        return writer_from_settings(settings, name)
+    except WriterError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _load_source(settings, source: str):
+    """(transcript, from_store)."""
+    from scribe.cli import UserError
+
+    from ..models import Transcript
+    from .sources import TranscriptError, load_transcript
+
+    path = Path(source)
+    if path.suffix in (".json", ".jsonl") or path.exists():
+        try:
+            return load_transcript(path), False
+        except TranscriptError as exc:
+            raise UserError(str(exc)) from None
+    from ..store import Store, StoreError
+
+    if not settings.database_path.is_file():
+        raise UserError(f"{source!r} is not a file, and there is no store at {settings.database_path} to look it up in")
+    try:
+        store = Store(settings.database_path)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        enc = store.get_encounter(source)
+        if enc is None:
+            raise UserError(f"no encounter {source!r} in {settings.database_path} (and no such file)")
+        return Transcript(encounter_id=enc.id, language=enc.language, segments=store.segments(enc.id)), True
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------- draft
+
+
+def cmd_draft(args: argparse.Namespace) -> int:
+    from scribe.cli import UserError, console, err
+
+    from .extractive import UnsupportedLanguage
+    from .render import render_markdown, render_text
+    from .writers import WriterError, write_note
+
+    settings = _settings(args)
+    template = _template(settings, args.template)
+    transcript, from_store = _load_source(settings, args.source)
+    writer = _writer(settings, args.writer)
+    segments = [s for s in transcript.segments]
+    if not any(s.text.strip() for s in segments):
+        err.print("[yellow]the transcript has no speech: the note is empty[/]")
+    flags = not args.no_flags
+
+    def render(note) -> str:
+        if args.markdown:
+            return render_markdown(note, evidence=True, flags=flags)
+        return render_text(note, evidence=True, flags=flags)
+
+    live = None
+    if writer.streams and console.is_terminal and not args.json:
+        from rich.live import Live
+        from rich.text import Text
+
+        live = Live(console=console, refresh_per_second=4, transient=True)
+        live.start()
+    drafts = 0
+
+    def on_draft(note) -> None:
+        nonlocal drafts
+        drafts += 1
+        if live is not None:
+            live.update(Text(render(note)))
+        elif writer.streams:
+            err.print(f"[dim]draft {drafts}: {len(note.sentences())} sentences[/]")
+
+    t0 = time.perf_counter()
+    try:
+        note, stats = asyncio.run(
+            write_note(writer, segments, encounter_id=transcript.encounter_id, template=template,
+                       language=transcript.language, on_draft=on_draft)
+        )
+    except UnsupportedLanguage as exc:
+        raise UserError(str(exc)) from None
+    except WriterError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        if live is not None:
+            live.stop()
+    elapsed = time.perf_counter() - t0
+    if args.json:
+        print(note.model_dump_json(indent=2))
+    elif args.markdown:
+        print(render(note), end="")
+    else:
+        console.print(render(note), markup=False, highlight=False, end="")
+    summary = f"{writer.name}: {len(note.sentences())} sentences, {len(note.open_flags)} open flags, " \
+              f"{len(note.omissions)} omissions, {elapsed:.1f} s"
+    if stats.tokens_per_s:
+        summary += f", {stats.completion_tokens} tokens at {stats.tokens_per_s:.1f}/s"
+    err.print(f"[dim]{summary}[/]")
+    if args.save:
+        from ..store import Store
+        from .repo import NoteRepo
+
+        if not from_store:
+            err.print("[yellow]--save: the note is stored under encounter id "
+                      f"{transcript.encounter_id!r} (from the file)[/]")
+        store = Store(settings.database_path)
+        try:
+            version = NoteRepo(store).save_draft(note, actor=f"cli:{writer.name}")
+        finally:
+            store.close()
+        err.print(f"saved as version {version} of {transcript.encounter_id}")
+    return 0
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def _records(files: list[Path], limit: int) -> list[tuple[str, dict]]:
+    from scribe.cli import UserError
+
+    out = []
+    for f in files:
+        if not f.is_file():
+            raise UserError(f"{f}: no such file")
+        n = 0
+        with f.open(encoding="utf-8") as fh:
+            for k, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{f}:{k}: invalid JSON ({e.msg})") from None
+                if not isinstance(rec.get("dialogue"), list) or not rec.get("reference_note"):
+                    raise UserError(f"{f}:{k}: a record needs 'dialogue' (turns) and 'reference_note'")
+                out.append((f.stem, rec))
+                n += 1
+                if limit and n >= limit:
+                    break
+    return out
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def _draft_timed(writer, segments, rec_id: str, template) -> tuple[Any, Any, float, float]:
+    """(note, stats, seconds in add() per segment, seconds from stop to the final draft)."""
+    session = writer.start(rec_id, template)
+    t0 = time.perf_counter()
+    for s in segments:
+        session.add(s)
+    per_seg = (time.perf_counter() - t0) / max(1, len(segments))
+    t1 = time.perf_counter()
+    note = None
+    async for note in session.finish():
+        pass
+    return note, session.stats, per_seg, time.perf_counter() - t1
+
+
+def cmd_eval_notes(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from scribe.cli import UserError, console, err
+
+    from .dialogue import segments_from_turns
+    from .evaluation import SystemTotals, copy_transcript, note_checks, note_text, score
+    from .writers import ExtractiveWriter, ModelMissing, WriterError
+
+    settings = _settings(args)
+    template = _template(settings, args.template)
+    records = _records(args.files, args.limit)
+    if not records:
+        raise UserError("no records to evaluate")
+    chosen = args.writer or settings.notes.writer
+    systems: list[tuple[str, Any]] = [("copy-transcript", None), ("extractive", ExtractiveWriter())]
+    if chosen != "extractive":
+        systems.append((chosen, _writer(settings, chosen)))
+    files = list(dict.fromkeys(f for f, _ in records))
+    totals = {(f, name): SystemTotals(name) for f in files for name, _ in systems}
+    words = {f: [] for f in files}
+
+    async def run_all(progress, task) -> None:
+        for fname, rec in records:
+            segments = segments_from_turns(rec["dialogue"])
+            words[fname].append(segments[-1].end if segments else 0.0)
+            ref = rec["reference_note"]
+            for name, writer in systems:
+                t = totals[(fname, name)]
+                progress.update(task, description=f"{fname} {rec['id'].split('/')[-1]} {name}")
+                if writer is None:
+                    t.add(score(copy_transcript(segments), ref), None)
+                    continue
+                try:
+                    note, stats, per_seg, stop = await _draft_timed(writer, segments, rec["id"], template)
+                except ModelMissing as exc:
+                    raise UserError(str(exc)) from None
+                except WriterError:
+                    t.errors += 1
+                    continue
+                t.add(score(note_text(note), ref), note_checks(note))
+                t.stop_to_draft.append(stop)
+                t.incremental_per_segment.append(per_seg)
+                t.completion_tokens += stats.completion_tokens
+                t.generate_seconds += stats.extra.get("lm_seconds", stats.generate_seconds)
+                t.lm_sentences += stats.lm_sentences
+                t.repaired += stats.repaired
+                t.peak_rss_mb = max(t.peak_rss_mb, _peak_rss_mb())
+            progress.advance(task)
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task("eval", total=len(records))
+        asyncio.run(run_all(progress, task))
+
+    results = {
+        "template": template.name,
+        "writer": chosen,
+        "limit": args.limit or None,
+        "files": {
+            f: {
+                "records": len(words[f]),
+                "mean_visit_s": sum(words[f]) / max(1, len(words[f])),
+                "systems": [totals[(f, name)].summary() for name, _ in systems],
+            }
+            for f in files
+        },
+    }
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for f in files:
+        r = results["files"][f]
+        table = Table(title=f"{f}: {r['records']} records, mean visit {r['mean_visit_s'] / 60:.1f} min (0.4 s/word)")
+        cols = [("system", "system"), ("R-1", "rouge1"), ("R-2", "rouge2"), ("R-L", "rougeL"),
+                ("fact rec", "fact_recall"), ("fact prec", "fact_precision"), ("evid %", "evidence_linked_pct"),
+                ("flag %", "flagged_pct"), ("stop→draft s", "stop_to_draft_s_mean"), ("max s", "stop_to_draft_s_max"),
+                ("tok/s", "tokens_per_s"), ("peak MB", "peak_rss_mb")]
+        for title, _ in cols:
+            table.add_column(title, justify="left" if title == "system" else "right")
+        for s in r["systems"]:
+            table.add_row(*[_fmt(s[k]) for _, k in cols])
+        console.print(table)
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)

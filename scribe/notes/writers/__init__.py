@@ -1,0 +1,61 @@
+"""Note writers behind one seam, chosen by ``settings.notes.writer``.
+
+    writer = writer_from_settings(settings)
+    note, stats = write_note_sync(writer, segments, encounter_id="enc-1", template=load_template("soap"))
+
+* ``extractive`` — no model; the fast default and the baseline;
+* ``transformers`` — a local model phrases the extracted, evidence-linked statements;
+* ``openai`` — the same, through an OpenAI-compatible chat endpoint (a GPU server).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import DraftSession, ModelMissing, NoteWriter, WriterError, WriterStats, write_note, write_note_sync
+from .extractive import ExtractiveWriter
+
+WRITERS = ("extractive", "openai", "transformers")
+
+
+def writer_from_settings(settings: Any, name: str | None = None, **overrides: Any) -> NoteWriter:
+    """Build the configured writer (``name`` overrides ``settings.notes.writer``). Cheap: a model
+    is loaded on first use, not here."""
+    notes = settings.notes
+    kind = name or notes.writer
+    if kind == "extractive":
+        return ExtractiveWriter()
+    if kind == "openai":
+        from .lm import LMWriter
+        from .openai import OpenAIChat
+
+        o = notes.openai
+        chat = OpenAIChat(
+            o.base_url, o.model, api_key=o.api_key.get_secret_value() if o.api_key else None,
+            timeout=o.timeout, connect_timeout=o.connect_timeout, stream=o.stream, temperature=o.temperature,
+        )
+        return LMWriter("openai", chat, max_tokens=o.max_tokens, **overrides)
+    if kind == "transformers":
+        from .lm import LMWriter
+        from .transformers import TransformersChat
+
+        t = notes.transformers
+        chat = TransformersChat(
+            t.model, settings.model_cache_dir, device=t.device, threads=t.threads, int8=t.int8
+        )
+        return LMWriter("transformers", chat, max_tokens=t.max_new_tokens, **overrides)
+    raise WriterError(f"unknown note writer {kind!r}; choose one of: {', '.join(WRITERS)}")
+
+
+__all__ = [
+    "WRITERS",
+    "DraftSession",
+    "ExtractiveWriter",
+    "ModelMissing",
+    "NoteWriter",
+    "WriterError",
+    "WriterStats",
+    "write_note",
+    "write_note_sync",
+    "writer_from_settings",
+]

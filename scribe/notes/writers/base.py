@@ -1,0 +1,107 @@
+"""The seam between the drafting pipeline and whatever writes the prose.
+
+Every writer works in two phases, because the note must be nearly ready when the clinician
+presses stop:
+
+* during the visit, ``DraftSession.add(segment)`` does the cheap, per-segment work (utterance
+  split, section classification, fact extraction, evidence) and returns the partial note;
+* after stop, ``DraftSession.finish()`` is an async iterator of growing drafts: the last one it
+  yields is the final, guard-checked note. A writer that does not stream yields once.
+
+A language-model writer never sees the raw transcript alone: it is handed the extractive
+drafter's evidence-linked bullets and the extracted facts, rephrases them, and the guard
+re-checks what comes back ("extract first, generate second").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from ...models import Note, Segment
+from ..templates import Template
+
+
+class WriterError(RuntimeError):
+    """A writer could not produce a note (endpoint down, timeout, model missing). The message
+    says what to fix and carries no transcript or note text."""
+
+
+class ModelMissing(WriterError):
+    """A local model the configured writer needs is not installed; the message names the package."""
+
+
+@dataclass
+class WriterStats:
+    """What a draft cost (for ``scribe eval notes`` and logs: numbers only, no PHI)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generate_seconds: float = 0.0
+    lm_sentences: int = 0
+    """Sentences the LM wrote that passed the guard and were kept."""
+    repaired: int = 0
+    """LM sentences the guard flagged, replaced by the evidence-linked bullets they came from."""
+    calls: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if self.completion_tokens and self.generate_seconds > 0:
+            return self.completion_tokens / self.generate_seconds
+        return None
+
+
+@runtime_checkable
+class DraftSession(Protocol):
+    """One encounter's draft in progress."""
+
+    stats: WriterStats
+
+    def add(self, segment: Segment) -> Note:
+        """Take one committed segment (in order); return the partial note. Cheap: no LM call."""
+        ...
+
+    def finish(self) -> AsyncIterator[Note]:
+        """After stop: growing drafts; the last one yielded is the final note."""
+        ...
+
+
+@runtime_checkable
+class NoteWriter(Protocol):
+    """Chosen by ``settings.notes.writer``; see ``scribe.notes.writers.writer_from_settings``."""
+
+    name: str
+    streams: bool
+    """Whether ``finish()`` yields intermediate drafts worth showing."""
+
+    def start(self, encounter_id: str, template: Template, *, language: str = "en") -> DraftSession:
+        ...
+
+
+async def write_note(
+    writer: NoteWriter,
+    segments: Iterable[Segment],
+    *,
+    encounter_id: str,
+    template: Template,
+    language: str = "en",
+    on_draft=None,
+) -> tuple[Note, WriterStats]:
+    """One-shot: feed every segment, then finish; ``on_draft(note)`` sees each growing draft."""
+    session = writer.start(encounter_id, template, language=language)
+    for seg in segments:
+        session.add(seg)
+    note: Note | None = None
+    async for note in session.finish():
+        if on_draft is not None:
+            on_draft(note)
+    assert note is not None, "a draft session must yield at least the final note"
+    return note, session.stats
+
+
+def write_note_sync(writer: NoteWriter, segments: Iterable[Segment], **kw) -> tuple[Note, WriterStats]:
+    """``write_note`` for synchronous callers (the CLI, the eval harness)."""
+    return asyncio.run(write_note(writer, segments, **kw))

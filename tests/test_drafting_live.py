@@ -1,0 +1,49 @@
+"""Drafting in the service: the note grows while the visit streams, is finished after stop,
+stored as a draft version and sent to the client; every sentence points at real segments."""
+
+from __future__ import annotations
+
+import pytest
+
+from scribe.audio import FileSource
+from scribe.client import StreamClient
+from scribe.notes.repo import NoteRepo
+from scribe.protocol import DraftEvent
+from scribe.store import Store
+
+from conftest import SAMPLES, TOKEN, RunningServer
+from test_streaming_e2e import start_msg
+
+pytestmark = pytest.mark.slow
+DIALOGUE = SAMPLES / "synth_dialogue_dev_01.flac"
+
+
+async def test_draft_is_written_during_the_visit_and_stored_after_stop(live_server: RunningServer, settings):
+    live_server.server.settings.notes.live_draft_interval_s = 0.001  # every commit, to see it grow
+    events = []
+    client = StreamClient(live_server.url, start_msg("enc-draft"), token=TOKEN, on_event=events.append,
+                          wait_for_draft=True)
+    transcript = await client.run(FileSource(DIALOGUE, speed=0).chunks())
+    drafts = [e for e in events if isinstance(e, DraftEvent)]
+    done_at = next(i for i, e in enumerate(events) if getattr(e, "type", "") == "done")
+    assert any(events.index(d) < done_at for d in drafts), "no draft was sent while the visit streamed"
+    final = drafts[-1]
+    assert final.final and final.version == 1 and client.draft == final.note
+    note = final.note
+    ids = {s.id for s in transcript.segments}
+    sentences = note.sentences()
+    assert len(sentences) >= 3
+    assert all(s.evidence and {e.segment_id for e in s.evidence} <= ids for s in sentences)
+    store = Store(settings.database_path)
+    assert NoteRepo(store).latest("enc-draft") == note
+    assert store.get_encounter("enc-draft").status.value == "draft_ready"
+
+
+async def test_bad_template_does_not_stop_recording(live_server: RunningServer):
+    live_server.server.settings.notes.template = "no-such-template"
+    events = []
+    client = StreamClient(live_server.url, start_msg("enc-notemplate"), token=TOKEN, on_event=events.append)
+    transcript = await client.run(FileSource(SAMPLES / "general_jfk.flac", speed=0).chunks())
+    assert transcript.segments
+    errors = [e for e in events if getattr(e, "type", "") == "error"]
+    assert errors and errors[0].code == "draft_failed" and not errors[0].fatal
