@@ -305,8 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("demo", help="run the whole job on the bundled sample encounter",
-                       description="Start a local server on a free port, stream the bundled sample encounter "
-                                   "through it and print the live transcript; write the results to --out.")
+                       description="Start the service on a free local port, stream the bundled sample encounter "
+                                   "through it (live transcript with speaker labels), wait for the evidence-linked "
+                                   "draft, and write transcript, note and FHIR DocumentReference to --out. In a "
+                                   "terminal it then opens the review app to check and sign the note.")
+    p.add_argument("--no-review", action="store_true", help="do not open the review app (always off without a terminal)")
     p.add_argument("--sample", help="audio file to use instead of the bundled sample")
     p.add_argument("--speed", type=float, default=0.0, help="playback speed (1 = real time, 0 = as fast as possible)")
     p.add_argument("--out", default="scribe-demo", help="directory for the results (default ./scribe-demo)")

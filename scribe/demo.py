@@ -1,15 +1,28 @@
 """``scribe demo``: the main job end to end on the embedded defaults.
 
 Starts the real service in-process on a free loopback port with a one-off token, streams the
-bundled sample encounter through the real websocket client, prints the live transcript and
-writes the final transcript to ``--out``. No network beyond loopback, no downloads.
+bundled sample encounter through the real websocket client (live transcript with speaker
+labels), waits for the evidence-linked draft the service writes after ``stop``, and writes:
+
+- ``<out>/<encounter>.transcript.json``  the committed transcript
+- ``<out>/<encounter>.note.md`` / ``.note.json``  the draft, every sentence with its evidence
+- ``<out>/fhir/<encounter>.draft.DocumentReference.json``  the FHIR R4 DocumentReference the
+  EHR would receive for this draft (``docStatus: preliminary``: it is not signed yet)
+
+In a terminal (and not under CI) it then opens the review app on the encounter, where the
+draft can be checked, edited and signed; a signed note is delivered by the outbox to the
+embedded FHIR target (``<out>/fhir/``, docStatus ``final``). No network beyond loopback, no
+downloads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import secrets
 import socket
+import sys
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -21,14 +34,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _interactive(args) -> bool:
+    if getattr(args, "no_review", False):
+        return False
+    return sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
+
+
 def run_demo(args, *, console, err) -> int:
     from aiohttp import web
 
     from .audio import FileSource
     from .cli import UserError, _live_printer, recognizer_from_settings, settings_from_args
     from .client import StreamClient
+    from .fhir.document import DocumentContext, build_document_reference
     from .models import Consent
-    from .protocol import StartMessage
+    from .notes import render_markdown, render_text
+    from .protocol import DraftEvent, StartMessage
     from .resources import samples_dir
     from .server import Engine, StreamServer
 
@@ -39,11 +60,26 @@ def run_demo(args, *, console, err) -> int:
     out.mkdir(parents=True, exist_ok=True)
     settings = settings_from_args(args)
     settings.data_dir = out / "data"
+    settings.fhir.out_dir = out / "fhir"
     token = secrets.token_urlsafe(16)
     settings.server.tokens = [SecretStr(token)]
     settings.server.port = _free_port()
     err.print(f"[bold]scribe demo[/]: loading {settings.asr.model} …")
     engine = Engine(settings, recognizer=recognizer_from_settings(settings))
+    printer = _live_printer()
+    drafts = 0
+
+    def on_event(event: object) -> None:
+        nonlocal drafts
+        if isinstance(event, DraftEvent):
+            drafts += 1
+            if event.final:
+                err.print(f"[green]draft ready[/] (version {event.version}, "
+                          f"{len(event.note.sentences())} sentences, {len(event.note.open_flags)} flags to resolve)")
+            return
+        printer(event)
+
+    clinician = "demo-clinician"
 
     async def main():
         server = StreamServer(settings, engine=engine)
@@ -53,19 +89,53 @@ def run_demo(args, *, console, err) -> int:
         try:
             source = FileSource(sample, speed=args.speed)
             eid = f"demo-{secrets.token_hex(4)}"
-            start = StartMessage(encounter_id=eid, clinician_id="demo-clinician", patient_ref="Patient/demo",
-                                 consent=Consent.recorded_now("demo-clinician"))
+            start = StartMessage(encounter_id=eid, clinician_id=clinician, patient_ref="Patient/demo",
+                                 consent=Consent.recorded_now(clinician))
             client = StreamClient(f"ws://127.0.0.1:{settings.server.port}/v1/stream", start, token=token,
-                                  on_event=_live_printer())
+                                  on_event=on_event, wait_for_draft=True)
             err.print(f"streaming {sample.name} ({source.duration:.0f} s of audio) through ws://127.0.0.1:"
                       f"{settings.server.port}/v1/stream")
-            return await client.run(source.chunks())
+            transcript = await client.run(source.chunks())
+            if _interactive(args) and client.draft is not None:
+                from tui.app import ReviewApp
+                from tui.client import ReviewClient
+
+                err.print("opening the review app (q or ctrl+q quits) …")
+                app = ReviewApp(ReviewClient(f"http://127.0.0.1:{settings.server.port}", token, clinician),
+                                encounter_id=eid)
+                await app.run_async()
+                await asyncio.sleep(1.0)  # let the outbox deliver a note signed just before quitting
+            return transcript, client.draft
         finally:
             await runner.cleanup()
 
-    transcript = asyncio.run(main())
-    path = out / f"{transcript.encounter_id}.transcript.json"
+    transcript, note = asyncio.run(main())
+    eid = transcript.encounter_id
+    path = out / f"{eid}.transcript.json"
     path.write_text(transcript.model_dump_json(indent=2), encoding="utf-8")
-    err.print(f"[green]done[/]: {len(transcript.segments)} segments, {transcript.duration:.0f} s of audio; "
-              f"transcript written to {path}; store at {settings.database_path}")
+    err.print(f"[green]transcript[/]: {len(transcript.segments)} segments, {transcript.duration:.0f} s of audio "
+              f"→ {path}")
+    if note is None:
+        err.print("[yellow]no draft was written[/] (drafting is off: notes.draft_on_stop)")
+        return 0
+    console.print()
+    console.print(render_text(note, evidence=True, flags=True), markup=False, highlight=False)
+    (out / f"{eid}.note.md").write_text(render_markdown(note, evidence=True, flags=True), encoding="utf-8")
+    (out / f"{eid}.note.json").write_text(note.model_dump_json(indent=2), encoding="utf-8")
+    fhir_dir = out / "fhir"
+    fhir_dir.mkdir(parents=True, exist_ok=True)
+    ctx = DocumentContext(patient="Patient/demo", encounter=f"Encounter/{eid}", practitioner=f"Practitioner/{clinician}",
+                          period_start=note.created_at)
+    doc = build_document_reference(note, ctx)
+    fhir_path = fhir_dir / f"{eid}.draft.DocumentReference.json"
+    fhir_path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    flags = len(note.open_flags)
+    err.print(f"[green]draft[/] → {out / (eid + '.note.md')} ({len(note.sentences())} sentences, all with evidence; "
+              f"{flags} flag{'s' if flags != 1 else ''} to resolve before signing)")
+    err.print(f"[green]FHIR[/] DocumentReference (docStatus {doc.get('docStatus')}) → {fhir_path}")
+    signed = sorted(p for p in fhir_dir.rglob("*.json") if p != fhir_path and "DocumentReference" in p.name)
+    for p in signed:
+        err.print(f"[green]signed and delivered[/] → {p}")
+    err.print(f"store: {settings.database_path}. Review and sign: scribe review (with the service running), "
+              "or run this demo in a terminal.")
     return 0

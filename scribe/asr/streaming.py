@@ -71,8 +71,8 @@ def _segments(
         else:
             tokens, _ = collapse_loops(r.text.split())
             text = " ".join(tokens)
-        if not text:
-            continue
+        if not any(ch.isalnum() for ch in text):
+            continue  # "." or "..." alone: Whisper's reading of a breath or a click
         index = first_index + len(out)
         out.append(
             Segment(
