@@ -263,6 +263,7 @@ COMMAND_MODULES = (
     "scribe.diarize.cli",    # enroll, bench speakers
     "scribe.review.cli",     # review (the TUI), api helpers
     "scribe.trust.cli",      # audit, keys, tokens, purge
+    "scribe.bench.cli",      # bench load
 )
 
 
@@ -295,8 +296,9 @@ def _asr_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scribe",
-        description="Local-first ambient clinical documentation: live transcription of an encounter, "
-                    "persisted as it is spoken.",
+        description="Local-first ambient clinical documentation: live transcription of an encounter with "
+                    "speaker labels, an evidence-linked note draft, review and sign-off, FHIR delivery to the EHR. "
+                    "Start with 'scribe demo'.",
         epilog="Configuration: SCRIBE_* environment variables or a TOML file (--config). "
                "See 'scribe config' for the effective values.",
     )
