@@ -32,6 +32,7 @@ from .protocol import (
     SegmentEvent,
     SpeakersEvent,
     StartMessage,
+    WithdrawnEvent,
     decode_event,
     encode_frame,
     encode_start,
@@ -249,6 +250,8 @@ class StreamClient:
                             raise ClientError(f"{event.code}: {event.message}", str(event.code))
                         elif event.fatal and event.code not in (ErrorCode.internal, ErrorCode.superseded):
                             raise ClientError(f"{event.code}: {event.message}", str(event.code))
+                    elif isinstance(event, WithdrawnEvent):
+                        raise ClientError("consent was withdrawn: recording stopped and its data deleted", "withdrawn")
                     elif isinstance(event, DraftEvent):
                         self.draft = event.note
                         if event.final:

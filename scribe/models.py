@@ -114,6 +114,8 @@ class EncounterStatus(StrEnum):
     signed = "signed"
     delivered = "delivered"
     failed = "failed"
+    withdrawn = "withdrawn"
+    """Consent was withdrawn: audio, transcript and drafts deleted; only the audit record remains."""
 
 
 class Consent(_Model):

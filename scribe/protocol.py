@@ -92,8 +92,15 @@ class StopMessage(_Msg):
     type: Literal["stop"] = "stop"
 
 
-ClientMessage = Annotated[Union[StartMessage, StopMessage], Field(discriminator="type")]
-_client_adapter: TypeAdapter[StartMessage | StopMessage] = TypeAdapter(ClientMessage)
+class WithdrawMessage(_Msg):
+    """The patient withdrew consent: stop recording and delete this encounter's audio,
+    transcript and drafts (only an audit record remains)."""
+
+    type: Literal["withdraw"] = "withdraw"
+
+
+ClientMessage = Annotated[Union[StartMessage, StopMessage, WithdrawMessage], Field(discriminator="type")]
+_client_adapter: TypeAdapter[StartMessage | StopMessage | WithdrawMessage] = TypeAdapter(ClientMessage)
 
 
 # --------------------------------------------------------------------------- server → client
@@ -167,17 +174,27 @@ class DraftEvent(_Event):
     """The stored draft version (final drafts only)."""
 
 
+class WithdrawnEvent(_Event):
+    """Consent was withdrawn: recording stopped, the encounter's data deleted (rows per table)."""
+
+    type: Literal["withdrawn"] = "withdrawn"
+    encounter_id: str
+    deleted: dict[str, int]
+
+
 class DoneEvent(_Event):
     type: Literal["done"] = "done"
     transcript: Transcript
 
 
 ServerEvent = Annotated[
-    Union[ReadyEvent, PartialEvent, SegmentEvent, AckEvent, ErrorEvent, SpeakersEvent, DraftEvent, DoneEvent],
+    Union[ReadyEvent, PartialEvent, SegmentEvent, AckEvent, ErrorEvent, SpeakersEvent, DraftEvent, WithdrawnEvent,
+          DoneEvent],
     Field(discriminator="type"),
 ]
 _server_adapter: TypeAdapter[
-    ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | SpeakersEvent | DraftEvent | DoneEvent
+    ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | SpeakersEvent | DraftEvent | WithdrawnEvent
+    | DoneEvent
 ] = TypeAdapter(ServerEvent)
 
 
@@ -185,12 +202,13 @@ def encode_event(event: BaseModel) -> str:
     return event.model_dump_json(exclude_none=True)
 
 
-_EVENT_TYPES = {"ready", "partial", "segment", "ack", "error", "speakers", "draft", "done"}
+_EVENT_TYPES = {"ready", "partial", "segment", "ack", "error", "speakers", "draft", "withdrawn", "done"}
 
 
 def decode_event(
     text: str,
-) -> ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | SpeakersEvent | DraftEvent | DoneEvent | None:
+) -> (ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | SpeakersEvent | DraftEvent | WithdrawnEvent
+      | DoneEvent | None):
     """Client side: parse one server event. An event type this client does not know (added
     by a newer server) gives None, to be skipped; a malformed known event raises ``ValueError``."""
     raw = json.loads(text)
@@ -244,13 +262,18 @@ class Stop:
 
 
 @dataclass(frozen=True)
+class Withdraw:
+    """Action: consent withdrawn; stop and delete the encounter's data."""
+
+
+@dataclass(frozen=True)
 class Reject:
     """Action: send this error; close the connection when it is fatal."""
 
     error: ErrorEvent
 
 
-Action = Start | Audio | Duplicate | Stop | Reject
+Action = Start | Audio | Duplicate | Stop | Withdraw | Reject
 
 
 class State(StrEnum):
@@ -299,9 +322,10 @@ class ServerProtocol:
             raise ProtocolError(ErrorCode.bad_json, f"message is not valid JSON ({exc.msg})") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
             raise ProtocolError(ErrorCode.invalid_message, "a message must be a JSON object with a string 'type'")
-        if raw["type"] not in ("start", "stop"):
+        if raw["type"] not in ("start", "stop", "withdraw"):
             raise ProtocolError(
-                ErrorCode.unknown_type, f"unknown message type {raw['type'][:40]!r}; expected 'start' or 'stop'"
+                ErrorCode.unknown_type,
+                f"unknown message type {raw['type'][:40]!r}; expected 'start', 'stop' or 'withdraw'",
             )
         try:
             msg = _client_adapter.validate_python(raw)
@@ -312,6 +336,11 @@ class ServerProtocol:
             raise ProtocolError(ErrorCode.invalid_message, f"invalid {raw['type']!r} message: {problems}") from None
         if isinstance(msg, StartMessage):
             return self._on_start(msg)
+        if isinstance(msg, WithdrawMessage):
+            if self.state not in (State.streaming, State.stopped):
+                raise ProtocolError(ErrorCode.not_started, "'withdraw' before 'start': nothing is recording")
+            self.state = State.stopped
+            return [Withdraw()]
         return self._on_stop()
 
     def _on_start(self, msg: StartMessage) -> list[Action]:

@@ -50,12 +50,14 @@ from .protocol import (
     Start,
     StartMessage,
     Stop,
+    Withdraw,
+    WithdrawnEvent,
     encode_event,
 )
 from .store import AsyncStore, EncounterConflict, Store
 from .trust.audit import Action as AuditAction
 from .trust.audit import AuditLog, Outcome
-from .trust.consent import ConsentError, ConsentPolicy, validate_consent
+from .trust.consent import ConsentError, ConsentPolicy, apply_withdrawal, validate_consent
 from .trust.tokens import AuthError, Principal, Role, TokenStore, can_access
 from .review.api import mount as mount_review
 
@@ -214,6 +216,8 @@ class Session:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     finishing: bool = False
     """``stop`` was received: the pipeline runs to the end even if the socket drops."""
+    conn: Any = None
+    """The ``Connection`` serving it (to stop it when consent is withdrawn over HTTP)."""
 
 
 class StreamServer:
@@ -246,6 +250,7 @@ class StreamServer:
         app.router.add_get("/v1/encounters", self.list_encounters)
         app.router.add_get("/v1/encounters/{id}", self.get_encounter)
         app.router.add_get("/v1/encounters/{id}/transcript", self.get_transcript)
+        app.router.add_post("/v1/encounters/{id}/withdraw-consent", self.post_withdraw_consent)
         mount_review(app, self)  # /v1/review/…: the review app's API (scribe.review)
         app.on_startup.append(self._startup)
         app.on_shutdown.append(self._shutdown)
@@ -325,6 +330,40 @@ class StreamServer:
         principal = request[PRINCIPAL]
         encounters = await self.store.list_encounters(None if principal.is_admin else principal.clinician_id)
         return web.json_response([e.model_dump(mode="json") for e in encounters])
+
+    async def withdraw_consent(self, encounter_id: str, actor: str, *, via: Connection | None = None) -> dict[str, int]:
+        """Consent withdrawn: stop the live recording (if any) and delete the encounter's audio,
+        transcript and drafts in one transaction, audited. Raises ``ConsentError`` when a note was
+        already signed (nothing is deleted) and ``KeyError`` for an unknown encounter."""
+        async with self.lock(encounter_id):
+            session = self.sessions.get(encounter_id)
+            conn = session.conn if session is not None else None
+            if conn is not None:
+                session.finishing = False
+                await conn.cancel_tasks()
+            try:
+                deleted = await self.store.call(apply_withdrawal, self.store.store, self.audit, encounter_id,
+                                                actor=_audit_id(actor))
+            except ConsentError as exc:
+                if conn is not None:
+                    await conn.send(ErrorEvent(code=ErrorCode.consent_required, message=str(exc), fatal=True))
+                    await conn.ws.close(code=CloseCode.protocol_error, message=b"withdrawal_after_signature")
+                raise
+            if conn is not None:
+                await conn.send(WithdrawnEvent(encounter_id=encounter_id, deleted=deleted))
+                await conn.ws.close(code=CloseCode.normal, message=b"consent withdrawn")
+            log.info("consent withdrawn", extra={"encounter": encounter_id, "rows": sum(deleted.values())})
+            return deleted
+
+    async def post_withdraw_consent(self, request: web.Request) -> web.Response:
+        eid = request.match_info["id"]
+        if await self.store.get_encounter(eid) is None:
+            return _json_error(404, f"no encounter {eid}")
+        try:
+            deleted = await self.withdraw_consent(eid, request[PRINCIPAL].clinician_id)
+        except ConsentError as exc:
+            return _json_error(409, str(exc))
+        return web.json_response({"encounter_id": eid, "status": "withdrawn", "deleted": deleted})
 
     async def get_encounter(self, request: web.Request) -> web.Response:
         eid = request.match_info["id"]
@@ -464,6 +503,9 @@ class Connection:
                 self.session.finishing = True
             self.server._finishing.add(self)
             await self.persist_q.put(_EOS)
+        elif isinstance(action, Withdraw):
+            await self.server.withdraw_consent(self.encounter_id or "", self.principal.clinician_id, via=self)
+            return False
         elif isinstance(action, Reject):
             await self.send(action.error)
             if action.error.fatal:
@@ -545,7 +587,7 @@ class Connection:
                     f"GET /v1/encounters/{enc.id}/transcript)",
                 )
             self.encounter_id = enc.id
-            self.session = Session(enc.id, self.ws)
+            self.session = Session(enc.id, self.ws, conn=self)
             server.sessions[enc.id] = self.session
         self.resampler = Resampler(msg.sample_rate) if msg.sample_rate != SAMPLE_RATE else None
         loop = asyncio.get_running_loop()

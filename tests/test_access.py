@@ -96,3 +96,43 @@ async def test_resume_is_not_refused_for_a_consent_recorded_earlier(live_server:
     later = msg.model_copy(update={"consent": msg.consent.model_copy(update={"at": utcnow() - timedelta(days=2)})})
     event = await first_event(live_server.url, TOKEN, later)
     assert event.type == "ready" and event.resumed
+
+
+async def test_consent_withdrawn_mid_visit_stops_recording_and_deletes_its_data(live_server: RunningServer):
+    server = live_server.server
+    async with websockets.connect(live_server.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+        await ws.send(encode_start(start("enc-w", "dr-a")))
+        assert decode_event(await ws.recv()).type == "ready"
+        for seq in range(20):
+            await ws.send(encode_frame(seq, b"\x01\x00" * 1600))
+        while True:  # wait until something is stored
+            event = decode_event(await asyncio.wait_for(ws.recv(), 30))
+            if event is not None and event.type == "ack" and event.seq >= 5:
+                break
+        await ws.send('{"type":"withdraw"}')
+        while True:
+            event = decode_event(await asyncio.wait_for(ws.recv(), 30))
+            if event is not None and event.type == "withdrawn":
+                break
+        assert event.deleted.get("frames", 0) >= 6
+    enc = await server.store.get_encounter("enc-w")
+    assert enc.status.value == "withdrawn"
+    assert len(await server.store.audio_from("enc-w", 0)) == 0 and await server.store.segments("enc-w") == []
+    audit = AuditLog(server.store.store)
+    actions = [e.action for e in await server.store.call(lambda: list(audit.entries())) if e.object_id == "enc-w"]
+    assert "consent_withdrawn" in actions and "delete" in actions
+    # a withdrawn encounter cannot be resumed
+    refused = await first_event(live_server.url, TOKEN, start("enc-w", "dr-a"))
+    assert refused.code == ErrorCode.encounter_closed
+
+
+async def test_consent_withdrawal_over_http_for_a_finished_encounter(live_server: RunningServer):
+    await StreamClient(live_server.url, start("enc-wh", "dr-a"), token=TOKEN).run(FileSource(JFK, speed=0).chunks())
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        async with http.post(f"{live_server.http}/v1/encounters/enc-wh/withdraw-consent") as r:
+            body = await r.json()
+            assert r.status == 200 and body["status"] == "withdrawn" and body["deleted"]["segments"] >= 1
+        async with http.get(f"{live_server.http}/v1/encounters/enc-wh/transcript") as r:
+            assert (await r.json())["segments"] == []
+        async with http.post(f"{live_server.http}/v1/encounters/nope/withdraw-consent") as r:
+            assert r.status == 404
