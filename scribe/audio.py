@@ -138,6 +138,12 @@ class MicrophoneSource:
         self.device = device
         self.frame_ms = frame_ms
         self.sample_rate = sample_rate
+        self._stopped = asyncio.Event()
+
+    def stop(self) -> None:
+        """End the recording: audio captured so far is still sent, then the stream ends (so
+        the client sends ``stop`` and the transcript and draft are finished)."""
+        self._stopped.set()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -170,8 +176,17 @@ class MicrophoneSource:
                 "or list devices with 'python -m sounddevice' and pass --device"
             ) from None
         with stream:
-            while True:
-                yield await queue.get()
+            while not self._stopped.is_set():
+                getter = asyncio.ensure_future(queue.get())
+                stopper = asyncio.ensure_future(self._stopped.wait())
+                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if getter in done:
+                    yield getter.result()
+                else:
+                    getter.cancel()
+        while not queue.empty():  # what was captured before the stream closed
+            yield queue.get_nowait()
 
 
 def _put_nowait_drop_oldest(queue: asyncio.Queue[bytes], item: bytes) -> None:

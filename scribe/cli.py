@@ -130,12 +130,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     try:
         server = StreamServer(settings)
+        tls = server.ssl_context()
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    err.print(f"scribe {__version__} serving ws://{settings.server.host}:{settings.server.port}/v1/stream "
+    scheme = "wss" if tls else "ws"
+    err.print(f"scribe {__version__} serving {scheme}://{settings.server.host}:{settings.server.port}/v1/stream "
               f"(model {settings.asr.model}, store {settings.database_path})")
+    if tls is None and settings.server.host not in ("127.0.0.1", "localhost", "::1"):
+        err.print("[yellow]warning:[/] serving without TLS on a non-loopback address: set server.tls_cert_file/"
+                  "tls_key_file or put a TLS reverse proxy in front (docs/deployment.md)")
     web.run_app(server.app(), host=settings.server.host, port=settings.server.port, print=None,
-                handle_signals=True)
+                handle_signals=True, ssl_context=tls)
     return 0
 
 
@@ -177,10 +182,18 @@ def _live_printer(quiet: bool = False):
 
 
 async def _stream(args: argparse.Namespace, source, url: str, token: str | None):
+    import signal
+    import ssl
+
     from .client import StreamClient
 
+    tls = ssl.create_default_context(cafile=args.cafile) if getattr(args, "cafile", None) else None
     client = StreamClient(url, _start_message(args, source.sample_rate), token=token,
-                          on_event=_live_printer(getattr(args, "quiet", False)))
+                          on_event=_live_printer(getattr(args, "quiet", False)), ssl=tls)
+    if hasattr(source, "stop"):
+        # Ctrl+C ends the recording gracefully: the rest is sent, then 'stop', then the
+        # transcript (and the draft, stored by the service) are finished.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, source.stop)
     return await client.run(source.chunks()), client
 
 
@@ -213,7 +226,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from .client import ClientError
 
     source = MicrophoneSource(device=args.input_device)
-    err.print("recording — press Ctrl+C to stop")
+    err.print("recording — press Ctrl+C to stop (the transcript is then finished and the draft written)")
     try:
         transcript, _ = asyncio.run(_stream(args, source, args.url, _token(args)))
     except (AudioError, ClientError) as exc:
@@ -271,6 +284,7 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=os.environ.get("SCRIBE_URL", "ws://127.0.0.1:8765/v1/stream"),
                    help="server websocket URL (env SCRIBE_URL)")
     p.add_argument("--token", help="API token (env SCRIBE_TOKEN)")
+    p.add_argument("--cafile", help="CA certificate (PEM) to trust for a wss:// server with a private CA")
     p.add_argument("--encounter", help="encounter id; reuse one to resume it (default: a new id)")
     p.add_argument("--clinician", default=os.environ.get("USER", "clinician"), help="clinician id")
     p.add_argument("--patient", default="Patient/unknown", help="patient reference, e.g. Patient/123")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl as ssl_lib
 from urllib.parse import urlsplit, urlunsplit
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -80,6 +81,7 @@ class StreamClient:
         on_event: Callable[[object], None] | None = None,
         max_reconnects: int = 20,
         wait_for_draft: bool = False,
+        ssl: ssl_lib.SSLContext | None = None,
         max_unacked_frames: int = 36_000,
         open_timeout: float = 10.0,
     ):
@@ -89,6 +91,8 @@ class StreamClient:
         self.on_event = on_event or (lambda e: None)
         self.max_reconnects = max_reconnects
         self.wait_for_draft = wait_for_draft
+        self.ssl = ssl
+        """TLS context for ``wss://`` (None: the system's trusted CAs)."""
         """Keep the connection after ``done`` until the server sends the final note draft."""
         self.draft: Note | None = None
         self.draft_version: int | None = None
@@ -183,7 +187,9 @@ class StreamClient:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         base = f"{self._http_base()}/v1/encounters/{self.start.encounter_id}"
         deadline = asyncio.get_running_loop().time() + timeout
-        async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=30)) as http:
+        connector = aiohttp.TCPConnector(ssl=self.ssl) if self.ssl is not None else None
+        async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=30),
+                                         connector=connector) as http:
             while True:
                 async with http.get(base) as resp:
                     if resp.status != 200:
@@ -207,9 +213,10 @@ class StreamClient:
 
     async def _connection(self) -> Transcript | None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        tls = {"ssl": self.ssl} if self.ssl is not None and self.url.startswith("wss:") else {}
         async with websockets.connect(
             self.url, additional_headers=headers, max_size=None, open_timeout=self.open_timeout,
-            ping_interval=20, ping_timeout=20,
+            ping_interval=20, ping_timeout=20, **tls,
         ) as ws:
             self.stats.connects += 1
             since = len(self.segments)

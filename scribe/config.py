@@ -88,6 +88,13 @@ class ServerSettings(BaseModel):
     tokens: list[SecretStr] = Field(default_factory=list)
     """Accepted bearer tokens. Empty list + ``allow_no_auth`` false = refuse to start."""
     allow_no_auth: bool = False
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses of reverse proxies whose ``X-Forwarded-For`` names the real client (for rate
+    limits and audit); requests from anywhere else are taken at their socket address."""
+    tls_cert_file: Path | None = None
+    """PEM certificate chain: serve ``wss://`` and ``https://`` directly (else put the reverse
+    proxy of docs/deployment.md in front; never expose plain ``ws://`` beyond loopback)."""
+    tls_key_file: Path | None = None
     max_message_bytes: int = 256 * 1024
     max_frame_seconds: float = 2.0
     """Largest audio frame accepted, in seconds of audio."""
@@ -215,9 +222,10 @@ class TrustSettings(BaseModel):
     """Audio frames are purged this many days after the encounter started (0 = keep)."""
     draft_retention_days: float = 90.0
     """Unsigned drafts are purged after this many days (0 = keep)."""
-    rate_per_second: float = 5.0
-    """Sustained requests per second per principal or address."""
-    rate_burst: float = 20.0
+    rate_per_second: float = 20.0
+    """Sustained HTTP requests and websocket connections per second per client address (a
+    failed authentication costs 5). Audio frames are not counted."""
+    rate_burst: float = 100.0
     """Requests allowed in a burst above the sustained rate."""
     consent_max_age_hours: float = 24.0
     """A consent must have been recorded this recently before recording starts."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
+import ssl
 import re
 import logging
 import time
@@ -58,6 +60,7 @@ from .store import AsyncStore, EncounterConflict, Store
 from .trust.audit import Action as AuditAction
 from .trust.audit import AuditLog, Outcome
 from .trust.consent import ConsentError, ConsentPolicy, apply_withdrawal, validate_consent
+from .trust.ratelimit import RateLimiter
 from .trust.tokens import AuthError, Principal, Role, TokenStore, can_access
 from .review.api import mount as mount_review
 
@@ -235,6 +238,8 @@ class StreamServer:
             )
         self._tokens = [t.get_secret_value().encode() for t in cfg.tokens]
         self._finishing: set[Connection] = set()
+        trust = settings.trust
+        self.limiter = RateLimiter(trust.rate_per_second, trust.rate_burst)
         raw = self.store.store
         self.consent_policy = ConsentPolicy(max_age=timedelta(hours=settings.trust.consent_max_age_hours))
         self.audit = AuditLog(raw)
@@ -304,10 +309,18 @@ class StreamServer:
         """Every ``/v1`` HTTP route: authenticate, then scope ``…/encounters/{id}…`` to the
         encounter's clinician (admins see all). Refusals are audited. The websocket does its
         own check so that it can answer with close codes."""
-        if not request.path.startswith("/v1/") or request.path == "/v1/stream":
+        if not request.path.startswith("/v1/"):
+            return await handler(request)
+        address = self.client_address(request)
+        decision = self.limiter.allow(address)
+        if not decision.allowed:
+            return _json_error(429, "too many requests; slow down",
+                               headers={"Retry-After": str(max(1, math.ceil(decision.retry_after)))})
+        if request.path == "/v1/stream":
             return await handler(request)
         principal = await self._principal_or_error(request)
         if isinstance(principal, web.Response):
+            self.limiter.allow(address, cost=4.0)  # failed authentication: brute force gets slow fast
             return principal
         request[PRINCIPAL] = principal
         info = request.match_info
@@ -394,6 +407,7 @@ class StreamServer:
         try:
             principal = await self.authenticate(request)
         except AuthError as exc:
+            self.limiter.allow(self.client_address(request), cost=4.0)
             code = CloseCode.unauthorized if exc.code == "missing" else CloseCode.forbidden
             message = "missing bearer token" if exc.code == "missing" else f"invalid bearer token ({exc.code})"
             await self._send(ws, ErrorEvent(code=ErrorCode.unauthorized, message=message, fatal=True))
@@ -420,6 +434,32 @@ class StreamServer:
             return True
         except (ConnectionError, RuntimeError):
             return False
+
+    def client_address(self, request: web.Request) -> str:
+        """The client's address: the socket peer, or, behind a configured trusted proxy, the
+        last address that proxy appended to ``X-Forwarded-For``."""
+        remote = request.remote or "unknown"
+        if remote in self.settings.server.trusted_proxies:
+            forwarded = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",") if a.strip()]
+            if forwarded:
+                return forwarded[-1]
+        return remote
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """TLS for ``wss://``/``https://`` when a certificate is configured (TLS 1.2+)."""
+        cfg = self.settings.server
+        if cfg.tls_cert_file is None:
+            return None
+        if cfg.tls_key_file is None:
+            raise ValueError("server.tls_cert_file is set but server.tls_key_file is not")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(str(cfg.tls_cert_file), str(cfg.tls_key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load the TLS certificate/key ({exc}); check server.tls_cert_file "
+                             "and server.tls_key_file") from None
+        return ctx
 
     def lock(self, encounter_id: str) -> asyncio.Lock:
         return self._locks.setdefault(encounter_id, asyncio.Lock())

@@ -36,6 +36,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     s = Settings(data_dir=tmp_path / "data")
     s.server.tokens = [SecretStr(TOKEN)]
     s.server.port = free_port()
+    s.trust.rate_per_second, s.trust.rate_burst = 10_000.0, 100_000.0  # rate limits have their own test
     s.asr.cache_dir = Path.home() / ".cache" / "scribe-test-models"
     return s
 

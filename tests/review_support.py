@@ -83,6 +83,7 @@ def make_settings(tmp_path: Path, **fhir) -> Settings:
     s = Settings(data_dir=tmp_path / "data")
     s.server.tokens = [SecretStr(TOKEN)]
     s.server.port = free_port()
+    s.trust.rate_per_second, s.trust.rate_burst = 10_000.0, 100_000.0  # rate limits have their own test
     for k, v in fhir.items():
         setattr(s.fhir, k, v)
     return s

@@ -7,6 +7,7 @@ import asyncio
 from datetime import timedelta
 
 import aiohttp
+import pytest
 import websockets
 
 from scribe.audio import FileSource
@@ -136,3 +137,64 @@ async def test_consent_withdrawal_over_http_for_a_finished_encounter(live_server
             assert (await r.json())["segments"] == []
         async with http.post(f"{live_server.http}/v1/encounters/nope/withdraw-consent") as r:
             assert r.status == 404
+
+
+async def test_rate_limit_answers_429_and_failed_logins_cost_more(settings, recognizer):
+    from conftest import start_server
+
+    settings.trust.rate_per_second, settings.trust.rate_burst = 0.5, 10.0
+    running = await start_server(settings, recognizer)
+    try:
+        async with aiohttp.ClientSession() as http:
+            bad = {"Authorization": "Bearer wrong"}
+            statuses = [(await http.get(f"{running.http}/v1/encounters", headers=bad)).status for _ in range(4)]
+            # 10 units of burst: each failed login costs 1 + 4, so the third is already refused
+            assert statuses[:2] == [403, 403] and statuses[2:] == [429, 429]
+            r = await http.get(f"{running.http}/v1/encounters", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
+            assert "too many requests" in (await r.json())["error"]
+            assert (await http.get(f"{running.http}/healthz")).status == 200  # probes are never limited
+    finally:
+        await running.stop()
+
+
+async def test_tls_serves_wss_with_the_configured_certificate(settings, recognizer, tmp_path):
+    import datetime as dt
+    import ssl
+
+    from aiohttp import web
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from scribe.server import Engine, StreamServer
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    settings.server.tls_cert_file, settings.server.tls_key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    server = StreamServer(settings, engine=Engine(settings, recognizer=recognizer))
+    runner = web.AppRunner(server.app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", settings.server.port, ssl_context=server.ssl_context()).start()
+    try:
+        client_ctx = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        transcript = await StreamClient(f"wss://localhost:{settings.server.port}/v1/stream", start("enc-tls", "dr-a"),
+                                        token=TOKEN, ssl=client_ctx).run(FileSource(JFK, speed=0).chunks())
+        assert transcript.segments
+        # a client that does not trust the certificate is refused by TLS itself
+        with pytest.raises(ssl.SSLError):
+            await websockets.connect(f"wss://localhost:{settings.server.port}/v1/stream",
+                                     ssl=ssl.create_default_context())
+    finally:
+        await runner.cleanup()
