@@ -57,8 +57,9 @@ class Resampler:
         return b"" if self.rate_in == SAMPLE_RATE else self._run(None)
 
 
-def load_audio(path: str | Path) -> np.ndarray:
-    """Read a wav/flac/ogg/mp3 file as float32 16 kHz mono.
+def load_audio(path: str | Path, *, keep_stereo: bool = False) -> np.ndarray:
+    """Read a wav/flac/ogg/mp3 file as float32 16 kHz mono (``keep_stereo``: a two-channel file
+    is returned as ``(n, 2)``, each channel resampled, for speaker labels by channel).
 
     Raises ``AudioError`` naming the file for a missing, empty or undecodable file, so a
     corrupt upload is reported instead of transcribed as silence.
@@ -74,7 +75,15 @@ def load_audio(path: str | Path) -> np.ndarray:
         raise AudioError(f"cannot decode {path.name}: {exc}. Use WAV, FLAC, OGG or MP3 audio.") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path.name} contains no audio samples")
+    if keep_stereo and data.shape[1] == 2:
+        channels = [_to_16k(data[:, c], rate) for c in range(2)]
+        n = min(len(c) for c in channels)
+        return np.ascontiguousarray(np.stack([c[:n] for c in channels], axis=1), dtype=np.float32)
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    return _to_16k(mono, rate)
+
+
+def _to_16k(mono: np.ndarray, rate: int) -> np.ndarray:
     if rate != SAMPLE_RATE:
         resampler = Resampler(rate)
         pcm = resampler.feed(float_to_pcm16(mono)) + resampler.flush()

@@ -108,12 +108,31 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             )
     except AudioError as exc:
         raise UserError(str(exc)) from None
+    if settings.speakers.enabled and transcript.segments:
+        transcript = _label_offline(settings, Path(args.file), transcript)
     if args.json:
         print(transcript.model_dump_json(indent=2))
     else:
         for seg in transcript.segments:
             _print_segment(seg)
     return 0
+
+
+def _label_offline(settings, path: Path, transcript):
+    """Speaker labels for a whole file: by channel when the file has one speaker per channel
+    (a two-channel recording), else by voice; an enrolled profile is not used offline."""
+    from .audio import load_audio
+    from .diarize.diarizer import label_segments
+    from .diarize.encoder import EncoderMissing, load_encoder
+
+    try:
+        encoder = load_encoder()
+    except EncoderMissing as exc:
+        err.print(f"[yellow]no speaker labels:[/] {exc}")
+        return transcript
+    audio = load_audio(path, keep_stereo=True)
+    segments, _ = label_segments(encoder, transcript.segments, audio)
+    return transcript.model_copy(update={"segments": segments})
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

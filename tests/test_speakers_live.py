@@ -46,3 +46,31 @@ async def test_single_voice_dictation_gets_one_speaker(live_server: RunningServe
     transcript = await client.run(FileSource(DICTATION, speed=0).chunks())
     assert len({s.speaker for s in transcript.segments}) == 1
     assert transcript.segments[0].speaker is Speaker.clinician
+
+
+def test_offline_transcribe_uses_one_speaker_per_channel(tmp_path, capsys, monkeypatch):
+    """A two-channel recording (a microphone per person) is labelled by channel."""
+    import numpy as np
+    import soundfile as sf
+
+    from scribe.audio import load_audio
+    from scribe.cli import main
+    from scribe.models import Transcript
+
+    manifest = json.loads(DIALOGUE.with_suffix(".json").read_text())
+    audio = load_audio(DIALOGUE)[: 45 * 16000]
+    stereo = np.zeros((len(audio), 2), dtype=np.float32)
+    turns = [s for s in manifest["segments"] if s["end"] <= 45]
+    for s in turns:
+        a, b = int(s["start"] * 16000), int(s["end"] * 16000)
+        ch = 0 if s["speaker"] == "doctor" else 1
+        stereo[a:b, ch] = audio[a:b]
+        stereo[a:b, 1 - ch] = 0.03 * audio[a:b]  # crosstalk
+    path = tmp_path / "two_mics.wav"
+    sf.write(path, stereo, 16000)
+    monkeypatch.setenv("SCRIBE_DATA_DIR", str(tmp_path / "data"))
+    assert main(["transcribe", "--json", str(path)]) == 0
+    transcript = Transcript.model_validate_json(capsys.readouterr().out)
+    result = attribution(reference_words([(s["speaker"], s["text"]) for s in turns]),
+                         hypothesis_words(transcript.segments))
+    assert result.error <= 0.05, result
