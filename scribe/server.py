@@ -227,7 +227,7 @@ class StreamServer:
     def __init__(self, settings: Settings, *, engine: Engine | None = None, store: Store | None = None):
         self.settings = settings
         self.engine = engine or Engine(settings)
-        self.store = AsyncStore(store or Store(settings.database_path))
+        self.store = AsyncStore(store or Store.from_settings(settings))
         self.sessions: dict[str, Session] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         cfg = settings.server
@@ -332,7 +332,44 @@ class StreamServer:
                 await self.store.call(self.audit.record, principal.clinician_id, AuditAction.access_denied,
                                       "encounter", _audit_id(eid), Outcome.denied, {"method": request.method})
                 return _json_error(403, f"encounter {eid} belongs to another clinician")
+            response = await handler(request)
+            await self._audit_request(request, principal, canonical, eid, response.status)
+            return response
         return await handler(request)
+
+    def audit_delivery(self, delivery: Any) -> None:
+        """Outbox listener (runs on the store thread after each committed state change):
+        a delivered or finally failed note is an audited ``deliver``."""
+        state = getattr(delivery.state, "value", delivery.state)
+        if state not in ("delivered", "failed"):
+            return
+        self.audit.record("scribe", AuditAction.deliver, "encounter", _audit_id(delivery.encounter_id),
+                          Outcome.success if state == "delivered" else Outcome.failed,
+                          {"target": _audit_id(str(delivery.target)), "version": getattr(delivery, "version", 0) or 0})
+
+    _AUDITED_POSTS = {"sign": AuditAction.sign, "amend": AuditAction.update, "draft": AuditAction.create,
+                      "resolve": AuditAction.update, "retry": AuditAction.deliver}
+
+    async def _audit_request(self, request: web.Request, principal: Principal, route: str, eid: str,
+                             status: int) -> None:
+        """One audit entry per request that reads or changes an encounter's data (transcript,
+        draft, signature, deliveries): who, what, which encounter, outcome. Routes that audit
+        themselves in their own transaction (transcript reads, consent withdrawal) are skipped."""
+        if route.endswith("/withdraw-consent") or route == "/v1/encounters/{id}/transcript":
+            return
+        last = route.rstrip("/").rsplit("/", 1)[-1]
+        if request.method in ("GET", "HEAD"):
+            action = AuditAction.read
+        elif request.method in ("PUT", "PATCH"):
+            action = AuditAction.update
+        elif request.method == "DELETE":
+            action = AuditAction.delete
+        else:
+            action = self._AUDITED_POSTS.get(last, AuditAction.update)
+        outcome = Outcome.success if status < 400 else (Outcome.denied if status in (401, 403, 409) else Outcome.failed)
+        resource = last if last != "{id}" else "encounter"
+        await self.store.call(self.audit.record, _audit_id(principal.clinician_id), action, "encounter",
+                              _audit_id(eid), outcome, {"resource": _audit_id(resource), "status": status})
 
     # -- HTTP
 

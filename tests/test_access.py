@@ -198,3 +198,26 @@ async def test_tls_serves_wss_with_the_configured_certificate(settings, recogniz
                                      ssl=ssl.create_default_context())
     finally:
         await runner.cleanup()
+
+
+async def test_every_read_and_change_through_the_api_is_audited(live_server: RunningServer):
+    await StreamClient(live_server.url, start("enc-aud", "dr-a"), token=TOKEN, wait_for_draft=True).run(
+        FileSource(JFK, speed=0).chunks())
+    raw = live_server.server.store.store
+    tokens = TokenStore(raw)
+    token_a, _ = await live_server.server.store.call(tokens.create, "dr-a")
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token_a}"}) as http:
+        for path in ("/v1/encounters/enc-aud", "/v1/review/encounters/enc-aud/draft",
+                     "/v1/review/encounters/enc-aud/transcript"):
+            async with http.get(live_server.http + path) as r:
+                assert r.status == 200, path
+        async with http.post(live_server.http + "/v1/review/encounters/enc-aud/sign", json={}) as r:
+            assert r.status in (400, 409)  # no confirmation / flags: refused, and audited as such
+    audit = AuditLog(raw)
+    entries = [e for e in await live_server.server.store.call(lambda: list(audit.entries()))
+               if e.object_id == "enc-aud" and e.actor == "dr-a"]
+    reads = [e.detail["resource"] for e in entries if e.action == "read"]
+    assert reads == ["encounter", "draft", "transcript"]
+    signs = [e for e in entries if e.action == "sign"]
+    assert signs and signs[0].outcome in ("denied", "failed")
+    assert (await live_server.server.store.call(audit.verify)).ok

@@ -225,6 +225,14 @@ async def test_resolve_each_kind_then_sign_and_deliver(env) -> None:
     state = await _wait_state(http, "enc-ready", "delivered")
     assert state["delivery"]["state"] == "delivered"
     assert list((tmp / "ehr-out").rglob("*.json"))
+    # the signature and the delivery are in the hash-chained audit log
+    from scribe.store import Store
+    from scribe.trust.audit import AuditLog
+
+    audit = AuditLog(Store(tmp / "data" / "scribe.db"))
+    actions = {(e.action, e.outcome) for e in audit.entries() if e.object_id == "enc-ready"}
+    assert ("sign", "success") in actions and ("deliver", "success") in actions
+    assert audit.verify().ok
 
 
 async def _wait_state(http, eid: str, state: str, tries: int = 200) -> dict:

@@ -105,6 +105,8 @@ class ReviewContext:
         settings = server.settings
         repo = getattr(server, "notes", None) or getattr(server, "note_repo", None) or NoteRepo(store)
         outbox = getattr(server, "outbox", None) or Outbox(store, settings=settings)
+        if hasattr(server, "audit_delivery"):
+            outbox.add_listener(server.audit_delivery)  # deliveries go to the hash-chained audit log
 
         def authorize(request: web.Request) -> str | None:
             # The server's middleware has authenticated the caller and scoped encounter routes.
