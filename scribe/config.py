@@ -65,8 +65,9 @@ class AsrSettings(BaseModel):
     context_s: float = 0.0
     """Already-committed audio decoded again as lead-in before each utterance (its words are
     dropped): tiny.en was clearly steadier with it on short turns (see docs/benchmarks.md)."""
-    partial_interval_s: float = 1.5
-    """How often to decode the open utterance for display. 0 disables partials."""
+    partial_interval_s: float = 2.0
+    """How often to decode the open utterance for display (its last 6 s, with a short encoder
+    window: a display hint, replaced by the committed text). 0 disables partials."""
 
     def segmenter_config(self):
         """The utterance segmenter's configuration from these settings (one place for both
@@ -254,6 +255,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     database: str | None = None
     """SQLite file path; default ``<data_dir>/scribe.db``."""
+    database_url: str | None = None
+    """Where the store lives, as a URL: ``postgresql://user@host:5432/scribe?sslmode=verify-full``
+    (several replicas share one PostgreSQL; docs/deployment.md) or ``sqlite:////abs/path.db``.
+    Unset: the SQLite file ``database`` / ``<data_dir>/scribe.db``. Open it with
+    ``Store(settings.database_url or settings.database_path)``."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     asr: AsrSettings = Field(default_factory=AsrSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
@@ -299,6 +305,10 @@ class Settings(BaseSettings):
             data["fhir"]["token"] = "***"
         data["trust"]["key"] = "***" if self.trust.key else None
         data["database"] = str(self.database_path)
+        if self.database_url:
+            from .db import redact
+
+            data["database_url"] = redact(self.database_url)
         data["config_file"] = str(_config_file()) if _config_file() else None
         return data
 

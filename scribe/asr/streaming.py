@@ -131,7 +131,8 @@ class UtteranceTranscriber:
         *,
         origin: int = 0,
         first_index: int = 0,
-        partial_interval_s: float = 1.5,
+        partial_interval_s: float = 2.0,
+        partial_window_s: float = 6.0,
         context_s: float = 0.0,
     ):
         self.recognizer = recognizer
@@ -143,6 +144,7 @@ class UtteranceTranscriber:
         self.buffer = _Buffer(origin)
         self.next_index = first_index
         self.partial_interval = int(partial_interval_s * SAMPLE_RATE)
+        self.partial_window = int(partial_window_s * SAMPLE_RATE)
         self._last_partial = origin
         self.decoded_seconds = 0.0
         """Audio seconds sent to the recogniser (final + partial), for cost accounting."""
@@ -169,6 +171,9 @@ class UtteranceTranscriber:
             pos = self.segmenter.position
             if start is not None and pos - max(self._last_partial, start) >= self.partial_interval:
                 self._last_partial = pos
+                # Only the last few seconds: a partial is a display hint, and re-decoding the
+                # whole open utterance every interval would grow quadratically with its length.
+                start = max(start, pos - self.partial_window)
                 audio = self.buffer.slice(start, pos)
                 self.decoded_seconds += len(audio) / SAMPLE_RATE
                 self.partial_seconds += len(audio) / SAMPLE_RATE

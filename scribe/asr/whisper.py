@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,15 +113,17 @@ def _trimmed_model_class():
         windows; on a 2 s window tiny.en dropped and repeated words (JFK clip: WER 0.36 → 0.05
         at 10 s, OSCE 0.35 → 0.30) for ~25 % more compute (docs/benchmarks.md)."""
         trim_enabled = True
+        _local = threading.local()
 
         def encode(self, features: np.ndarray):
             if not self.trim_enabled:
                 return super().encode(features)
+            min_frames = getattr(self._local, "min_frames", None) or self.min_frames
             if features.ndim == 2:
                 features = features[None]
             columns = np.flatnonzero(np.any(features[0] != 0, axis=0))
             content = int(columns[-1]) + 1 if columns.size else 0
-            keep = min(features.shape[-1], max(self.min_frames, content + self.trim_margin_frames))
+            keep = min(features.shape[-1], max(min_frames, content + self.trim_margin_frames))
             keep += keep % 2  # the encoder's conv stride is 2
             return super().encode(np.ascontiguousarray(features[..., :keep]))
 
@@ -206,6 +209,11 @@ class WhisperRecognizer:
             return []
         if self.info.english_only or not language:
             language = self.language
+        # Display-only partials take the short encoder window: a quarter of the cost of a
+        # final decode, and their wording is replaced by the final one anyway.
+        local = getattr(self.model, "_local", None)
+        if local is not None:
+            local.min_frames = None if final else 200
         segments, _info = self.model.transcribe(
             audio,
             language=language.split("-")[0].lower() if language else None,
