@@ -52,6 +52,10 @@ class ClientError(Exception):
         self.code = code
 
 
+class _Retry(Exception):
+    """The server could not open the stream this time (e.g. its store was busy): reconnect."""
+
+
 class _Finalising(Exception):
     """The server refused a resume because the encounter was stopped: fetch over HTTP."""
 
@@ -143,7 +147,7 @@ class StreamClient:
                         return transcript
                 except _Finalising:
                     return await self._fetch_transcript()
-                except (OSError, ConnectionClosed, InvalidStatus, asyncio.TimeoutError) as exc:
+                except (OSError, ConnectionClosed, InvalidStatus, asyncio.TimeoutError, _Retry) as exc:
                     if isinstance(exc, ConnectionClosed) and exc.rcvd and exc.rcvd.code in _FATAL_CLOSE:
                         raise ClientError(f"server closed the stream: {exc.rcvd.reason or exc.rcvd.code}") from None
                     if isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403):
@@ -232,7 +236,11 @@ class StreamClient:
                 async for raw in ws:
                     if isinstance(raw, bytes):
                         continue
-                    event = decode_event(raw)
+                    try:
+                        event = decode_event(raw)
+                    except ValueError:
+                        self.stats.errors.append("bad_event")  # a garbled event is skipped, not fatal
+                        continue
                     if event is None:
                         continue  # an event type from a newer server
                     self.on_event(event)
@@ -280,7 +288,11 @@ class StreamClient:
             raw = await asyncio.wait_for(ws.recv(), timeout=self.open_timeout + 60)
             if isinstance(raw, bytes):
                 continue
-            event = decode_event(raw)
+            try:
+                event = decode_event(raw)
+            except ValueError:
+                self.stats.errors.append("bad_event")
+                continue
             if event is None:
                 continue
             self.on_event(event)
@@ -290,6 +302,8 @@ class StreamClient:
                 self.stats.errors.append(str(event.code))
                 continue
             if isinstance(event, ErrorEvent):
+                if event.code == ErrorCode.internal:
+                    raise _Retry()  # the documented meaning: reconnect with backoff and resume
                 if event.code == ErrorCode.encounter_closed and self._stop_sent:
                     # We already sent 'stop' on an earlier connection: the server finished
                     # (or is finishing) the encounter; the transcript is over HTTP.

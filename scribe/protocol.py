@@ -211,8 +211,11 @@ def decode_event(
       | DoneEvent | None):
     """Client side: parse one server event. An event type this client does not know (added
     by a newer server) gives None, to be skipped; a malformed known event raises ``ValueError``."""
-    raw = json.loads(text)
-    if not isinstance(raw, dict) or raw.get("type") not in _EVENT_TYPES:
+    try:
+        raw = json.loads(text)
+    except RecursionError:
+        raise ValueError("server event is nested too deeply") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str) or raw["type"] not in _EVENT_TYPES:
         return None
     return _server_adapter.validate_python(raw)
 
@@ -320,6 +323,8 @@ class ServerProtocol:
             raw = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ProtocolError(ErrorCode.bad_json, f"message is not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ProtocolError(ErrorCode.bad_json, "message is nested too deeply") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
             raise ProtocolError(ErrorCode.invalid_message, "a message must be a JSON object with a string 'type'")
         if raw["type"] not in ("start", "stop", "withdraw"):

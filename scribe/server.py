@@ -56,7 +56,7 @@ from .protocol import (
     WithdrawnEvent,
     encode_event,
 )
-from .store import AsyncStore, EncounterConflict, Store
+from .store import AsyncStore, DatabaseLocked, EncounterConflict, Store, StoreError, StoreFull, StoreIOError
 from .trust.audit import Action as AuditAction
 from .trust.audit import AuditLog, Outcome
 from .trust.consent import ConsentError, ConsentPolicy, apply_withdrawal, validate_consent
@@ -323,6 +323,15 @@ class StreamServer:
             self.limiter.allow(address, cost=4.0)  # failed authentication: brute force gets slow fast
             return principal
         request[PRINCIPAL] = principal
+        try:
+            return await self._scoped(request, principal, handler)
+        except StoreError as exc:
+            # Named, never quoted: store errors say which record and what failed, not its content.
+            log.error("store error serving %s: %s", request.method, type(exc).__name__)
+            return _json_error(503 if isinstance(exc, (DatabaseLocked, StoreFull, StoreIOError)) else 500,
+                               f"stored data could not be served ({type(exc).__name__}): {exc}")
+
+    async def _scoped(self, request: web.Request, principal: Principal, handler: Any) -> web.StreamResponse:
         info = request.match_info
         canonical = getattr(getattr(info.route, "resource", None), "canonical", "") or ""
         if "/encounters/{id}" in canonical:

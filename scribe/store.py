@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -23,7 +25,19 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import ValidationError
 
+from .db import SQLITE, is_conflict, parse_target, redact
+from .db import connect as connect_database
 from .models import Consent, Encounter, EncounterStatus, Segment, Speaker, utcnow
+from .trust.crypto import (
+    CryptoError,
+    DecryptionError,
+    Keyring,
+    check_store_keys,
+    open_bytes,
+    open_text,
+    seal_bytes,
+    seal_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,36 +112,93 @@ class StoreIOError(StoreError, sqlite3.OperationalError):
     """The operating system reported an I/O error on the database files."""
 
 
+class TransactionConflict(StoreError):
+    """PostgreSQL aborted the transaction (serialization failure or deadlock with another
+    replica); everything was rolled back and the whole transaction may simply run again."""
+
+
+MIGRATION_LOCK = "scribe:migrations"
+"""Advisory-lock key held (PostgreSQL) while any schema migration runs."""
+
+
+def _pg_error_types() -> tuple[type[BaseException], ...]:
+    try:
+        import psycopg
+    except ImportError:
+        return ()
+    return (psycopg.Error,)
+
+
+def _is_pg_error(exc: BaseException) -> bool:
+    return isinstance(exc, _pg_error_types())
+
+
 class CorruptRow(StoreError):
     """A stored row cannot be read back (damaged on disk or edited by hand). The message names
     the table, encounter and row, never the row's content (it may hold PHI)."""
 
 
+class EncryptionKeyError(StoreError, ValueError):
+    """The configured key cannot read this database (wrong key, missing retired key, or an
+    encrypted database opened without a key). Names key ids, never keys or content. Also a
+    ``ValueError`` so startup code that reports configuration errors reports this one."""
+
+
 class Store:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if str(path) != ":memory:":
+    def __init__(self, path: str | Path, keyring: Keyring | None = None):
+        """``path``: a SQLite file (a bare path or ``sqlite:///PATH``) or a ``postgresql://`` URL
+        (``scribe.db``). ``self.db`` has ``sqlite3.Connection``'s surface on both: on SQLite it is
+        the connection itself."""
+        self.dialect, target = parse_target(path)
+        self.path = Path(target) if self.dialect == SQLITE else redact(target)  # type: ignore[assignment]
+        self.keyring = keyring
+        """Encrypts PHI columns (``trust.crypto.ENCRYPTED_COLUMNS``); feature repositories use
+        the store's keyring too. None: values are written in clear (and read either way)."""
+        if self.dialect == SQLITE and target != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._tx_depth = 0
             self.busy_timeout_s = 10.0
-            self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
-                                      timeout=self.busy_timeout_s)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("PRAGMA foreign_keys=ON")
+            self.database = connect_database(path, timeout=self.busy_timeout_s)
+            self.db = self.database.raw if self.dialect == SQLITE else self.database
             self._migrate()
+            if keyring is not None:
+                check_store_keys(self, keyring)
         except StoreError:
             raise
+        except CryptoError as exc:
+            self.db.close()
+            raise EncryptionKeyError(str(exc)) from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"cannot open the database {self.path}: {exc}. If the file is corrupt, move it aside "
                 "and restore the latest backup; scribe will not overwrite it."
             ) from None
+        except Exception as exc:
+            if not _is_pg_error(exc):
+                raise
+            raise StoreError(
+                f"cannot open the database {self.path}: {str(exc).strip()}. Check the database URL, that the "
+                "server is reachable and that the role may connect and create tables."
+            ) from None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Store:
+        """Same as :func:`open_store`: the configured database with its data key."""
+        return open_store(settings)
 
     # -- schema
 
     def _migrate(self) -> None:
+        if self.dialect != SQLITE:
+            # Replicas starting together: one migrates, the others wait and then find it done.
+            with self._tx("migrating the core schema"):
+                self.database.lock(MIGRATION_LOCK)
+                self._migrate_core()
+        else:
+            self._migrate_core()
+
+    def _migrate_core(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = self.db.execute("SELECT max(version) FROM schema_version").fetchone()
         current = row[0] or 0
@@ -140,9 +211,8 @@ class Store:
             with self._tx():
                 # executescript() would COMMIT on its own; run statement by statement so a
                 # migration and its version row land together or not at all.
-                for statement in MIGRATIONS[version - 1].split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
+                for statement in self._statements(MIGRATIONS[version - 1]):
+                    self.db.execute(statement)
                 self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     @property
@@ -169,8 +239,8 @@ class Store:
         def __enter__(self) -> sqlite3.Connection:
             if self.store._tx_depth == 0:
                 try:
-                    self.store.db.execute("BEGIN IMMEDIATE")
-                except sqlite3.Error as exc:
+                    self.store.database.begin_write()
+                except Exception as exc:
                     translated = self.store._translate(exc, self.what)
                     if translated is None:
                         raise
@@ -182,23 +252,22 @@ class Store:
             store = self.store
             store._tx_depth -= 1
             if store._tx_depth:
-                return None  # an inner block: the outermost one commits or rolls back
+                return  # an inner block: the outermost one commits or rolls back
             if exc_type is None:
                 try:
-                    store.db.execute("COMMIT")
+                    store.database.commit()
                     return None
-                except sqlite3.Error as commit_exc:
+                except Exception as commit_exc:
                     store._rollback()
                     translated = store._translate(commit_exc, self.what)
                     if translated is None:
                         raise
                     raise translated from commit_exc
             store._rollback()
-            if isinstance(exc, sqlite3.Error) and not isinstance(exc, StoreError):
+            if isinstance(exc, (sqlite3.Error, *_pg_error_types())) and not isinstance(exc, StoreError):
                 translated = store._translate(exc, self.what)
                 if translated is not None:
                     raise translated from exc
-            return None
 
     def tx(self, what: str | None = None) -> Store._Tx:
         """A (re-entrant) write transaction: ``with store.tx() as db: db.execute(...)``.
@@ -206,17 +275,19 @@ class Store:
         return Store._Tx(self, what)
 
     def _rollback(self) -> None:
-        if not self.db.in_transaction:
+        if not self.database.in_transaction:
             return
         try:
-            self.db.execute("ROLLBACK")
-        except sqlite3.Error as exc:  # the original error is the one that matters; keep it
+            self.database.rollback()
+        except (sqlite3.Error, *_pg_error_types()) as exc:  # the original error is the one that matters; keep it
             log.warning("rollback failed", extra={"code": getattr(exc, "sqlite_errorname", type(exc).__name__)})
 
-    def _translate(self, exc: sqlite3.Error, what: str | None) -> StoreError | None:
+    def _translate(self, exc: BaseException, what: str | None) -> StoreError | None:
         """A clear, PHI-free error for the failures an operator can act on; None for the rest."""
         name = getattr(exc, "sqlite_errorname", "") or ""
         doing = f"{what}: " if what else ""
+        if self.dialect != SQLITE:
+            return self._translate_pg(exc, doing)
         if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
             return DatabaseLocked(
                 f"{doing}the database {self.path} is locked by another process or connection (waited "
@@ -235,15 +306,93 @@ class Store:
             )
         return None
 
+    def _translate_pg(self, exc: BaseException, doing: str) -> StoreError | None:
+        """PostgreSQL's SQLSTATEs for the same operator-actionable failures (messages carry the
+        code, never the statement or its values)."""
+        state = getattr(exc, "sqlstate", None) or ""
+        if is_conflict(exc):
+            return TransactionConflict(
+                f"{doing}the transaction conflicted with another writer on {self.path} (SQLSTATE {state}); nothing "
+                "was written. It is safe to run it again (Store.retrying does so)."
+            )
+        if state in ("55P03", "57014"):
+            return DatabaseLocked(
+                f"{doing}a lock on {self.path} was held by another connection longer than "
+                f"{self.busy_timeout_s:g} s (SQLSTATE {state}); nothing was written. Retry; if it persists, look for "
+                "a long transaction in pg_stat_activity."
+            )
+        if state.startswith("53"):
+            return StoreFull(
+                f"{doing}the database server {self.path} is out of disk, memory or connections (SQLSTATE {state}); "
+                "nothing of this write was kept. Free resources on the server, then retry."
+            )
+        if state.startswith("08") or type(exc).__name__ in ("OperationalError", "InterfaceError") and not state:
+            return StoreIOError(
+                f"{doing}the connection to {self.path} failed ({type(exc).__name__} {state}); nothing of this write "
+                "was kept. Check that the database server is up and reachable, then retry."
+            )
+        return None
+
     _tx = tx
 
-    def migrate_component(self, component: str, migrations: Sequence[str]) -> None:
+    def lock(self, key: str) -> None:
+        """Serialise writers on ``key`` until the current transaction ends. On SQLite a no-op
+        (``BEGIN IMMEDIATE`` already holds the one write lock); on PostgreSQL an advisory lock,
+        for read-then-write code (``max(version) + 1``) that must not interleave across replicas."""
+        if self._tx_depth == 0:
+            raise StoreError("Store.lock() must be called inside store.tx()")
+        self.database.lock(key)
+
+    @property
+    def for_update(self) -> str:
+        """``" FOR UPDATE"`` on PostgreSQL (lock the rows read), ``""`` on SQLite."""
+        return self.database.for_update
+
+    def table_columns(self, table: str) -> list[str]:
+        """Column names of ``table`` (empty when it does not exist), on either engine."""
+        return self.database.table_columns(table)
+
+    def retrying(self, fn: Callable[..., T], *args: Any, attempts: int = 3, **kwargs: Any) -> T:
+        """Run ``fn`` and, when its outermost transaction lost a PostgreSQL serialization or
+        deadlock conflict (``TransactionConflict``: everything rolled back), run it again. Only
+        for a ``fn`` whose writes are one transaction. Never triggers on SQLite."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn(*args, **kwargs)
+            except TransactionConflict:
+                if self._tx_depth or attempt == attempts:
+                    raise
+                log.info("transaction conflict; retrying", extra={"attempt": attempt})
+                time.sleep(0.01 * attempt * (1 + random.random()))
+        raise AssertionError("unreachable")
+
+    def _statements(self, migration: Any) -> list[str]:
+        """One migration entry as statements for this engine. An entry is SQL text (split on
+        ``;``; SQLite type names are mapped on PostgreSQL by ``db.pg_ddl``) or a per-dialect dict
+        ``{"sqlite": text, "postgresql": text or [statements]}`` for what must differ (a list
+        keeps PL/pgSQL bodies, which contain ``;``, whole)."""
+        if isinstance(migration, dict):
+            if self.dialect not in migration:
+                raise StoreError(f"a migration has no {self.dialect} variant ({sorted(migration)})")
+            migration = migration[self.dialect]
+        parts = migration.split(";") if isinstance(migration, str) else list(migration)
+        return [self.database.ddl(p) for p in parts if p.strip()]
+
+    def migrate_component(self, component: str, migrations: Sequence[Any]) -> None:
         """Apply a feature's own ordered migrations (idempotent).
 
         Each feature (notes, delivery, audit, speakers …) keeps its schema beside its code and
         versions it under its own name, so features evolve independently and a database
         written by a newer scribe is refused instead of misread.
         """
+        if self.dialect != SQLITE:
+            with self._tx(f"migrating {component}"):
+                self.database.lock(MIGRATION_LOCK)
+                self._migrate_component(component, migrations)
+        else:
+            self._migrate_component(component, migrations)
+
+    def _migrate_component(self, component: str, migrations: Sequence[Any]) -> None:
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS component_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
         )
@@ -256,9 +405,8 @@ class Store:
             )
         for version in range(current + 1, len(migrations) + 1):
             with self.tx():
-                for statement in migrations[version - 1].split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
+                for statement in self._statements(migrations[version - 1]):
+                    self.db.execute(statement)
                 self.db.execute(
                     "INSERT INTO component_versions (component, version) VALUES (?, ?) "
                     "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
@@ -266,7 +414,7 @@ class Store:
                 )
 
     def close(self) -> None:
-        self.db.close()
+        self.database.close()
 
     # -- encounters
 
@@ -338,6 +486,7 @@ class Store:
         must continue the same recording, never splice two visits together.
         """
         with self._tx(f"encounter {encounter_id}: opening"):
+            self.lock(f"encounter:{encounter_id}")  # PostgreSQL: two replicas opening one id
             existing = self.get_encounter(encounter_id)
             if existing is not None:
                 if (existing.clinician_id, existing.patient_ref) != (clinician_id, patient_ref):
@@ -379,8 +528,8 @@ class Store:
         it means a bug, and failing loudly beats a silent hole in the recording.
         """
         with self._tx(f"encounter {encounter_id}: saving audio frames"):
-            row = self.db.execute(
-                "SELECT last_seq, samples_received FROM encounters WHERE id = ?", (encounter_id,)
+            row = self.db.execute(  # FOR UPDATE (PostgreSQL): two replicas cannot interleave appends
+                "SELECT last_seq, samples_received FROM encounters WHERE id = ?" + self.for_update, (encounter_id,)
             ).fetchone()
             if row is None:
                 raise StoreError(f"no encounter {encounter_id}")
@@ -390,7 +539,7 @@ class Store:
                     raise FrameOrderError(f"encounter {encounter_id}: frame {seq} after {last_seq}")
                 self.db.execute(
                     "INSERT INTO frames (encounter_id, seq, start_sample, pcm) VALUES (?, ?, ?, ?)",
-                    (encounter_id, seq, received, pcm),
+                    (encounter_id, seq, received, seal_bytes(self.keyring, pcm, "frames", "pcm", (encounter_id, seq))),
                 )
                 last_seq = seq
                 received += len(pcm) // 2
@@ -413,14 +562,15 @@ class Store:
             (encounter_id, sample),
         ).fetchone()[0]
         rows = self.db.execute(
-            "SELECT start_sample, pcm FROM frames WHERE encounter_id = ? AND start_sample >= ? AND start_sample < ? "
+            "SELECT start_sample, pcm, seq FROM frames WHERE encounter_id = ? AND start_sample >= ? AND start_sample < ? "
             "ORDER BY start_sample",
             (encounter_id, first if first is not None else sample, upper),
         ).fetchall()
         if not rows:
             return np.zeros(0, dtype=np.float32)
         first_start = rows[0][0]
-        pcm = b"".join(r[1] for r in rows)
+        pcm = b"".join(self._open_field(open_bytes, r[1], "frames", "pcm", (encounter_id, r[2]), "audio frame")
+                       for r in rows)
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
         lo = max(0, sample - first_start)
         return samples[lo : max(lo, upper - first_start)]
@@ -431,7 +581,7 @@ class Store:
         """Store new segments and advance the resume point, atomically."""
         with self._tx(f"encounter {encounter_id}: saving transcript segments"):
             row = self.db.execute(
-                "SELECT segment_count, committed_until FROM encounters WHERE id = ?", (encounter_id,)
+                "SELECT segment_count, committed_until FROM encounters WHERE id = ?" + self.for_update, (encounter_id,)
             ).fetchone()
             if row is None:
                 raise StoreError(f"no encounter {encounter_id}")
@@ -441,7 +591,8 @@ class Store:
                     raise StoreError(f"encounter {encounter_id}: segment {seg.index} committed after {count - 1}")
                 self.db.execute(
                     'INSERT INTO segments (encounter_id, idx, id, start, "end", data) VALUES (?, ?, ?, ?, ?, ?)',
-                    (encounter_id, seg.index, seg.id, seg.start, seg.end, seg.model_dump_json()),
+                    (encounter_id, seg.index, seg.id, seg.start, seg.end,
+                     seal_text(self.keyring, seg.model_dump_json(), "segments", "data", (encounter_id, seg.index))),
                 )
                 count += 1
             self.db.execute(
@@ -449,14 +600,30 @@ class Store:
                 (count, max(until, committed_until), utcnow().isoformat(), encounter_id),
             )
 
+    def _open_field(self, opener: Callable[..., T], value: Any, table: str, column: str, row_key: tuple[Any, ...],
+                    what: str) -> T:
+        """Decrypt one stored value (plaintext from before encryption passes through). A value
+        that fails authentication is a ``CorruptRow`` (altered, or moved from another row); a
+        key problem is an ``EncryptionKeyError``. Messages name the row, never its content."""
+        try:
+            return opener(self.keyring, value, table, column, row_key)
+        except DecryptionError:
+            raise CorruptRow(
+                f"encounter {row_key[0]}: {what} {row_key[-1]} in {self.path} fails decryption (altered on disk, "
+                "or copied from another row); restore it from a backup"
+            ) from None
+        except CryptoError as exc:
+            raise EncryptionKeyError(f"encounter {row_key[0]}: {what} {row_key[-1]}: {exc}") from None
+
     def segments(self, encounter_id: str, since: int = 0) -> list[Segment]:
         rows = self.db.execute(
             "SELECT idx, data FROM segments WHERE encounter_id = ? AND idx >= ? ORDER BY idx", (encounter_id, since)
         ).fetchall()
         out: list[Segment] = []
         for idx, data in rows:
+            text = self._open_field(open_text, data, "segments", "data", (encounter_id, idx), "transcript segment")
             try:
-                seg = Segment.model_validate_json(data)
+                seg = Segment.model_validate_json(text)
             except (ValidationError, ValueError, TypeError):
                 seg = None
             if seg is None or seg.index != idx:
@@ -483,11 +650,13 @@ class Store:
                 ).fetchone()
                 if row is None:
                     continue
-                seg = Segment.model_validate_json(row[1])
+                seg = Segment.model_validate_json(
+                    self._open_field(open_text, row[1], "segments", "data", (encounter_id, row[0]), "transcript segment"))
                 if seg.speaker == speaker:
                     continue
                 self.db.execute("UPDATE segments SET data = ? WHERE encounter_id = ? AND idx = ?",
-                                (seg.model_copy(update={"speaker": speaker}).model_dump_json(), encounter_id, row[0]))
+                                (seal_text(self.keyring, seg.model_copy(update={"speaker": speaker}).model_dump_json(),
+                                           "segments", "data", (encounter_id, row[0])), encounter_id, row[0]))
                 changed += 1
         return changed
 
@@ -500,8 +669,13 @@ class AsyncStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scribe-store")
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Each call is one unit of work: on PostgreSQL a transaction that lost a conflict with
+        another replica is run again (``Store.retrying``)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        retrying = getattr(self.store, "retrying", None)
+        if retrying is None:  # a stand-in store (tests)
+            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self._executor, lambda: retrying(fn, *args, **kwargs))
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.store, name)
@@ -515,3 +689,12 @@ class AsyncStore:
         self._executor.submit(self.store.close).result()
         self._executor.shutdown(wait=True)
 
+
+
+def open_store(settings: Any) -> Store:
+    """The configured store with its data key (``scribe.trust.at_rest``): what the server and
+    every CLI command open. Raises ``EncryptionKeyError`` (a ``StoreError``) for a key that
+    cannot read the database."""
+    from .trust.at_rest import open_store as _open
+
+    return _open(settings)

@@ -9,7 +9,7 @@ from scribe.audio import FileSource
 from scribe.client import StreamClient
 from scribe.notes.repo import NoteRepo
 from scribe.protocol import DraftEvent
-from scribe.store import Store
+from scribe.store import open_store
 
 from conftest import SAMPLES, TOKEN, RunningServer
 from test_streaming_e2e import start_msg
@@ -34,7 +34,7 @@ async def test_draft_is_written_during_the_visit_and_stored_after_stop(live_serv
     sentences = note.sentences()
     assert len(sentences) >= 3
     assert all(s.evidence and {e.segment_id for e in s.evidence} <= ids for s in sentences)
-    store = Store(settings.database_path)
+    store = open_store(settings)
     assert NoteRepo(store).latest("enc-draft") == note
     assert store.get_encounter("enc-draft").status.value == "draft_ready"
 

@@ -11,7 +11,8 @@ from test_notes_extractive import SHORT, short_segments
 from scribe.cli import main
 from scribe.models import Consent, Transcript
 from scribe.notes.repo import NoteRepo
-from scribe.store import Store
+from scribe.config import Settings
+from scribe.store import Store, open_store
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +61,7 @@ def test_draft_encounter_from_store_and_save(tmp_path, capsys):
     store.close()
     assert main(["draft", "enc-9", "--save"]) == 0
     assert "lisinopril" in capsys.readouterr().out
-    store = Store(db)
+    store = open_store(Settings())  # the saved draft is encrypted under the data key
     vs = NoteRepo(store).versions("enc-9")
     store.close()
     assert [(v.version, v.actor) for v in vs] == [(1, "cli:extractive")]

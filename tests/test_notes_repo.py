@@ -11,9 +11,11 @@ from scribe.notes.extractive import draft
 from scribe.notes.repo import NoteRepo
 from scribe.store import Store
 
+pytest_plugins = ["pg_support"]  # store_url: SQLite and PostgreSQL
 
-def test_round_trip_and_versions(tmp_path):
-    store = Store(tmp_path / "s.db")
+
+def test_round_trip_and_versions(store_url):
+    store = Store(store_url)
     repo = NoteRepo(store)
     note = draft(short_segments(), encounter_id="enc-1")
     assert repo.latest("enc-1") is None and repo.versions("enc-1") == []
@@ -36,15 +38,15 @@ def test_round_trip_and_versions(tmp_path):
     store.close()
 
     # reopening: data survives, migration is not re-applied
-    store = Store(tmp_path / "s.db")
+    store = Store(store_url)
     repo = NoteRepo(store)
     assert [v.version for v in repo.versions("enc-1")] == [1, 2]
     assert store.db.execute("SELECT version FROM component_versions WHERE component='notes'").fetchone()[0] == 1
     store.close()
 
 
-def test_save_composes_into_an_outer_transaction(tmp_path):
-    store = Store(tmp_path / "s.db")
+def test_save_composes_into_an_outer_transaction(store_url):
+    store = Store(store_url)
     repo = NoteRepo(store)
     note = draft(short_segments(), encounter_id="enc-1")
     with pytest.raises(RuntimeError), store.tx():

@@ -12,7 +12,7 @@ from scribe.client import StreamClient
 from scribe.diarize.scoring import attribution, hypothesis_words, reference_words
 from scribe.models import Speaker
 from scribe.protocol import SpeakersEvent
-from scribe.store import Store
+from scribe.store import open_store
 
 from conftest import SAMPLES, TOKEN, RunningServer
 from test_streaming_e2e import start_msg
@@ -37,7 +37,7 @@ async def test_two_voices_are_labelled_live_and_stored(live_server: RunningServe
     # what the client holds after applying live revisions equals what the server stored
     held = [client.segments[i].speaker for i in sorted(client.segments)]
     assert held == [s.speaker for s in transcript.segments]
-    assert [s.speaker for s in Store(settings.database_path).segments("enc-voices")] == held
+    assert [s.speaker for s in open_store(settings).segments("enc-voices")] == held
     assert all(isinstance(e, SpeakersEvent) for e in events if getattr(e, "type", "") == "speakers")
 
 

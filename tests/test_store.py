@@ -6,9 +6,11 @@ import pytest
 
 from scribe.store import Store, StoreError
 
+pytest_plugins = ["pg_support"]  # store_url: each test on SQLite and on PostgreSQL
 
-def test_component_migrations_apply_once_and_refuse_newer(tmp_path):
-    store = Store(tmp_path / "s.db")
+
+def test_component_migrations_apply_once_and_refuse_newer(store_url):
+    store = Store(store_url)
     migrations = ["CREATE TABLE a (x INTEGER)", "ALTER TABLE a ADD COLUMN y TEXT"]
     store.migrate_component("demo", migrations)
     store.migrate_component("demo", migrations)  # idempotent
@@ -18,8 +20,8 @@ def test_component_migrations_apply_once_and_refuse_newer(tmp_path):
     store.close()
 
 
-def test_nested_tx_commits_once_and_rolls_back_together(tmp_path):
-    store = Store(tmp_path / "s.db")
+def test_nested_tx_commits_once_and_rolls_back_together(store_url):
+    store = Store(store_url)
     store.migrate_component("demo", ["CREATE TABLE a (x INTEGER)"])
     with pytest.raises(RuntimeError):
         with store.tx() as db:
@@ -36,12 +38,12 @@ def test_nested_tx_commits_once_and_rolls_back_together(tmp_path):
     store.close()
 
 
-def test_audio_from_reads_exact_ranges(tmp_path):
+def test_audio_from_reads_exact_ranges(store_url):
     import numpy as np
 
     from scribe.models import Consent
 
-    store = Store(tmp_path / "s.db")
+    store = Store(store_url)
     store.open_encounter("e1", clinician_id="c", patient_ref="Patient/1", language="en", sample_rate=16_000,
                          consent=Consent(given=True))
     pcm = (np.arange(1000, dtype="<i2")).tobytes()  # frames of 100 samples, values = sample index

@@ -14,7 +14,7 @@ from scribe.audio import FileSource, float_to_pcm16, load_audio
 from scribe.client import ClientError, StreamClient
 from scribe.models import Consent
 from scribe.protocol import CloseCode, StartMessage, encode_frame, encode_start
-from scribe.store import Store
+from scribe.store import open_store
 
 from conftest import SAMPLES, TOKEN, RunningServer, reference_text, start_server
 
@@ -59,7 +59,7 @@ async def test_stream_dictation_end_to_end(live_server: RunningServer, settings)
     acks = [e.seq for e in events if getattr(e, "type", "") == "ack"]
     assert acks[-1] == client.next_seq - 1 and acks == sorted(acks)
     # persisted: the store holds the same transcript and every sample of the audio
-    store = Store(settings.database_path)
+    store = open_store(settings)
     assert [s.text for s in store.segments("enc-test")] == [s.text for s in transcript.segments]
     audio = store.audio_from("enc-test", 0)
     assert as_pcm(audio) == float_to_pcm16(source.samples)
@@ -180,7 +180,7 @@ async def test_abrupt_disconnect_then_resume_loses_and_duplicates_nothing(live_s
     transcript = await client.run(rest())
     assert_clean_sequence(transcript.segments, len(samples) / 16_000)
     assert wer(reference_text(DICTATION), transcript.text) < 0.45, transcript.text
-    store = Store(settings.database_path)
+    store = open_store(settings)
     assert as_pcm(store.audio_from("enc-resume", 0)) == pcm
 
 
@@ -203,7 +203,7 @@ async def test_server_restart_mid_stream_resumes(settings, recognizer):
     assert client.stats.connects >= 2
     assert_clean_sequence(transcript.segments, source.duration)
     assert wer(reference_text(DICTATION), transcript.text) < 0.45, transcript.text
-    store = Store(settings.database_path)
+    store = open_store(settings)
     assert as_pcm(store.audio_from("enc-restart", 0)) == float_to_pcm16(source.samples)
 
 

@@ -13,7 +13,7 @@ import websockets
 from scribe.audio import FileSource
 from scribe.client import StreamClient
 from scribe.protocol import ErrorCode, decode_event, encode_frame, encode_start
-from scribe.store import Store
+from scribe.store import open_store
 
 from conftest import SAMPLES, TOKEN, RunningServer, reference_text, start_server
 from test_streaming_e2e import DICTATION, assert_clean_sequence, start_msg
@@ -55,7 +55,7 @@ async def test_connection_lost_after_stop_still_yields_the_whole_transcript(live
     assert client.dropped and client.stats.connects >= 2
     assert wer(reference_text(DICTATION), transcript.text) < 0.45, transcript.text
     assert_clean_sequence(transcript.segments, source.duration)
-    store = Store(settings.database_path)
+    store = open_store(settings)
     assert [s.id for s in store.segments("enc-drop")] == [s.id for s in transcript.segments]
     assert store.get_encounter("enc-drop").status.value in ("transcribed", "drafting", "draft_ready")
 

@@ -7,12 +7,12 @@ import argparse
 
 def _repo(settings):
     from ..cli import UserError
-    from ..store import Store, StoreError
+    from ..store import StoreError, open_store
     from .profiles import ProfileError, ProfileRepository, resolve_key
 
     try:
         key = resolve_key(settings)
-        return ProfileRepository(Store(settings.database_path), key)
+        return ProfileRepository(open_store(settings), key)
     except (ProfileError, StoreError) as exc:
         raise UserError(str(exc)) from None
 

@@ -59,11 +59,11 @@ def register(sub: Any, bench_sub: Any) -> None:
 def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from scribe.cli import UserError, settings_from_args
     from scribe.fhir.outbox import Outbox
-    from scribe.store import Store, StoreError
+    from scribe.store import StoreError, open_store
 
     settings = settings_from_args(args)
     try:
-        store = Store(settings.database_path)
+        store = open_store(settings)
     except StoreError as exc:
         raise UserError(str(exc)) from None
     try:

@@ -34,6 +34,7 @@ from scribe.fhir.errors import DeliveryError
 from scribe.fhir.outcome import backoff_delay
 from scribe.fhir.targets import DeliveryContext, DeliveryJob, DeliveryResult, DeliveryTarget
 from scribe.models import Delivery, DeliveryState, Note, SignedNote, utcnow
+from scribe.trust.crypto import open_text, seal_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -252,8 +253,15 @@ class Outbox:
 
     # ------------------------------------------------------------------ signing
 
+    @property
+    def _keyring(self) -> Any:
+        """The store's keyring: the signed note's text (and a retraction reason) are encrypted
+        under it, bound to the signature id (``trust.crypto.ENCRYPTED_COLUMNS``)."""
+        return getattr(self.store, "keyring", None)
+
     def _row_to_signed(self, row: tuple[Any, ...]) -> SignedNote:
         sid, _eid, version, by, at, note, chash, replaces, _ctx, retracted_at = row
+        note = open_text(self._keyring, note, "delivery_signatures", "note", (sid,))
         return SignedNote(
             id=sid, note=Note.model_validate_json(note), signed_by=by, signed_at=_dt(at) or utcnow(),
             version=version, replaces=replaces, content_hash=chash, retracted_at=_dt(retracted_at),
@@ -350,7 +358,10 @@ class Outbox:
             if signed.retracted_at is None:
                 db.execute(
                     "UPDATE delivery_signatures SET retracted_at = ?, retracted_by = ?, retract_reason = ? WHERE id = ?",
-                    (_ts(now), retracted_by, reason, signature_id),
+                    (_ts(now), retracted_by,
+                     None if reason is None else seal_text(self._keyring, reason, "delivery_signatures",
+                                                           "retract_reason", (signature_id,)),
+                     signature_id),
                 )
             targets = [r[0] for r in db.execute(
                 "SELECT DISTINCT target FROM deliveries WHERE signature_id = ? AND action = 'create'", (signature_id,)
@@ -358,9 +369,10 @@ class Outbox:
             ids = []
             for target in targets:
                 did = _new_id("dlv")
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO deliveries (id, signature_id, encounter_id, target, action, state, "
-                    "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, 'retract', 'queued', ?, ?, ?)",
+                cur = db.execute(  # ON CONFLICT DO NOTHING: INSERT OR IGNORE in the SQL both engines speak
+                    "INSERT INTO deliveries (id, signature_id, encounter_id, target, action, state, "
+                    "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, 'retract', 'queued', ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
                     (did, signature_id, signed.note.encounter_id, target, _ts(now), _ts(now), _ts(now)),
                 )
                 if cur.rowcount:
@@ -384,7 +396,19 @@ class Outbox:
         if not note.sentences():
             raise SignRefused("the note is empty; there is nothing to sign")
 
+    def _lock(self, key: str) -> None:
+        """PostgreSQL: serialise read-then-write (next version number) across replicas; SQLite's
+        ``BEGIN IMMEDIATE`` already does (``Store.lock`` is a no-op there)."""
+        lock = getattr(self.store, "lock", None)
+        if lock is not None:
+            lock(key)
+
+    @property
+    def _postgres(self) -> bool:
+        return getattr(self.store, "dialect", "sqlite") == "postgresql"
+
     def _same_content(self, db: sqlite3.Connection, encounter_id: str, chash: str) -> SignedNote | None:
+        self._lock(f"delivery:{encounter_id}")
         row = db.execute(
             f"SELECT {self._SIG_COLS} FROM delivery_signatures WHERE encounter_id = ? AND content_hash = ? "
             "AND retracted_at IS NULL ORDER BY version DESC LIMIT 1",
@@ -411,7 +435,8 @@ class Outbox:
         sid = _new_id("sig")
         db.execute(
             f"INSERT INTO delivery_signatures ({self._SIG_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-            (sid, note.encounter_id, version, signed_by, _ts(now), note.model_dump_json(), chash, replaces,
+            (sid, note.encounter_id, version, signed_by, _ts(now),
+             seal_text(self._keyring, note.model_dump_json(), "delivery_signatures", "note", (sid,)), chash, replaces,
              context.model_dump_json()),
         )
         ids = []
@@ -482,7 +507,8 @@ class Outbox:
         """Queue a failed (or waiting) delivery to be tried now, with a fresh attempt budget."""
         now = self.clock()
         with self.store.tx() as db:
-            row = db.execute("SELECT state FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+            row = db.execute("SELECT state FROM deliveries WHERE id = ?" + (" FOR UPDATE" if self._postgres else ""),
+                             (delivery_id,)).fetchone()
             if row is None:
                 raise OutboxError(f"no delivery {delivery_id}")
             if row[0] == DeliveryState.delivered.value:
@@ -531,7 +557,7 @@ class Outbox:
                         AND e.state IN ('queued', 'in_flight'))
                 ORDER BY d.next_attempt_at, d.seq
                 LIMIT :limit
-                """,
+                """ + (" FOR UPDATE OF d SKIP LOCKED" if self._postgres else ""),  # replicas claim disjoint rows
                 {"now": _ts(now), "limit": limit},
             ).fetchall()
             lease = _ts(now + timedelta(seconds=lease_s))
@@ -791,7 +817,10 @@ class OutboxWorker:
         try:
             result = await target.deliver(job)
         except DeliveryError as exc:
-            await self._handle_error(delivery, exc.message, exc.retryable, exc.retry_after, buffered)
+            # The EHR is down, overloaded or unreachable: keep trying (at the capped backoff)
+            # however long the outage lasts; the note must reach the chart without a person.
+            await self._handle_error(delivery, exc.message, exc.retryable, exc.retry_after, buffered,
+                                     give_up=False)
             return
         except Exception as exc:  # noqa: BLE001 -- a bug or unexpected library error: keep the row, retry later
             # Type and code location only: an exception's message may quote note text (PHI).
@@ -805,12 +834,14 @@ class OutboxWorker:
         log.info("delivery %s delivered to %s as %s", delivery_id, delivery.target, result.resource_id)
 
     async def _handle_error(self, delivery: Delivery, message: str, retryable: bool, retry_after: float | None,
-                            earlier: Sequence[tuple[str, str | None]] = ()) -> None:
+                            earlier: Sequence[tuple[str, str | None]] = (), *, give_up: bool = True) -> None:
+        """``give_up``: park after ``max_attempts`` (for unexpected errors, which may be bugs that
+        retrying will not fix); transient EHR errors retry indefinitely at the backoff cap."""
         if not retryable:
             log.warning("delivery %s failed permanently (attempt %d)", delivery.id, delivery.attempts)
             await self._db(self.outbox.mark_failed, delivery.id, message, earlier)
             return
-        if delivery.attempts >= self.max_attempts:
+        if give_up and delivery.attempts >= self.max_attempts:
             await self._db(self.outbox.mark_failed, delivery.id,
                            f"gave up after {delivery.attempts} attempts: {message}", earlier)
             return

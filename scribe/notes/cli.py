@@ -116,12 +116,12 @@ def _load_source(settings, source: str):
             return load_transcript(path), False
         except TranscriptError as exc:
             raise UserError(str(exc)) from None
-    from ..store import Store, StoreError
+    from ..store import StoreError, open_store
 
     if not settings.database_path.is_file():
         raise UserError(f"{source!r} is not a file, and there is no store at {settings.database_path} to look it up in")
     try:
-        store = Store(settings.database_path)
+        store = open_store(settings)
     except StoreError as exc:
         raise UserError(str(exc)) from None
     try:
@@ -200,13 +200,16 @@ def cmd_draft(args: argparse.Namespace) -> int:
         summary += f", {stats.completion_tokens} tokens at {stats.tokens_per_s:.1f}/s"
     err.print(f"[dim]{summary}[/]")
     if args.save:
-        from ..store import Store
+        from ..store import StoreError, open_store
         from .repo import NoteRepo
 
         if not from_store:
             err.print("[yellow]--save: the note is stored under encounter id "
                       f"{transcript.encounter_id!r} (from the file)[/]")
-        store = Store(settings.database_path)
+        try:
+            store = open_store(settings)
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
         try:
             version = NoteRepo(store).save_draft(note, actor=f"cli:{writer.name}")
         finally:

@@ -8,7 +8,8 @@
 Versions are append-only (a clinician's edit is a new version, never an overwrite), so the
 review UI can show what changed and the audit trail can say who changed it. ``save_draft``
 runs inside ``store.tx()``: a caller can compose it atomically with its own writes. The note is
-stored as its lossless JSON; ``actor`` is an id ("clinician:dr-lee", "writer:openai"), never a
+stored as its lossless JSON, encrypted under the store's keyring when it has one (AAD: encounter
+id + version); ``actor`` is an id ("clinician:dr-lee", "writer:openai"), never a
 name typed by a user.
 """
 
@@ -19,6 +20,7 @@ from datetime import datetime
 
 from ..models import Note, utcnow
 from ..store import Store
+from ..trust.crypto import open_text, seal_text
 
 MIGRATIONS = [
     """
@@ -61,6 +63,8 @@ class NoteRepo:
         if not actor:
             raise ValueError("save_draft needs an actor (who or what wrote this version)")
         with self.store.tx() as db:
+            if hasattr(self.store, "lock"):  # PostgreSQL: replicas saving at once get distinct versions
+                self.store.lock(f"notes:{note.encounter_id}")
             row = db.execute(
                 "SELECT coalesce(max(version), 0) FROM note_versions WHERE encounter_id = ?", (note.encounter_id,)
             ).fetchone()
@@ -70,22 +74,32 @@ class NoteRepo:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     note.encounter_id, version, actor, utcnow().isoformat(), note.writer, note.template,
-                    len(note.open_flags), note.model_dump_json(),
+                    len(note.open_flags),
+                    seal_text(self._keyring, note.model_dump_json(), "note_versions", "data", (note.encounter_id, version)),
                 ),
             )
         return version
 
+    @property
+    def _keyring(self):
+        """The store's keyring (None: notes are stored in clear, e.g. a store opened keyless)."""
+        return getattr(self.store, "keyring", None)
+
+    def _note(self, encounter_id: str, version: int, data: str) -> Note:
+        return Note.model_validate_json(open_text(self._keyring, data, "note_versions", "data", (encounter_id, version)))
+
     def latest(self, encounter_id: str) -> Note | None:
         row = self.store.db.execute(
-            "SELECT data FROM note_versions WHERE encounter_id = ? ORDER BY version DESC LIMIT 1", (encounter_id,)
+            "SELECT version, data FROM note_versions WHERE encounter_id = ? ORDER BY version DESC LIMIT 1",
+            (encounter_id,),
         ).fetchone()
-        return Note.model_validate_json(row[0]) if row else None
+        return self._note(encounter_id, row[0], row[1]) if row else None
 
     def get(self, encounter_id: str, version: int) -> Note | None:
         row = self.store.db.execute(
             "SELECT data FROM note_versions WHERE encounter_id = ? AND version = ?", (encounter_id, version)
         ).fetchone()
-        return Note.model_validate_json(row[0]) if row else None
+        return self._note(encounter_id, version, row[0]) if row else None
 
     def versions(self, encounter_id: str) -> list[NoteVersion]:
         """All versions, oldest first."""
@@ -95,7 +109,7 @@ class NoteRepo:
             (encounter_id,),
         ).fetchall()
         return [
-            NoteVersion(r[0], r[1], r[2], datetime.fromisoformat(r[3]), r[4], r[5], r[6], Note.model_validate_json(r[7]))
+            NoteVersion(r[0], r[1], r[2], datetime.fromisoformat(r[3]), r[4], r[5], r[6], self._note(r[0], r[1], r[7]))
             for r in rows
         ]
 

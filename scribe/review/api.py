@@ -159,8 +159,8 @@ async def _body(request: web.Request, model: type[M]) -> M:
         raise EditError(f"the request needs a JSON body ({model.__name__})")
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise EditError("the request body is not valid JSON") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise EditError("the request body is not valid JSON (or is nested too deeply)") from None
     if not isinstance(data, dict):
         raise EditError(f"the request body must be a JSON object ({model.__name__})")
     return model.model_validate(data)

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..models import Delivery, EncounterStatus, Note, SignedNote, utcnow
 from ..store import Store
+from ..trust.crypto import open_text, seal_text
 from .edits import Change, EditError, apply_edits, open_flags, resolve_flag, review_state
 from .models import (
     AmendRequest,
@@ -87,11 +88,21 @@ class ReviewService:
 
     def _last_event(self, encounter_id: str, action: str) -> tuple[int | None, str | None] | None:
         row = self.store.db.execute(
-            "SELECT draft_version, reason FROM review_events WHERE encounter_id = ? AND action = ? "
+            "SELECT draft_version, reason, seq FROM review_events WHERE encounter_id = ? AND action = ? "
             "ORDER BY seq DESC LIMIT 1",
             (encounter_id, action),
         ).fetchone()
-        return (row[0], row[1]) if row else None
+        return (row[0], self._open(row[1], "reason", row[2])) if row else None
+
+    # before/after (sentence text) and reason (typed by the clinician) are content: encrypted
+    # under the store's keyring, bound to the event's seq (trust.crypto.ENCRYPTED_COLUMNS).
+
+    @property
+    def _keyring(self):
+        return getattr(self.store, "keyring", None)
+
+    def _open(self, value: str | None, column: str, seq: int) -> str | None:
+        return None if value is None else open_text(self._keyring, value, "review_events", column, (seq,))
 
     def _signed(self, encounter_id: str) -> list[SignedNote]:
         return list(self.outbox.signed(encounter_id))
@@ -189,7 +200,13 @@ class ReviewService:
         ).fetchall()
         keys = ("seq", "encounter_id", "at", "actor", "action", "sentence_id", "flag_kind", "resolution", "reason",
                 "before", "after", "draft_version")
-        return [ReviewEvent.model_validate(dict(zip(keys, r))) for r in rows]
+        out = []
+        for r in rows:
+            event = dict(zip(keys, r))
+            for column in ("reason", "before", "after"):
+                event[column] = self._open(event[column], column, event["seq"])
+            out.append(ReviewEvent.model_validate(event))
+        return out
 
     # ------------------------------------------------------------------ writes
 
@@ -197,12 +214,20 @@ class ReviewService:
         at = utcnow().isoformat()
         with self.store.tx() as db:
             for c in changes:
-                db.execute(
+                cur = db.execute(
                     "INSERT INTO review_events (encounter_id, at, actor, action, sentence_id, flag_kind, resolution, "
-                    "reason, before, after, draft_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (encounter_id, at, actor, c.action, c.sentence_id, c.flag_kind, c.resolution, c.reason,
-                     c.before, c.after, version),
+                    "reason, before, after, draft_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+                    (encounter_id, at, actor, c.action, c.sentence_id, c.flag_kind, c.resolution,
+                     *((None, None, None) if self._keyring else (c.reason, c.before, c.after)), version),
                 )
+                seq = cur.fetchone()[0]
+                if self._keyring is not None:
+                    # The AAD names the row's seq, known only after the insert (same transaction).
+                    db.execute(
+                        "UPDATE review_events SET reason = ?, before = ?, after = ? WHERE seq = ?",
+                        (*(None if v is None else seal_text(self._keyring, v, "review_events", col, (seq,))
+                           for col, v in (("reason", c.reason), ("before", c.before), ("after", c.after))), seq),
+                    )
 
     def _editable(self, encounter_id: str, base_version: int) -> tuple[int, Note]:
         summary = self.summary(encounter_id)

@@ -40,11 +40,11 @@ def _when(text: str | None, what: str) -> datetime | None:
 
 def _open_store(args: argparse.Namespace):
     from scribe.cli import UserError, settings_from_args
-    from scribe.store import Store, StoreError
+    from scribe.store import StoreError, open_store
 
     settings = settings_from_args(args)
     try:
-        return settings, Store(settings.database_path)
+        return settings, open_store(settings)
     except StoreError as exc:
         raise UserError(str(exc)) from None
 
@@ -174,27 +174,54 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    from scribe.cli import UserError, console
+    from scribe.cli import UserError, console, settings_from_args
+    from scribe.store import EncryptionKeyError, Store, StoreError
 
     from .audit import Action, AuditLog, Outcome
-    from .crypto import CryptoError, rotate
+    from .crypto import ENCRYPTED_COLUMNS, CryptoError, retire_rotated_keys, rotate
 
-    settings, store = _open_store(args)
+    settings = settings_from_args(args)
     ring = _keyring(settings)
     try:
+        _, store = _open_store(args)
+    except UserError as exc:
+        # The key check at open refused (an old key is not configured): record the failed
+        # attempt in the audit log through a keyless connection (audit rows are not encrypted).
         try:
-            report = rotate(store, ring, encrypt_plaintext=args.encrypt_plaintext)
+            plain = Store(settings.database_url or settings.database_path)
+        except StoreError:
+            raise exc from None
+        try:
+            AuditLog(plain).record(_actor(args), Action.key_rotated, "key", ring.primary_id, Outcome.failed,
+                                   {"error": EncryptionKeyError.__name__})
+        finally:
+            plain.close()
+        raise UserError(f"rotation not started: {exc}") from None
+    try:
+        # Zero the old bytes of every rewritten row (plaintext from before encryption, or
+        # ciphertext under the old key) instead of leaving them in free space; checkpoint after
+        # so the WAL's copies go too (SQLite: PRAGMA secure_delete).
+        store.db.execute("PRAGMA secure_delete = ON")
+        try:
+            report = rotate(store, ring, ENCRYPTED_COLUMNS, encrypt_plaintext=args.encrypt_plaintext)
         except CryptoError as exc:
             AuditLog(store).record(_actor(args), Action.key_rotated, "key", ring.primary_id, Outcome.failed,
                                    {"error": type(exc).__name__})
             raise UserError(f"rotation stopped (rows done so far are committed; fix and run again): {exc}") from None
+        # Every registered column is now under the primary key: forget the old ids, so the
+        # database refuses to open with an old key alone.
+        retired = retire_rotated_keys(store, ring)
         AuditLog(store).record(_actor(args), Action.key_rotated, "key", ring.primary_id, Outcome.success,
                                {"rewrapped": report.rewrapped, "encrypted": report.encrypted_plaintext})
+        store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         store.close()
     console.print(f"re-encrypted {report.rewrapped} values under {ring.primary_id}; "
                   f"{report.encrypted_plaintext} plaintext values encrypted; {report.already_current} already current"
                   + (f"; skipped (absent): {', '.join(report.skipped_columns)}" if report.skipped_columns else ""))
+    if retired:
+        console.print(f"no value is under {', '.join(retired)} any more: remove it from trust.retired_key_files, "
+                      "then destroy it")
     return 0
 
 

@@ -165,12 +165,17 @@ def withdrawal_plan(encounter: Any) -> WithdrawalPlan:
 
 
 def _existing_columns(db: Any, table: str) -> set[str]:
+    columns = getattr(db, "table_columns", None)  # PostgreSQL (scribe.db); SQLite: the PRAGMA
+    if columns is not None:
+        return set(columns(table))
     return {row[1] for row in db.execute(f'PRAGMA table_info("{table}")').fetchall()}
 
 
 def _secure_delete(db: Any) -> None:
     # Overwrite freed pages with zeros so deleted audio and text do not linger in the file.
-    db.execute("PRAGMA secure_delete = ON")
+    # (PostgreSQL has no equivalent: dead tuples stay until VACUUM; docs/deployment.md.)
+    if getattr(db, "dialect", "sqlite") == "sqlite":
+        db.execute("PRAGMA secure_delete = ON")
 
 
 def _checkpoint(store: Any) -> None:
@@ -178,7 +183,7 @@ def _checkpoint(store: Any) -> None:
 
     Only outside a caller's transaction; best effort (a reader holding a snapshot can keep
     the WAL alive until it finishes)."""
-    if getattr(store, "_tx_depth", 0) == 0:
+    if getattr(store, "_tx_depth", 0) == 0 and getattr(store, "dialect", "sqlite") == "sqlite":
         try:
             store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except Exception:  # pragma: no cover - not fatal: the next checkpoint does it
@@ -309,9 +314,10 @@ def _purge_drafts(db: Any, audit: AuditLog, report: PurgeReport, now: datetime, 
     if "signed_at" in cols:
         conds.append("n.signed_at IS NULL")
     where = " AND ".join(conds)
+    row_key = "ctid" if getattr(db, "dialect", "sqlite") == "postgresql" else "rowid"
     try:
         rows = db.execute(
-            f"SELECT n.rowid, n.encounter_id FROM notes n JOIN encounters e ON e.id = n.encounter_id WHERE {where}",
+            f"SELECT n.{row_key}, n.encounter_id FROM notes n JOIN encounters e ON e.id = n.encounter_id WHERE {where}",
             args,
         ).fetchall()
     except Exception as exc:  # e.g. a WITHOUT ROWID table: report, do not guess
@@ -325,6 +331,6 @@ def _purge_drafts(db: Any, audit: AuditLog, report: PurgeReport, now: datetime, 
         report.drafts[eid] = len(ids)
         if dry_run:
             continue
-        db.executemany("DELETE FROM notes WHERE rowid = ?", [(i,) for i in ids])
+        db.executemany(f"DELETE FROM notes WHERE {row_key} = ?", [(i,) for i in ids])
         audit.record(actor, Action.purge, "draft", eid, Outcome.success,
                      {"rows": len(ids), "reason": "retention", "days": draft_days})

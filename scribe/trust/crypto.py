@@ -206,16 +206,21 @@ class Keyring:
 
     def envelope_key_id(self, value: bytes | str) -> str | None:
         """The key id of an envelope, or None if ``value`` is not encrypted."""
-        if isinstance(value, str):
-            if not value.startswith(TEXT_PREFIX):
-                return None
-            try:
-                value = base64.urlsafe_b64decode(value[len(TEXT_PREFIX):].encode("ascii"))
-            except (binascii.Error, ValueError):
-                return None
-        if not is_envelope(value):
+        return envelope_key_id(value)
+
+
+def envelope_key_id(value: bytes | str) -> str | None:
+    """The key id of an envelope, or None if ``value`` is not encrypted."""
+    if isinstance(value, str):
+        if not value.startswith(TEXT_PREFIX):
             return None
-        return parse_envelope(value)[0]
+        try:
+            value = base64.urlsafe_b64decode(value[len(TEXT_PREFIX):].encode("ascii"))
+        except (binascii.Error, ValueError):
+            return None
+    if not is_envelope(value):
+        return None
+    return parse_envelope(value)[0]
 
 
 def is_envelope(value: bytes | str) -> bool:
@@ -266,7 +271,21 @@ DEFAULT_COLUMNS: tuple[EncryptedColumn, ...] = (
     EncryptedColumn("frames", "pcm", ("encounter_id", "seq"), text=False),
     EncryptedColumn("segments", "data", ("encounter_id", "idx"), text=True),
 )
-"""The core tables' PHI columns (audio and transcript). Features add theirs (notes …)."""
+"""The core tables' PHI columns (audio and transcript)."""
+
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
+    *DEFAULT_COLUMNS,
+    EncryptedColumn("note_versions", "data", ("encounter_id", "version"), text=True),
+    EncryptedColumn("review_events", "before", ("seq",), text=True),
+    EncryptedColumn("review_events", "after", ("seq",), text=True),
+    EncryptedColumn("review_events", "reason", ("seq",), text=True),
+    EncryptedColumn("delivery_signatures", "note", ("id",), text=True),
+    EncryptedColumn("delivery_signatures", "retract_reason", ("id",), text=True),
+)
+"""Every column that holds PHI content (audio, transcript, note text, clinician-typed text),
+in one list: what the store and the repositories encrypt is exactly what ``rotate`` and the
+key check at open walk. A feature adding a PHI column adds it here. Ids, times, counts,
+states and hashes stay in clear (they are queried and hold no content)."""
 
 
 @dataclass
@@ -278,10 +297,13 @@ class RotationReport:
 
 
 def _table_columns(db: Any, table: str) -> set[str]:
+    columns = getattr(db, "table_columns", None)  # PostgreSQL (scribe.db); SQLite: the PRAGMA
+    if columns is not None:
+        return set(columns(table))
     return {row[1] for row in db.execute(f'PRAGMA table_info("{table}")').fetchall()}
 
 
-def rotate(store: Any, keyring: Keyring, columns: Sequence[EncryptedColumn] = DEFAULT_COLUMNS, *,
+def rotate(store: Any, keyring: Keyring, columns: Sequence[EncryptedColumn] = ENCRYPTED_COLUMNS, *,
            encrypt_plaintext: bool = False, batch: int = 500) -> RotationReport:
     """Re-encrypt every value not under the primary key, in batches of ``batch`` rows per
     transaction (so a long rotation does not hold the write lock for minutes, and an
@@ -342,3 +364,134 @@ def rotate(store: Any, keyring: Keyring, columns: Sequence[EncryptedColumn] = DE
     log.info("key rotation to %s: %d rewrapped, %d plaintext encrypted, %d current",
              keyring.primary_id, report.rewrapped, report.encrypted_plaintext, report.already_current)
     return report
+
+
+# --------------------------------------------------------------------------- fields in the store
+
+
+def seal_text(keyring: Keyring | None, plaintext: str, table: str, column: str, row_key: Sequence[Any] | str | int) -> str:
+    """What to store in a TEXT column: an envelope under the primary key, or the plaintext
+    itself when the store has no keyring (encryption off)."""
+    if keyring is None:
+        return plaintext
+    return keyring.encrypt_text(plaintext, aad_for(table, column, row_key))
+
+
+def open_text(keyring: Keyring | None, stored: str, table: str, column: str, row_key: Sequence[Any] | str | int) -> str:
+    """The plaintext of a stored TEXT value. A value written before encryption was turned on
+    is returned as is (so enabling encryption is not a migration; ``scribe keys rotate
+    --encrypt-plaintext`` encrypts those rows later)."""
+    if not is_envelope(stored):
+        return stored
+    if keyring is None:
+        raise KeyMissing(f"{table}.{column} of row {_row(row_key)} is encrypted but this store was opened without "
+                         "a key; open it with its keyring (scribe.store.open_store(settings))")
+    return keyring.decrypt_text(stored, aad_for(table, column, row_key))
+
+
+def seal_bytes(keyring: Keyring | None, plaintext: bytes, table: str, column: str,
+               row_key: Sequence[Any] | str | int) -> bytes:
+    if keyring is None:
+        return plaintext
+    return keyring.encrypt(plaintext, aad_for(table, column, row_key))
+
+
+def open_bytes(keyring: Keyring | None, stored: bytes, table: str, column: str,
+               row_key: Sequence[Any] | str | int) -> bytes:
+    if not is_envelope(stored):
+        return bytes(stored)
+    if keyring is None:
+        raise KeyMissing(f"{table}.{column} of row {_row(row_key)} is encrypted but this store was opened without "
+                         "a key; open it with its keyring (scribe.store.open_store(settings))")
+    return keyring.decrypt(stored, aad_for(table, column, row_key))
+
+
+def _row(row_key: Sequence[Any] | str | int) -> str:
+    """Row keys are ids and counters (never content), so they may appear in messages."""
+    return "/".join(str(k) for k in row_key) if isinstance(row_key, (list, tuple)) else str(row_key)
+
+
+# --------------------------------------------------------------------------- which keys a database needs
+
+KEY_MIGRATIONS = [
+    """
+    CREATE TABLE encryption_keys (
+        key_id TEXT PRIMARY KEY,
+        first_used_at TEXT NOT NULL
+    )
+    """,
+]
+"""``encryption_keys``: the ids (never the keys) of every key this database may hold values
+under. Checked at open so a wrong key fails at startup with both sets of ids named, instead of
+at the first read of some row hours later; pruned to the primary after a complete rotation."""
+
+
+def recorded_key_ids(store: Any) -> list[str]:
+    """Key ids the database says it holds data under ([] for a database never opened with a key)."""
+    if not _table_columns(store.db, "encryption_keys"):
+        return []
+    return [r[0] for r in store.db.execute("SELECT key_id FROM encryption_keys ORDER BY first_used_at").fetchall()]
+
+
+def probe_key_ids(store: Any, columns: Sequence[EncryptedColumn] = ENCRYPTED_COLUMNS) -> set[str]:
+    """Key ids of the first and the last stored value of each column (by primary key: two
+    index lookups per column, no scan). Covers databases written before ``encryption_keys``
+    existed, where the registry alone would say nothing."""
+    found: set[str] = set()
+    for col in columns:
+        have = _table_columns(store.db, col.table)
+        if not have or col.column not in have or not set(col.key_columns) <= have:
+            continue
+        for order in ("ASC", "DESC"):
+            keys = ", ".join(f'"{k}" {order}' for k in col.key_columns)
+            row = store.db.execute(
+                f'SELECT "{col.column}" FROM "{col.table}" WHERE "{col.column}" IS NOT NULL ORDER BY {keys} LIMIT 1'
+            ).fetchone()
+            if row is None:
+                continue
+            try:
+                kid = envelope_key_id(row[0])
+            except CryptoError:  # a damaged row: reported when it is read, not a key problem
+                continue
+            if kid is not None:
+                found.add(kid)
+    return found
+
+
+def check_store_keys(store: Any, keyring: Keyring, *, now: str | None = None) -> None:
+    """Refuse a keyring that cannot read this database; then record the primary key's id.
+
+    Raises :class:`UnknownKeyId` naming the key ids found in the database and the configured
+    ones (ids only: they reveal nothing about the keys)."""
+    store.migrate_component("encryption", KEY_MIGRATIONS)
+    needed = set(recorded_key_ids(store)) | probe_key_ids(store)
+    missing = sorted(needed - set(keyring.key_ids))
+    if missing:
+        configured = ", ".join(f"{k} (primary)" if k == keyring.primary_id else f"{k} (retired)"
+                               for k in keyring.key_ids)
+        raise UnknownKeyId(
+            f"wrong encryption key for {getattr(store, 'path', 'the database')}: it holds data encrypted under key "
+            f"{', '.join(missing)}, but the configured keys are {configured}. Configure the key this database was "
+            "written with (SCRIBE_TRUST__KEY or trust.key_file); after a key change, list the old key file in "
+            "trust.retired_key_files until 'scribe keys rotate' has finished"
+        )
+    if keyring.primary_id not in recorded_key_ids(store):
+        from datetime import UTC, datetime
+
+        with store.tx() as db:
+            db.execute("INSERT INTO encryption_keys (key_id, first_used_at) VALUES (?, ?) "
+                       "ON CONFLICT (key_id) DO NOTHING",
+                       (keyring.primary_id, now or datetime.now(UTC).isoformat()))
+
+
+def retire_rotated_keys(store: Any, keyring: Keyring) -> list[str]:
+    """After a complete rotation over :data:`ENCRYPTED_COLUMNS`, every value is under the
+    primary key (or in clear): forget the other ids, so opening with an old key alone is
+    refused at startup. Returns the ids forgotten."""
+    if not _table_columns(store.db, "encryption_keys"):
+        return []
+    old = [k for k in recorded_key_ids(store) if k != keyring.primary_id]
+    if old:
+        with store.tx() as db:
+            db.execute(f"DELETE FROM encryption_keys WHERE key_id IN ({', '.join('?' * len(old))})", old)
+    return old
