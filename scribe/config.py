@@ -223,6 +223,8 @@ class TrustSettings(BaseModel):
     """Audio frames are purged this many days after the encounter started (0 = keep)."""
     draft_retention_days: float = 90.0
     """Unsigned drafts are purged after this many days (0 = keep)."""
+    purge_interval_hours: float = 6.0
+    """How often ``scribe serve`` applies the retention policy (0 = only ``scribe purge``)."""
     rate_per_second: float = 20.0
     """Sustained HTTP requests and websocket connections per second per client address (a
     failed authentication costs 5). Audio frames are not counted."""

@@ -32,7 +32,7 @@ from aiohttp import WSMsgType, web
 from .asr.streaming import AgreementTranscriber, Committed, PartialText, UtteranceTranscriber
 from .audio import SAMPLE_RATE, Resampler
 from .config import Settings
-from .models import EncounterStatus, Segment, Speaker, Transcript
+from .models import EncounterStatus, Segment, Speaker, Transcript, utcnow
 from .protocol import (
     AckEvent,
     Audio,
@@ -59,7 +59,7 @@ from .protocol import (
 from .store import AsyncStore, DatabaseLocked, EncounterConflict, Store, StoreError, StoreFull, StoreIOError
 from .trust.audit import Action as AuditAction
 from .trust.audit import AuditLog, Outcome
-from .trust.consent import ConsentError, ConsentPolicy, apply_withdrawal, validate_consent
+from .trust.consent import ConsentError, ConsentPolicy, apply_withdrawal, purge_expired, validate_consent
 from .trust.ratelimit import RateLimiter
 from .trust.tokens import AuthError, Principal, Role, TokenStore, can_access
 from .review.api import mount as mount_review
@@ -238,6 +238,7 @@ class StreamServer:
             )
         self._tokens = [t.get_secret_value().encode() for t in cfg.tokens]
         self._finishing: set[Connection] = set()
+        self._purger: asyncio.Task[None] | None = None
         trust = settings.trust
         self.limiter = RateLimiter(trust.rate_per_second, trust.rate_burst)
         raw = self.store.store
@@ -265,8 +266,27 @@ class StreamServer:
     async def _startup(self, app: web.Application) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.engine.executor, self.engine.load)
+        if self.settings.trust.purge_interval_hours > 0:
+            self._purger = asyncio.create_task(self._retention_loop(), name="retention")
+
+    async def _retention_loop(self) -> None:
+        """Apply the retention policy (audio and unsigned drafts past their age) now and then
+        every ``trust.purge_interval_hours``; each purge is audited by ``purge_expired``."""
+        trust = self.settings.trust
+        while True:
+            try:
+                report = await self.store.call(purge_expired, self.store.store, utcnow(), trust.audio_retention_days,
+                                               trust.draft_retention_days, audit=self.audit)
+                if report.frames_deleted or report.drafts_deleted:
+                    log.info("retention purge", extra={"frames": report.frames_deleted,
+                                                       "drafts": report.drafts_deleted})
+            except Exception:  # a failed purge is retried next time; it must not stop the service
+                log.exception("retention purge failed")
+            await asyncio.sleep(trust.purge_interval_hours * 3600)
 
     async def _shutdown(self, app: web.Application) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
         for session in list(self.sessions.values()):
             await session.ws.close(code=CloseCode.going_away, message=b"server shutting down")
         # Stopped encounters still transcribing after their client left: their audio is in

@@ -133,6 +133,7 @@ async def test_consent_withdrawal_over_http_for_a_finished_encounter(live_server
         async with http.post(f"{live_server.http}/v1/encounters/enc-wh/withdraw-consent") as r:
             body = await r.json()
             assert r.status == 200 and body["status"] == "withdrawn" and body["deleted"]["segments"] >= 1
+            assert body["deleted"]["note_versions"] >= 1  # the draft written after stop is gone too
         async with http.get(f"{live_server.http}/v1/encounters/enc-wh/transcript") as r:
             assert (await r.json())["segments"] == []
         async with http.post(f"{live_server.http}/v1/encounters/nope/withdraw-consent") as r:
@@ -221,3 +222,27 @@ async def test_every_read_and_change_through_the_api_is_audited(live_server: Run
     signs = [e for e in entries if e.action == "sign"]
     assert signs and signs[0].outcome in ("denied", "failed")
     assert (await live_server.server.store.call(audit.verify)).ok
+
+
+async def test_the_service_applies_the_retention_policy(settings, recognizer):
+    """Audio past its retention is purged by the running service (audited); the transcript stays."""
+    from conftest import start_server
+
+    settings.trust.audio_retention_days = 1e-9      # anything older than ~0.1 ms
+    settings.trust.purge_interval_hours = 2 / 3600  # every 2 s
+    running = await start_server(settings, recognizer)
+    try:
+        transcript = await StreamClient(running.url, start("enc-ret", "dr-a"), token=TOKEN).run(
+            FileSource(JFK, speed=0).chunks())
+        store = running.server.store
+        for _ in range(100):
+            if not len(await store.audio_from("enc-ret", 0)):
+                break
+            await asyncio.sleep(0.1)
+        assert len(await store.audio_from("enc-ret", 0)) == 0
+        assert [s.text for s in await store.segments("enc-ret")] == [s.text for s in transcript.segments]
+        audit = AuditLog(store.store)
+        purges = [e for e in await store.call(lambda: list(audit.entries())) if e.action == "purge"]
+        assert purges and purges[0].object_id == "enc-ret" and purges[0].object_type == "audio"
+    finally:
+        await running.stop()

@@ -113,14 +113,14 @@ def make_encounter(store: Store, eid: str, created: datetime, frames: int = 3, s
 def make_notes_table(store: Store) -> None:
     """Stand-in for the notes component's table (its schema is not final): versions of drafts."""
     store.migrate_component("notes_test", ["""
-        CREATE TABLE notes (encounter_id TEXT NOT NULL, version INTEGER NOT NULL, created_at TEXT NOT NULL,
+        CREATE TABLE note_versions (encounter_id TEXT NOT NULL, version INTEGER NOT NULL, created_at TEXT NOT NULL,
                             data TEXT NOT NULL, PRIMARY KEY (encounter_id, version))
     """])
 
 
 def add_note(store: Store, eid: str, version: int, created: datetime) -> None:
     with store.tx() as db:
-        db.execute("INSERT INTO notes VALUES (?, ?, ?, ?)", (eid, version, created.isoformat(), '{"draft": 1}'))
+        db.execute("INSERT INTO note_versions VALUES (?, ?, ?, ?)", (eid, version, created.isoformat(), '{"draft": 1}'))
 
 
 def count(store: Store, table: str, eid: str) -> int:
@@ -148,14 +148,14 @@ def test_withdrawal_deletes_audio_transcript_drafts_keeps_audit(store: Store) ->
     add_note(store, "enc-keep", 1, NOW)
     assert AUDIO_MARK in on_disk(store)
     counts = apply_withdrawal(store, audit, "enc-w", actor="dr-a")
-    assert counts == {"frames": 3, "segments": 2, "notes": 1}
-    assert (count(store, "frames", "enc-w"), count(store, "segments", "enc-w"), count(store, "notes", "enc-w")) == (0, 0, 0)
+    assert counts == {"frames": 3, "segments": 2, "note_versions": 1}
+    assert (count(store, "frames", "enc-w"), count(store, "segments", "enc-w"), count(store, "note_versions", "enc-w")) == (0, 0, 0)
     assert (count(store, "frames", "enc-keep"), count(store, "segments", "enc-keep")) == (3, 2)
     assert store.get_encounter("enc-w").status in (EncounterStatus.failed, getattr(EncounterStatus, "withdrawn", None))
     trail = audit.for_object("encounter", "enc-w")
     assert [e.action for e in trail] == ["consent_withdrawn"]
     deletes = {e.object_type: e.detail["rows"] for e in audit.entries() if e.action == "delete"}
-    assert deletes == {"frames": 3, "segments": 2, "notes": 1}
+    assert deletes == {"frames": 3, "segments": 2, "note_versions": 1}
     assert audit.verify().ok
 
 
@@ -207,7 +207,7 @@ def test_purge_expired_audio_and_unsigned_drafts(store: Store) -> None:
     assert report.drafts == {"enc-old": 1}
     assert count(store, "frames", "enc-recent") == 3 and count(store, "frames", "enc-old") == 0
     assert count(store, "segments", "enc-old") == 2, "transcripts are not audio: kept"
-    assert count(store, "notes", "enc-old") == 1 and count(store, "notes", "enc-old-signed") == 1
+    assert count(store, "note_versions", "enc-old") == 1 and count(store, "note_versions", "enc-old-signed") == 1
     purges = [(e.object_type, e.object_id, e.detail["rows"]) for e in audit.entries() if e.action == "purge"]
     assert purges == [("audio", "enc-old", 3), ("audio", "enc-old-signed", 3), ("draft", "enc-old", 1)]
     # Idempotent.
@@ -229,21 +229,21 @@ def test_purge_dry_run_and_disabled_kinds(store: Store) -> None:
 
 def test_purge_respects_note_status_columns(store: Store) -> None:
     store.migrate_component("notes_test2", ["""
-        CREATE TABLE notes (id TEXT PRIMARY KEY, encounter_id TEXT NOT NULL, status TEXT NOT NULL,
+        CREATE TABLE note_versions (id TEXT PRIMARY KEY, encounter_id TEXT NOT NULL, status TEXT NOT NULL,
                             updated_at TEXT NOT NULL)
     """])
     old = NOW - timedelta(days=100)
     make_encounter(store, "enc-x", old, status=EncounterStatus.draft_ready)
     with store.tx() as db:
-        db.executemany("INSERT INTO notes VALUES (?, 'enc-x', ?, ?)",
+        db.executemany("INSERT INTO note_versions VALUES (?, 'enc-x', ?, ?)",
                        [("n1", "draft", old.isoformat()), ("n2", "signed", old.isoformat())])
     report = purge_expired(store, NOW, 0, 30, audit=AuditLog(store))
     assert report.drafts == {"enc-x": 1}
-    assert [r[0] for r in store.db.execute("SELECT id FROM notes")] == ["n2"]
+    assert [r[0] for r in store.db.execute("SELECT id FROM note_versions")] == ["n2"]
 
 
 def test_purge_tolerates_a_notes_table_it_cannot_read(store: Store) -> None:
-    store.migrate_component("notes_test3", ["CREATE TABLE notes (k TEXT PRIMARY KEY, body TEXT)"])
+    store.migrate_component("notes_test3", ["CREATE TABLE note_versions (k TEXT PRIMARY KEY, body TEXT)"])
     report = purge_expired(store, NOW, 30, 30, audit=AuditLog(store))
     assert report.notes_skipped == "notes table has no encounter_id column"
 

@@ -134,12 +134,15 @@ class PurgeTarget:
     """SQL condition with one ``?`` for the encounter id."""
 
 
+NOTES_TABLE = "note_versions"
+"""The notes component's draft versions (``scribe.notes.repo``)."""
+
 # Tables whose rows for an encounter hold what the recording produced. Optional tables
 # (features not installed) are skipped when absent.
 WITHDRAWAL_TARGETS: tuple[PurgeTarget, ...] = (
     PurgeTarget("frames", "encounter_id = ?"),
     PurgeTarget("segments", "encounter_id = ?"),
-    PurgeTarget("notes", "encounter_id = ?"),
+    PurgeTarget(NOTES_TABLE, "encounter_id = ?"),
     PurgeTarget("review_events", "encounter_id = ?"),
 )
 
@@ -297,7 +300,7 @@ def purge_expired(store: Any, now: datetime, audio_days: float, draft_days: floa
 
 def _purge_drafts(db: Any, audit: AuditLog, report: PurgeReport, now: datetime, draft_days: float, actor: str,
                   dry_run: bool) -> None:
-    cols = _existing_columns(db, "notes")
+    cols = _existing_columns(db, NOTES_TABLE)
     if not cols:
         report.notes_skipped = "no notes table"
         return
@@ -305,7 +308,7 @@ def _purge_drafts(db: Any, audit: AuditLog, report: PurgeReport, now: datetime, 
         report.notes_skipped = "notes table has no encounter_id column"
         return
     cutoff = _iso(now - timedelta(days=draft_days))
-    time_col = next((f'n."{c}"' for c in ("updated_at", "created_at") if c in cols), "e.updated_at")
+    time_col = next((f'n."{c}"' for c in ("saved_at", "updated_at", "created_at") if c in cols), "e.updated_at")
     conds = ["e.status NOT IN (?, ?)", f"{time_col} < ?"]
     args: list[Any] = [*sorted(SIGNED_STATUSES), cutoff]
     if "status" in cols:
@@ -317,7 +320,8 @@ def _purge_drafts(db: Any, audit: AuditLog, report: PurgeReport, now: datetime, 
     row_key = "ctid" if getattr(db, "dialect", "sqlite") == "postgresql" else "rowid"
     try:
         rows = db.execute(
-            f"SELECT n.{row_key}, n.encounter_id FROM notes n JOIN encounters e ON e.id = n.encounter_id WHERE {where}",
+            f"SELECT n.{row_key}, n.encounter_id FROM {NOTES_TABLE} n JOIN encounters e ON e.id = n.encounter_id "
+            f"WHERE {where}",
             args,
         ).fetchall()
     except Exception as exc:  # e.g. a WITHOUT ROWID table: report, do not guess
@@ -331,6 +335,6 @@ def _purge_drafts(db: Any, audit: AuditLog, report: PurgeReport, now: datetime, 
         report.drafts[eid] = len(ids)
         if dry_run:
             continue
-        db.executemany(f"DELETE FROM notes WHERE {row_key} = ?", [(i,) for i in ids])
+        db.executemany(f"DELETE FROM {NOTES_TABLE} WHERE {row_key} = ?", [(i,) for i in ids])
         audit.record(actor, Action.purge, "draft", eid, Outcome.success,
                      {"rows": len(ids), "reason": "retention", "days": draft_days})
