@@ -323,7 +323,7 @@ def _asr_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device (default auto)")
     p.add_argument("--beam-size", type=int, help="beam size for final decodes (default 1)")
     p.add_argument("--hotwords", action=argparse.BooleanOptionalAction, default=None,
-                   help="bias decoding toward the medical lexicon (default: on for 'base' only)")
+                   help="bias decoding toward the medical lexicon (default off; helps dictation with 'base')")
 
 
 def build_parser() -> argparse.ArgumentParser:

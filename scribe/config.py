@@ -44,8 +44,9 @@ class AsrSettings(BaseModel):
     language: str | None = None
     """Default language when the client does not send one; English-only models force ``en``."""
     hotwords: bool | None = None
-    """Bias decoding toward the medical lexicon. ``None`` = on only for models where it was
-    measured to help (multilingual ``base``); tiny.en loops with hotwords."""
+    """Bias decoding toward the medical lexicon (drug names). ``None`` = off: tiny.en loops with
+    hotwords, and with ``base`` they helped a dictation but hurt a conversation
+    (docs/benchmarks.md); ``true`` for dictation with ``base``."""
     lexicon: Path | None = None
     """A file of terms (one per line) for hotwords; default: the packaged drug lexicon."""
     policy: Literal["auto", "utterance", "local_agreement"] = "auto"

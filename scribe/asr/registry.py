@@ -40,9 +40,11 @@ class ModelInfo:
 
     @property
     def hotwords_help(self) -> bool:
-        """Whether lexicon hotwords were measured to help (base: 17/19 drug names vs 2/19;
-        tiny.en: repetition loops, 35–61 % WER)."""
-        return self.multilingual
+        """Whether lexicon hotwords are on by default: no model. tiny.en loops with them
+        (35–61 % WER); with base they helped a dictation (streaming WER 0.325 → 0.234, drug
+        terms 0.636 → 0.545) but hurt a conversation (0.171 → 0.212; offline 0.160 → 0.253 with a
+        looping decode): docs/benchmarks.md. Turn them on for dictation with ``--hotwords``."""
+        return False
 
 
 def _package_dir(module: str, sub: str, install_hint: str) -> Path:
