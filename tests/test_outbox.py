@@ -88,7 +88,7 @@ def store(tmp_path: Path):
 class FlakyTarget:
     """A target that fails the way it is told, then delegates to a directory."""
 
-    def __init__(self, inner: DirectoryTarget, failures: list[DeliveryError]) -> None:
+    def __init__(self, inner: DirectoryTarget, failures: list[Exception]) -> None:
         self.inner, self.failures, self.name, self.calls = inner, failures, "directory", 0
 
     async def deliver(self, job: DeliveryJob) -> DeliveryResult:
@@ -262,17 +262,33 @@ async def test_transient_failures_back_off_then_deliver_and_permanent_ones_park(
     assert outbox.delivery(d.id).state == DeliveryState.delivered
 
 
-async def test_gives_up_after_max_attempts_but_keeps_the_row(store: Store, clock: Clock, tmp_path: Path) -> None:
+async def test_transient_errors_never_give_up_but_unexpected_ones_do(store: Store, clock: Clock,
+                                                                      tmp_path: Path) -> None:
+    """An EHR that is down is retried for as long as it is down (the note must reach the chart
+    without a person); an unexpected error (a bug retrying will not fix) is parked after
+    ``max_attempts``, and the signed note is kept either way."""
     outbox = Outbox(store, targets=("directory",), clock=clock)
-    target = FlakyTarget(DirectoryTarget(tmp_path / "out"), [DeliveryError("down", retryable=True)] * 3)
-    worker = OutboxWorker(outbox, {"directory": target}, max_attempts=3)
+    down = FlakyTarget(DirectoryTarget(tmp_path / "out"), [DeliveryError("down", retryable=True)] * 6)
+    worker = OutboxWorker(outbox, {"directory": down}, max_attempts=3)
     outbox.sign(make_note(), "dr-lee")
-    for _ in range(3):
+    for _ in range(6):
         await worker.run_once()
         clock.advance(3600)
     [d] = outbox.deliveries()
-    assert d.state == DeliveryState.failed and d.error.startswith("gave up after 3 attempts: down")
-    assert outbox.signed("enc-1")[0].note.sentences()[0].text.startswith("Patient reports")
+    assert d.state == DeliveryState.queued and d.attempts == 6 and "down" in d.error
+    await worker.run_once()
+    assert outbox.delivery(d.id).state == DeliveryState.delivered
+
+    buggy = FlakyTarget(DirectoryTarget(tmp_path / "out2"), [RuntimeError("bug")] * 3)
+    worker = OutboxWorker(outbox, {"directory": buggy}, max_attempts=3)
+    outbox.set_context("enc-2", patient="Patient/p2", practitioner="Practitioner/dr-lee", period_start=T0)
+    outbox.sign(make_note("enc-2"), "dr-lee")
+    for _ in range(3):
+        await worker.run_once()
+        clock.advance(3600)
+    d2 = outbox.deliveries()[-1]
+    assert d2.state == DeliveryState.failed and d2.error.startswith("gave up after 3 attempts")
+    assert outbox.signed("enc-2")[0].note.sentences()[0].text.startswith("Patient reports")
 
 
 async def test_outbox_survives_store_reopen(tmp_path: Path, clock: Clock) -> None:

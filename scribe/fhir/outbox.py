@@ -604,46 +604,33 @@ class Outbox:
             attempted_before=bool(events.intersection(_WRITE_EVENTS)),
         )
 
-    def mark_delivered(self, delivery_id: str, result: DeliveryResult,
-                 earlier: Sequence[tuple[str, str | None]] = ()) -> None:
+    def _transition(self, delivery_id: str, set_sql: str, params: Sequence[Any], event: str, detail: str | None,
+                    earlier: Sequence[tuple[str, str | None]]) -> None:
+        """One state change of a delivery: the ledger events buffered during the attempt, the
+        row update and its own ledger event, in one transaction; then the listeners."""
         now = self.clock()
         with self.store.tx() as db:
             for ev, det in earlier:
                 self._ledger(db, delivery_id, ev, det)
-            db.execute(
-                "UPDATE deliveries SET state = 'delivered', resource_id = ?, location = ?, error = NULL, "
-                "lease_until = NULL, updated_at = ? WHERE id = ?",
-                (result.resource_id, result.location, _ts(now), delivery_id),
-            )
-            self._ledger(db, delivery_id, "delivered", " ".join(x for x in (result.resource_id, result.detail) if x))
+            db.execute(f"UPDATE deliveries SET {set_sql}, lease_until = NULL, updated_at = ? WHERE id = ?",
+                       (*params, _ts(now), delivery_id))
+            self._ledger(db, delivery_id, event, detail)
         self._notify([delivery_id])
 
-    def mark_failed(self, delivery_id: str, error: str,
-                 earlier: Sequence[tuple[str, str | None]] = ()) -> None:
-        now = self.clock()
-        with self.store.tx() as db:
-            for ev, det in earlier:
-                self._ledger(db, delivery_id, ev, det)
-            db.execute(
-                "UPDATE deliveries SET state = 'failed', error = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
-                (error, _ts(now), delivery_id),
-            )
-            self._ledger(db, delivery_id, "failed", error)
-        self._notify([delivery_id])
+    def mark_delivered(self, delivery_id: str, result: DeliveryResult,
+                       earlier: Sequence[tuple[str, str | None]] = ()) -> None:
+        self._transition(delivery_id, "state = 'delivered', resource_id = ?, location = ?, error = NULL",
+                         (result.resource_id, result.location), "delivered",
+                         " ".join(x for x in (result.resource_id, result.detail) if x), earlier)
+
+    def mark_failed(self, delivery_id: str, error: str, earlier: Sequence[tuple[str, str | None]] = ()) -> None:
+        self._transition(delivery_id, "state = 'failed', error = ?", (error,), "failed", error, earlier)
 
     def mark_retry(self, delivery_id: str, error: str, delay_s: float,
-                 earlier: Sequence[tuple[str, str | None]] = ()) -> None:
-        now = self.clock()
-        with self.store.tx() as db:
-            for ev, det in earlier:
-                self._ledger(db, delivery_id, ev, det)
-            db.execute(
-                "UPDATE deliveries SET state = 'queued', error = ?, next_attempt_at = ?, lease_until = NULL, "
-                "updated_at = ? WHERE id = ?",
-                (error, _ts(now + timedelta(seconds=delay_s)), _ts(now), delivery_id),
-            )
-            self._ledger(db, delivery_id, "retry_scheduled", f"in {delay_s:.1f}s: {error}")
-        self._notify([delivery_id])
+                   earlier: Sequence[tuple[str, str | None]] = ()) -> None:
+        due = _ts(self.clock() + timedelta(seconds=delay_s))
+        self._transition(delivery_id, "state = 'queued', error = ?, next_attempt_at = ?", (error, due),
+                         "retry_scheduled", f"in {delay_s:.1f}s: {error}", earlier)
 
 
 class OutboxWorker:
