@@ -19,6 +19,7 @@ from textual.widgets import Footer, Header, Label, OptionList, ProgressBar, Stat
 from textual.widgets.option_list import Option
 
 from scribe.models import Delivery, Note, Segment, Sentence
+from scribe.review.edits import replace_sentence
 from scribe.review.models import DraftView, EncounterSummary, LiveEvent, ReviewState
 
 from ..client import ApiError
@@ -640,13 +641,7 @@ class EncounterScreen(Screen[None]):
 
 def _with_text(note: Note, sentence_id: str, text: str | None) -> Note:
     """The note with one sentence's text changed (or the sentence removed when ``text`` is None)."""
-    sections = []
-    for sec in note.sections:
-        items = []
-        for s in sec.sentences:
-            if s.id != sentence_id:
-                items.append(s)
-            elif text is not None:
-                items.append(s.model_copy(update={"text": text}))
-        sections.append(sec.model_copy(update={"sentences": items}))
-    return note.model_copy(update={"sections": sections})
+    current = next((s for s in note.sentences() if s.id == sentence_id), None)
+    if current is None:
+        return note
+    return replace_sentence(note, sentence_id, None if text is None else current.model_copy(update={"text": text}))
