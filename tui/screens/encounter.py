@@ -109,7 +109,7 @@ class EncounterScreen(Screen[None]):
         widget.set_class(error, "error")
         widget.update(message)
 
-    @work(exclusive=True, group="load")
+    @work(exclusive=True, group="load", exit_on_error=False)  # a refresh racing the screen away is harmless
     async def load(self) -> None:
         try:
             self.summary = await self.api.encounter(self.encounter_id)
@@ -140,7 +140,7 @@ class EncounterScreen(Screen[None]):
             return
         line.update(Text.assemble(("Delivery  ", "bold"), delivery_words(delivery)))
 
-    @work(exclusive=True, group="transcript")
+    @work(exclusive=True, group="transcript", exit_on_error=False)  # a refresh racing the screen away is harmless
     async def load_more_transcript(self) -> None:
         try:
             more = await self.api.transcript(self.encounter_id, since=len(self.segments))
@@ -156,7 +156,7 @@ class EncounterScreen(Screen[None]):
             if self.summary and self.summary.state is ReviewState.recording:
                 tl.highlighted = tl.option_count - 1
 
-    @work(exclusive=True, group="summary")
+    @work(exclusive=True, group="summary", exit_on_error=False)  # a refresh racing the screen away is harmless
     async def reload_summary(self) -> None:
         try:
             self.summary = await self.api.encounter(self.encounter_id)
@@ -167,7 +167,7 @@ class EncounterScreen(Screen[None]):
             return
         self.render_status()
 
-    @work(exclusive=True, group="draft")
+    @work(exclusive=True, group="draft", exit_on_error=False)  # a refresh racing the screen away is harmless
     async def reload_draft(self) -> None:
         try:
             self.summary = await self.api.encounter(self.encounter_id)

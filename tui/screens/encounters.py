@@ -49,7 +49,7 @@ class EncounterListScreen(Screen[None]):
         self.query_one(DataTable).focus()
         self.refresh_list()
 
-    @work(exclusive=True, group="list")
+    @work(exclusive=True, group="list", exit_on_error=False)  # a refresh racing the screen away is harmless
     async def refresh_list(self) -> None:
         message = self.query_one("#list-message", Static)
         try:
@@ -57,6 +57,8 @@ class EncounterListScreen(Screen[None]):
         except ApiError as exc:
             message.update(f"⚠ {exc}")
             return
+        if not self.is_mounted:
+            return  # the screen (or the app) went away while the list was fetched
         self.data = data
         self.query_one("#counts", Static).update(counts_text(data.counts, self.state_filter))
         table = self.query_one(DataTable)
