@@ -100,10 +100,12 @@ class Chunk:
 
 
 def iter_chunks(samples: np.ndarray, frame_ms: int = 100) -> Iterator[bytes]:
+    """PCM16 frames of ``frame_ms``; a ``(n, 2)`` array gives interleaved stereo frames."""
     step = SAMPLE_RATE * frame_ms // 1000
-    pcm = float_to_pcm16(samples)
+    width = 2 * (samples.shape[1] if samples.ndim == 2 else 1)
+    pcm = float_to_pcm16(samples.reshape(-1))
     for i in range(0, len(samples), step):
-        yield pcm[2 * i : 2 * (i + step)]
+        yield pcm[width * i : width * (i + step)]
 
 
 class FileSource:
@@ -112,8 +114,10 @@ class FileSource:
     ``speed=0`` sends as fast as the connection takes it (tests, benchmarks).
     """
 
-    def __init__(self, path: str | Path, *, frame_ms: int = 100, speed: float = 1.0):
-        self.samples = load_audio(path)
+    def __init__(self, path: str | Path, *, frame_ms: int = 100, speed: float = 1.0, keep_stereo: bool = False):
+        self.samples = load_audio(path, keep_stereo=keep_stereo)
+        self.channels = self.samples.shape[1] if self.samples.ndim == 2 else 1
+        """2 when ``keep_stereo`` and the file has two channels (frames are then interleaved)."""
         self.frame_ms = frame_ms
         self.speed = speed
         self.sample_rate = SAMPLE_RATE
@@ -132,7 +136,7 @@ class FileSource:
                 if delay > 0:
                     await asyncio.sleep(delay)
             yield pcm
-            sent += len(pcm) / 2 / SAMPLE_RATE
+            sent += len(pcm) / (2 * self.channels) / SAMPLE_RATE
 
 
 class MicrophoneSource:

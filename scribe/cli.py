@@ -163,7 +163,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_message(args: argparse.Namespace, sample_rate: int = 16_000):
+def _start_message(args: argparse.Namespace, sample_rate: int = 16_000, channels: int = 1):
     from .models import Consent
     from .protocol import StartMessage
 
@@ -174,6 +174,7 @@ def _start_message(args: argparse.Namespace, sample_rate: int = 16_000):
         clinician_id=args.clinician,
         patient_ref=args.patient,
         sample_rate=sample_rate,
+        channels=channels,
         language=args.language,
         consent=Consent.recorded_now(args.clinician, method=args.consent_method, given_by=args.consent_by),
     )
@@ -207,7 +208,7 @@ async def _stream(args: argparse.Namespace, source, url: str, token: str | None)
     from .client import StreamClient
 
     tls = ssl.create_default_context(cafile=args.cafile) if getattr(args, "cafile", None) else None
-    client = StreamClient(url, _start_message(args, source.sample_rate), token=token,
+    client = StreamClient(url, _start_message(args, source.sample_rate, getattr(source, "channels", 1)), token=token,
                           on_event=_live_printer(getattr(args, "quiet", False)), ssl=tls)
     if hasattr(source, "stop"):
         # Ctrl+C ends the recording gracefully: the rest is sent, then 'stop', then the
@@ -225,7 +226,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from .client import ClientError
 
     try:
-        source = FileSource(args.file, speed=args.speed)
+        # A two-channel file (a microphone per person) is sent as such: the server labels
+        # speakers by channel and transcribes the mix.
+        source = FileSource(args.file, speed=args.speed, keep_stereo=True)
     except AudioError as exc:
         raise UserError(str(exc)) from None
     try:

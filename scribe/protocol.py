@@ -82,6 +82,9 @@ class StartMessage(_Msg):
     clinician_id: str = Field(min_length=1, max_length=128)
     patient_ref: str = Field(min_length=1, max_length=256)
     sample_rate: int = Field(default=16_000, gt=0)
+    channels: int = Field(default=1, ge=1, le=2)
+    """2: interleaved PCM16 stereo with one speaker per channel (e.g. a microphone per person);
+    the server transcribes the mixdown and uses the channels for speaker labels. 16 kHz only."""
     language: str | None = Field(default=None, max_length=16)
     consent: Consent
     since_segment: int = Field(default=0, ge=0)
@@ -299,6 +302,7 @@ class ServerProtocol:
         self.max_frame_seconds = max_frame_seconds
         self.max_frame_bytes = 0
         """Set at ``start`` from the client's sample rate: the limit is in seconds of audio."""
+        self.channels = 1
         self.supported_rates = sorted(supported_rates)
         self.state = State.awaiting_start
         self.expected_seq = 0
@@ -372,7 +376,16 @@ class ServerProtocol:
             )
         self.state = State.starting
         self.start = msg
-        self.max_frame_bytes = int(self.max_frame_seconds * msg.sample_rate) * 2
+        if msg.channels == 2 and msg.sample_rate != 16_000:
+            self.state = State.awaiting_start
+            self.start = None
+            raise ProtocolError(
+                ErrorCode.unsupported_sample_rate,
+                "two-channel audio must be sent at 16000 Hz (resample it on the client)",
+                fatal=True,
+            )
+        self.channels = msg.channels
+        self.max_frame_bytes = int(self.max_frame_seconds * msg.sample_rate) * 2 * msg.channels
         return [Start(msg)]
 
     def started(self, next_seq: int) -> None:
@@ -399,8 +412,12 @@ class ServerProtocol:
         if magic != FRAME_MAGIC or version != PROTOCOL_VERSION:
             raise ProtocolError(ErrorCode.bad_frame, "audio frame header is not 'SA' version 1")
         pcm = data[FRAME_HEADER_SIZE:]
-        if not pcm or len(pcm) % 2:
-            raise ProtocolError(ErrorCode.bad_frame, "audio payload must be a non-empty whole number of PCM16 samples")
+        if not pcm or len(pcm) % (2 * self.channels):
+            raise ProtocolError(
+                ErrorCode.bad_frame,
+                "audio payload must be a non-empty whole number of PCM16 samples"
+                + (" (both channels, interleaved)" if self.channels == 2 else ""),
+            )
         if len(pcm) > self.max_frame_bytes:
             raise ProtocolError(
                 ErrorCode.frame_too_large,

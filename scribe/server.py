@@ -15,6 +15,7 @@ there with the next segment index, and tells the client the next frame it expect
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 import hmac
 import math
 import ssl
@@ -71,6 +72,19 @@ _EOS = object()
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 """Where the auth middleware leaves the caller's ``Principal`` on each ``/v1`` request."""
+
+
+_STEREO_KEEP_S = 120
+
+
+def _deinterleave(pcm: bytes) -> np.ndarray:
+    """Interleaved PCM16 stereo → ``(n, 2)`` int16."""
+    return np.frombuffer(pcm, dtype="<i2").reshape(-1, 2)
+
+
+def _mixdown(stereo: np.ndarray) -> bytes:
+    """What is stored and transcribed for two-channel input: the mean of the channels."""
+    return ((stereo[:, 0].astype(np.int32) + stereo[:, 1]) // 2).astype("<i2").tobytes()
 
 
 def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -561,6 +575,10 @@ class Connection:
         self.last_acked = -1
         self.caught_up_from_store = 0
         self.diarizer: Any | None = None
+        self.channels = 1
+        self.stereo: deque[tuple[int, np.ndarray]] = deque()
+        """Two-channel input: the last ``_STEREO_KEEP_S`` of (start sample, (n, 2) float32) for
+        the speaker labeller; the store and the recogniser get the mixdown."""
         self.draft: Any | None = None
         self._last_draft_sent = 0.0
         """Audio samples the transcriber re-read from the store because the queue was full."""
@@ -696,6 +714,7 @@ class Connection:
             self.session = Session(enc.id, self.ws, conn=self)
             server.sessions[enc.id] = self.session
         self.resampler = Resampler(msg.sample_rate) if msg.sample_rate != SAMPLE_RATE else None
+        self.channels = msg.channels
         loop = asyncio.get_running_loop()
         self.transcriber = await loop.run_in_executor(
             server.engine.executor,
@@ -765,8 +784,13 @@ class Connection:
             eos = batch[-1] is _EOS
             frames = [a for a in batch if isinstance(a, Audio)]
             if frames:
-                converted = [(a.seq, self.resampler.feed(a.pcm) if self.resampler else a.pcm) for a in frames]
+                stereo = [_deinterleave(a.pcm) for a in frames] if self.channels == 2 else None
+                converted = [(a.seq, _mixdown(s) if stereo is not None else
+                              (self.resampler.feed(a.pcm) if self.resampler else a.pcm))
+                             for a, s in zip(frames, stereo or [None] * len(frames))]
                 _, received = await store.append_frames(self.encounter_id, converted)
+                if stereo is not None:
+                    self._keep_stereo(received - sum(len(s) for s in stereo), stereo)
                 self.last_acked = frames[-1].seq
                 await self.send(AckEvent(seq=self.last_acked))
                 pcm = b"".join(p for _, p in converted)
@@ -913,13 +937,29 @@ class Connection:
         for seg in await store.segments(enc.id, since=max(0, enc.segment_count - 60)):
             await self._label(seg)
 
+    def _keep_stereo(self, start: int, chunks: list[np.ndarray]) -> None:
+        for chunk in chunks:
+            self.stereo.append((start, chunk.astype(np.float32) / 32768.0))
+            start += len(chunk)
+        while self.stereo and self.stereo[-1][0] - self.stereo[0][0] > _STEREO_KEEP_S * SAMPLE_RATE:
+            self.stereo.popleft()
+
+    def _stereo_slice(self, a: int, b: int) -> np.ndarray | None:
+        """Both channels of ``[a, b)`` if still held, else None (the labeller then uses the mix)."""
+        if not self.stereo or self.stereo[0][0] > a:
+            return None
+        parts = [c[max(0, a - s):max(0, b - s)] for s, c in self.stereo if s < b and s + len(c) > a]
+        return np.concatenate(parts) if parts else None
+
     async def _label(self, seg: Segment) -> tuple[Segment, dict[str, Speaker]]:
         """The segment with its speaker, and revisions of earlier labels. A labeller failure
         never stops transcription: the segment keeps ``unknown``."""
         if self.diarizer is None or self.encounter_id is None:
             return seg, {}
-        audio = await self.server.store.audio_from(self.encounter_id, int(seg.start * SAMPLE_RATE),
-                                                   int(seg.end * SAMPLE_RATE) + 1)
+        a, b = int(seg.start * SAMPLE_RATE), int(seg.end * SAMPLE_RATE) + 1
+        audio = self._stereo_slice(a, b) if self.channels == 2 else None
+        if audio is None:
+            audio = await self.server.store.audio_from(self.encounter_id, a, b)
         loop = asyncio.get_running_loop()
         try:
             update = await loop.run_in_executor(self.server.engine.executor, self.diarizer.add, seg, audio)

@@ -128,3 +128,15 @@ def test_fuzz_never_raises(data):
             assert isinstance(a, (Audio, Duplicate, Start, Stop, Reject))
             if isinstance(a, Reject):
                 assert a.error.code in ErrorCode
+
+
+def test_two_channel_frames_must_hold_whole_stereo_samples_at_16k():
+    p = ServerProtocol(max_frame_seconds=2.0, supported_rates=[16_000, 48_000])
+    [start] = p.receive_text(encode_start(START.model_copy(update={"channels": 2})))
+    p.started(0)
+    assert p.max_frame_bytes == 128_000  # 2 s × 16 kHz × 2 bytes × 2 channels
+    assert code(p.receive_bytes(encode_frame(0, b"\x00" * 6))) is ErrorCode.bad_frame  # 1.5 stereo samples
+    assert isinstance(p.receive_bytes(encode_frame(0, b"\x00" * 8))[0], Audio)
+    q = ServerProtocol(max_frame_seconds=2.0, supported_rates=[16_000, 48_000])
+    [reject] = q.receive_text(encode_start(START.model_copy(update={"channels": 2, "sample_rate": 48_000})))
+    assert reject.error.code is ErrorCode.unsupported_sample_rate and reject.error.fatal

@@ -48,19 +48,17 @@ async def test_single_voice_dictation_gets_one_speaker(live_server: RunningServe
     assert transcript.segments[0].speaker is Speaker.clinician
 
 
-def test_offline_transcribe_uses_one_speaker_per_channel(tmp_path, capsys, monkeypatch):
-    """A two-channel recording (a microphone per person) is labelled by channel."""
+def two_mic_recording(tmp_path, seconds: float = 45.0):
+    """The dialogue as a two-microphone recording: each voice on its own channel, with crosstalk."""
     import numpy as np
     import soundfile as sf
 
     from scribe.audio import load_audio
-    from scribe.cli import main
-    from scribe.models import Transcript
 
     manifest = json.loads(DIALOGUE.with_suffix(".json").read_text())
-    audio = load_audio(DIALOGUE)[: 45 * 16000]
+    audio = load_audio(DIALOGUE)[: int(seconds * 16000)]
     stereo = np.zeros((len(audio), 2), dtype=np.float32)
-    turns = [s for s in manifest["segments"] if s["end"] <= 45]
+    turns = [s for s in manifest["segments"] if s["end"] <= seconds]
     for s in turns:
         a, b = int(s["start"] * 16000), int(s["end"] * 16000)
         ch = 0 if s["speaker"] == "doctor" else 1
@@ -68,6 +66,29 @@ def test_offline_transcribe_uses_one_speaker_per_channel(tmp_path, capsys, monke
         stereo[a:b, 1 - ch] = 0.03 * audio[a:b]  # crosstalk
     path = tmp_path / "two_mics.wav"
     sf.write(path, stereo, 16000)
+    return path, turns
+
+
+async def test_two_channel_stream_is_labelled_by_channel_live(live_server: RunningServer, tmp_path, settings):
+    path, turns = two_mic_recording(tmp_path, seconds=60)
+    source = FileSource(path, speed=0, keep_stereo=True)
+    assert source.channels == 2
+    start = start_msg("enc-stereo").model_copy(update={"channels": 2})
+    transcript = await StreamClient(live_server.url, start, token=TOKEN).run(source.chunks())
+    result = attribution(reference_words([(s["speaker"], s["text"]) for s in turns]),
+                         hypothesis_words(transcript.segments))
+    assert result.error <= 0.05, result
+    # the store holds the mixdown (what was transcribed), one sample per stereo frame
+    stored = open_store(settings).audio_from("enc-stereo", 0)
+    assert len(stored) == len(source.samples)
+
+
+def test_offline_transcribe_uses_one_speaker_per_channel(tmp_path, capsys, monkeypatch):
+    """A two-channel recording (a microphone per person) is labelled by channel."""
+    from scribe.cli import main
+    from scribe.models import Transcript
+
+    path, turns = two_mic_recording(tmp_path)
     monkeypatch.setenv("SCRIBE_DATA_DIR", str(tmp_path / "data"))
     assert main(["transcribe", "--json", str(path)]) == 0
     transcript = Transcript.model_validate_json(capsys.readouterr().out)
