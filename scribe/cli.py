@@ -61,10 +61,11 @@ def recognizer_from_settings(settings):
     from .asr.whisper import WhisperRecognizer
 
     asr = settings.asr
+    threads, workers = asr.parallelism()
     try:
         return WhisperRecognizer(
             asr.model, cache_dir=settings.model_cache_dir, device=asr.device, compute_type=asr.compute_type,
-            cpu_threads=asr.cpu_threads, num_workers=asr.num_workers, beam_size=asr.beam_size,
+            cpu_threads=threads, num_workers=workers, beam_size=asr.beam_size,
             language=asr.language, hotwords=asr.hotwords, lexicon=asr.lexicon,
         )
     except ModelNotFound as exc:

@@ -37,9 +37,22 @@ class AsrSettings(BaseModel):
     compute_type: str = "auto"
     """``auto``: float16 on CUDA, int8 on CPU."""
     cpu_threads: int = 0
-    """0 = let CTranslate2 decide (all cores)."""
-    num_workers: int = 1
-    """Concurrent decodes the shared model allows (one per core is a sensible maximum)."""
+    """Threads per decode. 0 = auto: 1 on CPU (with one worker per core), CTranslate2's default on CUDA."""
+    num_workers: int = 0
+    """Concurrent decodes of the shared model. 0 = auto: one per core (at most 4) on CPU, 1 on CUDA.
+    Measured on 2 cores with 6 live streams: 2 workers × 1 thread gave commit latency p50 1.85 s
+    where 1 worker × all cores gave 3.77 s, at less CPU per audio second (docs/benchmarks.md)."""
+
+    def parallelism(self) -> tuple[int, int]:
+        """``(cpu_threads, num_workers)`` with the auto values resolved for this machine."""
+        import os
+
+        from .asr.whisper import detect_device
+
+        cpu = detect_device(self.device) == "cpu"
+        workers = self.num_workers or (min(4, os.cpu_count() or 1) if cpu else 1)
+        threads = self.cpu_threads or (1 if cpu and workers > 1 else 0)
+        return threads, workers
     beam_size: int = 1
     language: str | None = None
     """Default language when the client does not send one; English-only models force ``en``."""

@@ -113,7 +113,8 @@ class Engine:
         self.settings = settings
         self._recognizer = recognizer
         asr = settings.asr
-        self.executor = ThreadPoolExecutor(max_workers=max(1, asr.num_workers), thread_name_prefix="scribe-asr")
+        self.cpu_threads, self.num_workers = asr.parallelism()
+        self.executor = ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="scribe-asr")
         self.notes_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scribe-notes")
         """Per-segment drafting work (classification, fact extraction): off the ASR thread."""
         self.speaker_encoder: Any | None = None
@@ -143,8 +144,8 @@ class Engine:
                 cache_dir=self.settings.model_cache_dir,
                 device=asr.device,
                 compute_type=asr.compute_type,
-                cpu_threads=asr.cpu_threads,
-                num_workers=asr.num_workers,
+                cpu_threads=self.cpu_threads,
+                num_workers=self.num_workers,
                 beam_size=asr.beam_size,
                 language=asr.language,
                 hotwords=asr.hotwords,
