@@ -56,12 +56,16 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any):
     return settings
 
 
-def recognizer_from_settings(settings):
+def recognizer_from_settings(settings, *, single_stream: bool = False):
+    """The configured recogniser. ``single_stream``: one file at a time (``scribe transcribe``):
+    one decode using every core, unless the user set the parallelism explicitly."""
     from .asr.registry import ModelNotFound
     from .asr.whisper import WhisperRecognizer
 
     asr = settings.asr
     threads, workers = asr.parallelism()
+    if single_stream and not asr.num_workers and not asr.cpu_threads:
+        threads, workers = 0, 1
     try:
         return WhisperRecognizer(
             asr.model, cache_dir=settings.model_cache_dir, device=asr.device, compute_type=asr.compute_type,
@@ -99,7 +103,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from .audio import AudioError
 
     settings = settings_from_args(args)
-    rec = recognizer_from_settings(settings)
+    rec = recognizer_from_settings(settings, single_stream=True)
     try:
         with Progress(TextColumn("[bold]transcribing"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                       TimeRemainingColumn(), console=err, transient=True, disable=args.json) as progress:
