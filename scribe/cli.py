@@ -13,9 +13,7 @@ import importlib
 import importlib.util
 import json
 import os
-import secrets
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -62,16 +60,8 @@ def recognizer_from_settings(settings, *, single_stream: bool = False):
     from .asr.registry import ModelNotFound
     from .asr.whisper import WhisperRecognizer
 
-    asr = settings.asr
-    threads, workers = asr.parallelism()
-    if single_stream and not asr.num_workers and not asr.cpu_threads:
-        threads, workers = 0, 1
     try:
-        return WhisperRecognizer(
-            asr.model, cache_dir=settings.model_cache_dir, device=asr.device, compute_type=asr.compute_type,
-            cpu_threads=threads, num_workers=workers, beam_size=asr.beam_size,
-            language=asr.language, hotwords=asr.hotwords, lexicon=asr.lexicon,
-        )
+        return WhisperRecognizer.from_settings(settings, single_stream=single_stream)
     except ModelNotFound as exc:
         raise UserError(str(exc)) from None
 
@@ -187,8 +177,6 @@ def _start_message(args: argparse.Namespace, sample_rate: int = 16_000, channels
 
 def _live_printer(quiet: bool = False):
     from .protocol import ErrorEvent, PartialEvent, ReadyEvent, SegmentEvent
-
-    state = {"partial": ""}
 
     def on_event(event: object) -> None:
         if quiet:

@@ -19,7 +19,6 @@ from collections import deque
 import hmac
 import math
 import ssl
-import re
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,7 +58,7 @@ from .protocol import (
 )
 from .store import AsyncStore, DatabaseLocked, EncounterConflict, Store, StoreError, StoreFull, StoreIOError
 from .trust.audit import Action as AuditAction
-from .trust.audit import AuditLog, Outcome
+from .trust.audit import AuditLog, Outcome, as_code
 from .trust.consent import ConsentError, ConsentPolicy, apply_withdrawal, purge_expired, validate_consent
 from .trust.ratelimit import RateLimiter
 from .trust.tokens import AuthError, Principal, Role, TokenStore, can_access
@@ -93,7 +92,7 @@ def _json_error(status: int, message: str, headers: dict[str, str] | None = None
 
 def _audit_id(value: str) -> str:
     """Encounter ids are client-chosen; the audit log accepts only plain codes."""
-    return value if re.match(r"^[A-Za-z0-9_.:@/+=-]{1,128}$", value) else "invalid-id"
+    return as_code(value, "invalid-id")
 _EMPTY = np.zeros(0, dtype=np.float32)
 
 
@@ -113,8 +112,8 @@ class Engine:
         self.settings = settings
         self._recognizer = recognizer
         asr = settings.asr
-        self.cpu_threads, self.num_workers = asr.parallelism()
-        self.executor = ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="scribe-asr")
+        # One executor thread per decode worker the recogniser allows (asr.parallelism()).
+        self.executor = ThreadPoolExecutor(max_workers=asr.parallelism()[1], thread_name_prefix="scribe-asr")
         self.notes_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scribe-notes")
         """Per-segment drafting work (classification, fact extraction): off the ASR thread."""
         self.speaker_encoder: Any | None = None
@@ -138,19 +137,7 @@ class Engine:
         if self._recognizer is None:
             from .asr.whisper import WhisperRecognizer
 
-            asr = self.settings.asr
-            self._recognizer = WhisperRecognizer(
-                asr.model,
-                cache_dir=self.settings.model_cache_dir,
-                device=asr.device,
-                compute_type=asr.compute_type,
-                cpu_threads=self.cpu_threads,
-                num_workers=self.num_workers,
-                beam_size=asr.beam_size,
-                language=asr.language,
-                hotwords=asr.hotwords,
-                lexicon=asr.lexicon,
-            )
+            self._recognizer = WhisperRecognizer.from_settings(self.settings)
 
     def policy(self) -> str:
         asr = self.settings.asr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -80,3 +81,13 @@ async def live_server(settings: Settings, recognizer) -> AsyncIterator[RunningSe
     finally:
         await running.stop()
         await asyncio.sleep(0)
+
+
+async def wait_until(predicate, timeout: float, what: str, poll: float = 0.01) -> None:
+    """Let the event loop run until ``predicate()`` holds; an upper bound on waiting, not a
+    timing assertion."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(poll)

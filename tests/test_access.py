@@ -11,7 +11,7 @@ import pytest
 import websockets
 
 from scribe.audio import FileSource
-from scribe.client import ClientError, StreamClient
+from scribe.client import StreamClient
 from scribe.models import Consent, utcnow
 from scribe.protocol import ErrorCode, StartMessage, decode_event, encode_frame, encode_start
 from scribe.trust.audit import AuditLog

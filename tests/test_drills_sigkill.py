@@ -20,11 +20,10 @@ unchanged prefix of it, and the stored audio is byte-identical to the source fil
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, TOKEN, reference_text
+from conftest import SAMPLES, TOKEN, reference_text, wait_until
 from test_streaming_e2e import as_pcm, assert_clean_sequence, wer
 
 from scribe.audio import FileSource, float_to_pcm16
@@ -44,14 +43,6 @@ EID = "enc-drill-sigkill"
 def start_msg() -> StartMessage:
     return StartMessage(encounter_id=EID, clinician_id="dr-drill", patient_ref="Patient/drill-1",
                         consent=Consent.recorded_now("dr-drill"))
-
-
-async def _until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def _on_disk(data_dir: Path) -> tuple[int, list[Segment]]:
@@ -90,15 +81,15 @@ async def test_sigkill_three_times_mid_encounter_then_resume_loses_and_duplicate
 
     try:
         # 1. mid-stream: segments committed, more audio acked than transcribed
-        await _until(lambda: client._highest_ack >= 60 and len(client.segments) >= 1, 120, "first segment")
+        await wait_until(lambda: client._highest_ack >= 60 and len(client.segments) >= 1, 120, "first segment")
         await kill_and_check("mid-stream")
         # 2. during the resume burst of the second connection
-        await _until(lambda: len(readies) >= 2, 120, "second ready")
+        await wait_until(lambda: len(readies) >= 2, 120, "second ready")
         resumed_at = readies[-1].next_seq
-        await _until(lambda: client._highest_ack >= resumed_at + 40, 120, "acks after resume")
+        await wait_until(lambda: client._highest_ack >= resumed_at + 40, 120, "acks after resume")
         await kill_and_check("resume burst")
         # 3. after 'stop', while the server transcribes the backlog
-        await _until(lambda: len(readies) >= 3 and client._stop_sent, 120, "stop on the third connection")
+        await wait_until(lambda: len(readies) >= 3 and client._stop_sent, 120, "stop on the third connection")
         await kill_and_check("after stop")
         transcript = await asyncio.wait_for(task, timeout=300)
     finally:

@@ -18,13 +18,12 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 import websockets
-from conftest import SAMPLES, TOKEN, start_server
+from conftest import SAMPLES, TOKEN, start_server, wait_until
 from test_streaming_e2e import as_pcm, assert_clean_sequence
 
 from scribe.audio import FileSource, float_to_pcm16, iter_chunks, load_audio
@@ -41,14 +40,6 @@ DICTATION = SAMPLES / "synth_dictation_dev_01.flac"
 def start_msg(eid: str) -> StartMessage:
     return StartMessage(encounter_id=eid, clinician_id="dr-drill", patient_ref="Patient/drill-1",
                         consent=Consent.recorded_now("dr-drill"))
-
-
-async def _until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def _errors(events: list) -> list[ErrorEvent]:
@@ -118,13 +109,13 @@ async def test_database_locked_by_another_process_then_released(settings, recogn
     task = asyncio.create_task(client.run(source.chunks()))
     locker = None
     try:
-        await _until(lambda: client._highest_ack >= 40, 120, "acks")
+        await wait_until(lambda: client._highest_ack >= 40, 120, "acks")
         locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(settings.database_path)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert locker.stdout.readline().strip() == "locked"
         acked_before = client._highest_ack
         # the server fails the write and says so; the client reconnects (and fails again: still locked)
-        await _until(lambda: len(_errors(events)) >= 3 or task.done(), 60, "internal errors while locked")
+        await wait_until(lambda: len(_errors(events)) >= 3 or task.done(), 60, "internal errors while locked")
         locker.stdin.write("\n")
         locker.stdin.flush()
         assert locker.wait(10) == 0
@@ -163,7 +154,7 @@ async def test_client_rides_out_a_locked_store_at_start(settings, recognizer):
         events: list = []
         client = StreamClient(server.url, start_msg("enc-locked-start"), token=TOKEN, on_event=events.append)
         task = asyncio.create_task(client.run(FileSource(SAMPLES / "general_jfk.flac", speed=0).chunks()))
-        await _until(lambda: len(_errors(events)) >= 2 or task.done(), 60, "refusals while locked")
+        await wait_until(lambda: len(_errors(events)) >= 2 or task.done(), 60, "refusals while locked")
         locker.stdin.write("\n")
         locker.stdin.flush()
         locker.wait(10)
@@ -235,14 +226,14 @@ async def _disk_full_drill(settings, recognizer, caplog, mount: Path | None) -> 
     task = asyncio.create_task(client.run(source.chunks()))
     filler = None
     try:
-        await _until(lambda: client._highest_ack >= 40, 120, "acks")
+        await wait_until(lambda: client._highest_ack >= 40, 120, "acks")
         if mount is not None:
             filler = await asyncio.to_thread(_fill, mount)
         else:  # no mount permission (CI): SQLite's own size limit gives the same SQLITE_FULL
             await store.call(lambda: store.store.db.execute(
                 "PRAGMA max_page_count = " + str(store.store.db.execute("PRAGMA page_count").fetchone()[0])))
         acked_before = client._highest_ack
-        await _until(lambda: len(_errors(events)) >= 3 or task.done(), 60, "internal errors while full")
+        await wait_until(lambda: len(_errors(events)) >= 3 or task.done(), 60, "internal errors while full")
         if filler is not None:
             filler.unlink()
         else:

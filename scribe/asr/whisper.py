@@ -20,7 +20,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -172,6 +172,21 @@ class WhisperRecognizer:
             "asr model loaded",
             extra={"model": self.info.name, "device": self.device, "compute_type": self.compute_type,
                    "hotwords": len(terms)},
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, single_stream: bool = False) -> WhisperRecognizer:
+        """The recogniser ``settings.asr`` describes: the service's (one decode worker per core
+        on CPU) or, ``single_stream``, one file at a time (one decode on every core) unless the
+        parallelism is set explicitly. Raises ``ModelNotFound`` for a model not on disk."""
+        asr = settings.asr
+        threads, workers = asr.parallelism()
+        if single_stream and not asr.num_workers and not asr.cpu_threads:
+            threads, workers = 0, 1
+        return cls(
+            asr.model, cache_dir=settings.model_cache_dir, device=asr.device, compute_type=asr.compute_type,
+            cpu_threads=threads, num_workers=workers, beam_size=asr.beam_size,
+            language=asr.language, hotwords=asr.hotwords, lexicon=asr.lexicon,
         )
 
     @contextmanager

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
+from .stats import percentile
+
 DEFAULT_FILES = [
     "../shared/eval/audio/synth_dialogue_dev_01.flac",
     "../shared/eval/audio/synth_dictation_dev_01.flac",
@@ -53,11 +55,6 @@ def _stream(settings, rec, audio: np.ndarray):
     return segments, time.process_time() - t0, time.perf_counter() - w0, latencies
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def _concurrent_streams(settings, rec, audio: np.ndarray, level: int) -> dict:
@@ -141,8 +138,8 @@ async def _concurrent_streams(settings, rec, audio: np.ndarray, level: int) -> d
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
     return {"streams": level, "audio_s": round(duration, 1), "commits": len(latencies),
-            "segment_lag_p50": _pct(segment_lags, 0.5),
-            "latency_p50": _pct(latencies, 0.5), "latency_p95": _pct(latencies, 0.95),
+            "segment_lag_p50": percentile(segment_lags, 0.5),
+            "latency_p50": percentile(latencies, 0.5), "latency_p95": percentile(latencies, 0.95),
             "latency_max": max(latencies, default=float("nan")), "done_lag_max": max(lags, default=float("nan")),
             "cpu_per_audio_s": cpu / (duration * level), "cpu_util": cpu / wall}
 

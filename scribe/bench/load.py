@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .stats import percentile
+
 FRAME_MS = 100
 SAMPLE_RATE = 16_000
 
@@ -153,11 +155,6 @@ class ServerProcess:
 # --------------------------------------------------------------------------- the load run
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass
@@ -358,8 +355,8 @@ async def run_load(*, clinicians: int, minutes: float, audio: Path, url: str | N
         "server_cpu": ({"seconds": round(server_cpu, 1), "cores_used": round(server_cpu / wall, 2),
                         "of_cores": cpu_count} if server_cpu is not None else None),
         "client_cpu_seconds": round(client_cpu, 1),
-        "ack_latency_ms": {"p50": round(_pct(acks, 0.5) * 1000, 1), "p95": round(_pct(acks, 0.95) * 1000, 1),
+        "ack_latency_ms": {"p50": round(percentile(acks, 0.5) * 1000, 1), "p95": round(percentile(acks, 0.95) * 1000, 1),
                            "n": len(acks)},
-        "segment_latency_s": {"p50": round(_pct(segs, 0.5), 2), "p95": round(_pct(segs, 0.95), 2),
+        "segment_latency_s": {"p50": round(percentile(segs, 0.5), 2), "p95": round(percentile(segs, 0.95), 2),
                               "n": len(segs)},
     }

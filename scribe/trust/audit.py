@@ -117,6 +117,12 @@ _FORBIDDEN_KEY_PARTS = ("patient", "name", "text", "transcript", "content", "bir
 MAX_DETAIL_KEYS = 16
 
 
+def as_code(value: str | None, fallback: str) -> str:
+    """``value`` if the audit log accepts it as an id or code, else ``fallback`` (client-chosen
+    ids and user names are recorded only when they cannot carry free text)."""
+    return value if isinstance(value, str) and _CODE.match(value) else fallback
+
+
 def check_code(value: str, what: str) -> str:
     if not isinstance(value, str) or not _CODE.match(value):
         raise AuditError(f"audit {what} must be an id or code (1-128 of A-Z a-z 0-9 _ . : @ / + = -), "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,13 +16,15 @@ from typing import Any
 
 
 def _actor(args: argparse.Namespace) -> str:
+    from .audit import as_code
+
     name = getattr(args, "actor", None)
     if not name:
         try:
             name = "cli:" + getpass.getuser()
         except Exception:
             name = "cli"
-    return name if re.match(r"^[A-Za-z0-9_.:@/+=-]{1,128}$", name) else "cli"
+    return as_code(name, "cli")
 
 
 def _when(text: str | None, what: str) -> datetime | None:

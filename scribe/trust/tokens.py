@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from ..models import utcnow
-from .audit import Action, AuditLog, Outcome
+from .audit import Action, AuditLog, Outcome, as_code
 
 MIGRATIONS: list[str] = [
     """
@@ -192,7 +192,7 @@ class TokenStore:
         except AuthError as exc:
             if self.audit:
                 detail: dict[str, Any] = {"reason": exc.code}
-                if source and re.match(r"^[A-Za-z0-9_.:@/+=-]{1,128}$", source):
+                if source and as_code(source, "") == source:
                     detail["source"] = source
                 self.audit.record("anonymous", Action.login_failed, "api_token",
                                   token_id_of(token or "") or "none", Outcome.denied, detail)
