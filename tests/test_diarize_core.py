@@ -128,6 +128,105 @@ def test_channel_evidence_overrides_embeddings():
     assert [tr.labels[f"seg-{i:05d}"] for i in range(6)] == [Speaker.clinician, Speaker.patient] * 3
 
 
+VOICE_C = 1.6 * RNG.normal(size=256)  # a visitor: as distinct as the dev recordings' third voices
+VISITOR_LINES = ["He has been coughing at night as well.", "She was very worried about the fever.",
+                 "We gave him some honey before bed.", "His brother had the same thing last month."]
+
+
+def _visit_with_a_visitor(tracker: SpeakerTracker, visitor_voice=VOICE_C) -> dict[str, Speaker]:
+    """Clinician and patient talk; later a relative joins in twice, three sentences each time
+    (in all, less than either of the others says)."""
+    truth: dict[str, Speaker] = {}
+    i = 0
+
+    def say(voice, text, role, n=3):
+        nonlocal i
+        tracker.observe(_obs(i, voice, text, n))
+        truth[f"seg-{i:05d}"] = role
+        i += 1
+
+    for r in range(8):
+        say(VOICE_A, CLIN_LINES[r % 4], Speaker.clinician)
+        say(VOICE_B, PAT_LINES[r % 4], Speaker.patient)
+        if r in (4, 6):
+            for k in range(3):
+                say(visitor_voice, VISITOR_LINES[(r + k) % 4], Speaker.other)
+    return truth
+
+
+def test_a_third_voice_is_labelled_other_without_disturbing_the_two_roles():
+    tr = SpeakerTracker()
+    truth = _visit_with_a_visitor(tr)
+    assert tr.voices == 3
+    assert tr.labels == truth
+
+
+def test_the_switch_to_other_reaches_earlier_segments_as_revisions():
+    tr = SpeakerTracker()
+    revised: dict[str, Speaker] = {}
+    real_observe = tr.observe
+
+    def observe(obs):
+        u = real_observe(obs)
+        revised.update({r.segment_id: r.speaker for r in u.revisions})
+        return u
+
+    tr.observe = observe  # type: ignore[method-assign]
+    truth = _visit_with_a_visitor(tr)
+    first_visit = [k for k, v in truth.items() if v == Speaker.other][:3]
+    # the first three sentences came before the third voice was believed: labelled patient or
+    # clinician then, revised to other once the visitor spoke again
+    assert all(revised.get(k) == Speaker.other for k in first_visit)
+
+
+def _visit_with_fragments(tracker: SpeakerTracker) -> None:
+    """Two voices; the patient hesitates twice before each answer ("um I…"): short fragments
+    whose embeddings are pulled off the voice in a direction they share."""
+    hesitation = RNG.normal(size=256)
+    for r in range(8):
+        tracker.observe(_obs(len(tracker.items), VOICE_A, CLIN_LINES[r % 4]))
+        for _ in range(2):
+            frag = _obs(len(tracker.items), VOICE_B, "um I...", n=1)
+            odd = _unit_rows(frag.windows + 0.6 * _unit_rows(hesitation[None] + 0.3 * RNG.normal(size=(1, 256))))
+            tracker.observe(Observation(frag.segment_id, frag.start, frag.end, frag.text, odd,
+                                        [(frag.start, frag.start + 1.2)]))
+        tracker.observe(_obs(len(tracker.items), VOICE_B, PAT_LINES[r % 4]))
+
+
+def test_short_fragments_do_not_pass_for_a_third_voice():
+    """Together the fragments sit apart from both voices as tidily as a visitor would (with
+    fragments allowed to count, they do become a third voice); kept to segments with two
+    seconds of voice, the search finds no third voice."""
+    careless = SpeakerTracker(TrackerConfig(third_min_segment_s=1.0))
+    _visit_with_fragments(careless)
+    assert careless.voices == 3
+    tr = SpeakerTracker()
+    _visit_with_fragments(tr)
+    assert tr.voices == 2
+    assert Speaker.other not in tr.labels.values()
+    assert {tr.labels[it.obs.segment_id] for it in tr.items if it.obs.text != "um I..."} == {
+        Speaker.clinician, Speaker.patient}
+
+
+def test_the_enrolled_clinician_is_never_the_third_voice():
+    profile = _emb(VOICE_A, 1, noise=0.1)[0]
+    tr = SpeakerTracker(clinician_profile=profile)
+    truth = _visit_with_a_visitor(tr)
+    assert tr.labels == truth
+
+
+def test_third_voice_search_can_be_turned_off():
+    tr = SpeakerTracker(TrackerConfig(third_voice=False))
+    truth = _visit_with_a_visitor(tr)
+    assert tr.voices == 2
+    assert Speaker.other not in tr.labels.values()
+    assert all(tr.labels[k] == v for k, v in truth.items() if v != Speaker.other)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 # --------------------------------------------------------------------------- roles
 
 

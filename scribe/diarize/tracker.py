@@ -15,15 +15,24 @@ embedding and, after each one, re-clusters the encounter so far:
    voices are close, as synthetic voices are) a weaker one plus conversational evidence
    (a question from one cluster answered by the other) or an enrolment that one cluster
    clearly does not match. Otherwise everyone is one voice: a dictation stays one speaker.
-3. **Roles**: the enrolled cluster, else the one ``roles.infer_clinician`` picks from the text,
-   is the clinician; the other is the patient. (Encounters with a third voice — a relative —
-   end up with the voice nearer to them; ``other`` is used for segments the caller marks.)
-4. **Revisions**: labels of the last ``revise_last`` segments may change as evidence grows;
+3. **A third voice** (a relative, an interpreter) is looked for once two are established:
+   each voice's cluster is split along its main axis and around its worst-fitting segments,
+   and every candidate is refined by spherical 3-means over the whole encounter. A third
+   voice is believed only when it is the *smallest* of the three (the clinician and the
+   patient do most of the talking), has ``min_other_speech_s`` of speech, is *strongly*
+   separated from both others, and the remaining two still pass the two-voice test above.
+   "Strongly" and "smallest" are what keep one real voice from being cut in two: halves of
+   one speaker separate weakly (0.02–0.05 on the dev recordings), below ``strong_separation``,
+   and when they do pass the weak two-voice test the remaining voice is never the smallest.
+4. **Roles**: the enrolled cluster, else the one ``roles.infer_clinician`` picks from the text
+   of the two main voices, is the clinician; the other main voice is the patient and a third
+   voice is ``other``. With stereo input the channels are the voices and ``other`` is not used.
+5. **Revisions**: labels of the last ``revise_last`` segments may change as evidence grows;
    each change is returned as data (``Revision``) for the protocol to carry. Older labels
    are frozen, so what a reader already acted on stays stable.
 
-Segments too short to embed (< 0.4 s of voice: "yes", "mm-hm") take the voice *other* than the
-previous segment's when two voices are known: a short reply after a pause is usually the
+Segments too short to embed (< 0.4 s of voice: "yes", "mm-hm") take the main voice *other* than
+the last main voice heard when two voices are known: a short reply after a pause is usually the
 other person answering.
 """
 
@@ -52,6 +61,16 @@ class TrackerConfig:
     """The enrolled profile counts as this many segments in its cluster's centroid."""
     enrol_mismatch: float = 0.2
     """Centred similarity gap to the profile that marks a cluster as not the clinician."""
+    third_voice: bool = True
+    """Look for a third voice (a relative, an interpreter) and label it ``other``."""
+    min_other_speech_s: float = 15.0
+    """Voiced seconds (in segments of ``third_min_segment_s`` or more) a third voice needs
+    before it is believed; both main voices must have as much. Less lets a handful of odd
+    segments of one speaker pass for a visitor (seen at 8–11 s on the dev recordings)."""
+    third_min_segment_s: float = 2.0
+    """Only segments with this much voice (a reliable embedding) can be the third voice's."""
+    third_seeds: int = 4
+    """Worst-fitting segments per voice that seed the search for a third voice."""
     split_windows: bool = True
     """Split a segment's words at a sustained speaker change inside it (≥ 2 windows)."""
     iterations: int = 12
@@ -100,7 +119,11 @@ class _Item:
     obs: Observation
     emb: np.ndarray | None
     weight: float
+    voiced_s: float = 0.0
+    """Seconds covered by the segment's embedding windows (its voiced audio)."""
     cluster: int = 0
+    two_way: int = 0
+    """The segment's side in the two-voice split (the next split starts from it)."""
     speaker: Speaker = Speaker.unknown
     word_speakers: tuple[Speaker, ...] | None = None
 
@@ -117,15 +140,21 @@ class SpeakerTracker:
     config: TrackerConfig = field(default_factory=TrackerConfig)
     clinician_profile: np.ndarray | None = None
     items: list[_Item] = field(default_factory=list)
-    two_voices: bool = False
+    voices: int = 0
+    """Distinct voices believed so far (0 before any speech, at most 3)."""
     clinician_cluster: int = 0
+
+    @property
+    def two_voices(self) -> bool:
+        """At least two voices (clinician and patient) are established."""
+        return self.voices >= 2
 
     # ------------------------------------------------------------------ public
 
     def observe(self, obs: Observation) -> LabelUpdate:
         emb = _unit(obs.windows.mean(axis=0)) if len(obs.windows) else None
         weight = float(sum(e - s for s, e in obs.window_spans)) if len(obs.windows) else 0.0
-        self.items.append(_Item(obs, emb, weight))
+        self.items.append(_Item(obs, emb, weight, _covered(obs.window_spans) if len(obs.windows) else 0.0))
         before = [(it.speaker, it.word_speakers) for it in self.items]
         tentative = self._relabel()
         new = self.items[-1]
@@ -154,27 +183,33 @@ class SpeakerTracker:
         if any(it.obs.channel is not None for it in items):
             clusters = np.array([it.obs.channel if it.obs.channel is not None else -1 for it in items])
             self._fill_short(clusters)
-            two = len(set(clusters.tolist()) - {-1}) > 1
+            voices = min(2, len(set(clusters.tolist()) - {-1}))
             centred = None
         else:
-            clusters, two, centred = self._cluster()
-        self.two_voices = two
-        clin, tentative = self._clinician(clusters, two)
+            clusters, voices, centred = self._cluster()
+        self.voices = voices
+        clin, tentative = self._clinician(clusters, voices)
         self.clinician_cluster = clin
         for k, it in enumerate(items):
             it.cluster = int(clusters[k])
-            it.speaker = Speaker.clinician if (not two or it.cluster == clin) else Speaker.patient
+            it.speaker = self._role(it.cluster, voices, clin)
             it.word_speakers = None
-        if two and centred is not None and self.config.split_windows:
-            self._split_inside(centred, clin)
+        if voices > 1 and centred is not None and self.config.split_windows:
+            self._split_inside(centred, clin, voices)
         return tentative
 
-    def _cluster(self) -> tuple[np.ndarray, bool, tuple[np.ndarray, np.ndarray] | None]:
+    @staticmethod
+    def _role(cluster: int, voices: int, clin: int) -> Speaker:
+        if voices < 2 or cluster == clin:
+            return Speaker.clinician
+        return Speaker.other if cluster == _THIRD else Speaker.patient
+
+    def _cluster(self) -> tuple[np.ndarray, int, tuple[np.ndarray, np.ndarray] | None]:
         cfg = self.config
         idx = [k for k, it in enumerate(self.items) if it.emb is not None]
         labels = np.full(len(self.items), -1)
         if not idx:
-            return np.zeros(len(self.items), dtype=int), False, None
+            return np.zeros(len(self.items), dtype=int), 0, None
         E = np.stack([self.items[k].emb for k in idx])
         w = np.array([max(0.2, self.items[k].weight) for k in idx])
         mean = np.average(E, axis=0, weights=w)
@@ -183,49 +218,43 @@ class SpeakerTracker:
         prof = None
         if self.clinician_profile is not None:
             prof = _unit(self.clinician_profile - mean)
-        prev = np.array([self.items[k].cluster for k in idx])
-        assign = self._two_means(X, w, prof, prev if len(idx) > 2 else None)
+        warm = np.array([self.items[k].two_way for k in idx]) if len(idx) > 2 else None
+        assign = self._k_means(X, w, prof, _initial_two(X, prof, warm), 2)
         # Is the split real? Judged in the raw embedding space: centring makes any split of
         # a few segments look clean, while raw similarity keeps its meaning across encounters.
-        raw = [_unit(np.average(E[assign == c], axis=0, weights=w[assign == c])) if (assign == c).any() else None
-               for c in (0, 1)]
         speech = [float(w[assign == c].sum()) for c in (0, 1)]
-        two = False
-        cents = None
-        if all(c is not None for c in raw) and min(speech) >= cfg.min_speech_s:
-            own = np.array([E[i] @ raw[assign[i]] for i in range(len(E))])
-            other = np.array([E[i] @ raw[1 - assign[i]] for i in range(len(E))])
-            sep = float(np.average(own - other, weights=w))
-            if sep >= cfg.strong_separation:
-                two = True
-            elif sep >= cfg.weak_separation:
-                two = self._answered_question(idx, assign) or self._enrol_mismatch(prof, X, assign)
-            cents = np.stack([_unit(np.average(X[assign == c], axis=0, weights=w[assign == c])) for c in (0, 1)])
-        labels[idx] = assign if two else 0
+        voices = 1
+        if min(speech) >= cfg.min_speech_s and self._pair_ok(E, X, w, assign, idx, prof, 0, 1):
+            voices = 2
+        for k, c in zip(idx, assign.tolist()):
+            self.items[k].two_way = c if voices > 1 else 0
+        if voices == 2 and cfg.third_voice:
+            was = np.array([self.items[k].cluster == _THIRD for k in idx]) if self.voices == 3 else None
+            three = self._third_voice(E, X, w, assign, idx, prof, was)
+            if three is not None:
+                assign, voices = three, 3
+        labels[idx] = assign if voices > 1 else 0
         self._fill_short(labels)
-        return labels, two, ((mean, cents) if two and cents is not None else None)
+        if voices < 2:
+            return labels, voices, None
+        cents = np.stack([_unit(np.average(X[assign == c], axis=0, weights=w[assign == c])) for c in range(voices)])
+        return labels, voices, (mean, cents)
 
-    def _two_means(self, X: np.ndarray, w: np.ndarray, prof: np.ndarray | None, prev: np.ndarray | None) -> np.ndarray:
-        """Weighted spherical 2-means; cluster 0 is the profile's when there is one."""
+    def _k_means(self, X: np.ndarray, w: np.ndarray, prof: np.ndarray | None, assign: np.ndarray,
+                 k: int) -> np.ndarray:
+        """Weighted spherical k-means from ``assign``; the profile is pinned to cluster 0."""
         cfg = self.config
-        n = len(X)
-        if n == 1:
+        if len(X) == 1:
             return np.zeros(1, dtype=int)
-        if prev is not None and len(set(prev[prev >= 0].tolist())) == 2:
-            assign = np.clip(prev, 0, 1)
-        else:
-            seed0 = prof if prof is not None else X[0]
-            far = int(np.argmin(X @ seed0))
-            assign = (X @ X[far] > X @ seed0).astype(int)
         for _ in range(cfg.iterations):
             cents: list[np.ndarray] = []
-            for c in (0, 1):
+            for c in range(k):
                 m = assign == c
                 v = (X[m] * w[m, None]).sum(axis=0)
                 if c == 0 and prof is not None:
                     v = v + prof * cfg.enrol_weight * float(w.mean())
-                if not np.any(v):
-                    v = X[int(np.argmin(X @ cents[0]))] if cents else X[0]
+                if not np.any(v):  # an emptied cluster restarts at the point least like the others
+                    v = X[int(np.argmin((X @ np.stack(cents).T).max(axis=1)))] if cents else X[0]
                 cents.append(_unit(v))
             new = np.argmax(X @ np.stack(cents).T, axis=1)
             if np.array_equal(new, assign):
@@ -233,40 +262,129 @@ class SpeakerTracker:
             assign = new
         return assign
 
-    def _answered_question(self, idx: list[int], assign: np.ndarray) -> bool:
-        """Did a question from one cluster get an answer from the other (next segment)?"""
-        for a, b in zip(range(len(idx) - 1), range(1, len(idx))):
-            if assign[a] != assign[b] and is_question(self.items[idx[a]].obs.text):
-                return True
-        return False
+    def _pair_ok(self, E: np.ndarray, X: np.ndarray, w: np.ndarray, assign: np.ndarray, idx: list[int],
+                 prof: np.ndarray | None, a: int, b: int) -> bool:
+        """The two-voice test for clusters ``a`` and ``b``: a clear separation, or a weaker one
+        plus conversational or enrolment evidence."""
+        cfg = self.config
+        sep = _separation(E, w, assign, a, b)
+        if sep >= cfg.strong_separation:
+            return True
+        if sep < cfg.weak_separation:
+            return False
+        return self._answered_question(idx, assign, a, b) or self._enrol_mismatch(prof, X, assign, a, b)
 
-    def _enrol_mismatch(self, prof: np.ndarray | None, X: np.ndarray, assign: np.ndarray) -> bool:
-        """With a profile: is cluster 1 clearly less like the clinician than cluster 0?"""
-        if prof is None:
+    def _third_voice(self, E: np.ndarray, X: np.ndarray, w: np.ndarray, two: np.ndarray, idx: list[int],
+                     prof: np.ndarray | None, was: np.ndarray | None) -> np.ndarray | None:
+        """The two-way split with a third voice (``_THIRD``) carved out of it, or None.
+
+        The third voice is an overlay: segments either move to it or keep their two-way
+        voice, so believing in a visitor never reshuffles clinician and patient. Only segments
+        with ``third_min_segment_s`` of voice can move: embeddings of short fragments ("um I…",
+        "okay okay") are noisy, and together they sit apart from both real voices as tidily as
+        a real third person would. So a visitor's "yes" keeps a main voice; their sentences
+        become ``other``."""
+        cfg = self.config
+        voiced = np.array([self.items[k].voiced_s for k in idx])
+        reliable = voiced >= cfg.third_min_segment_s
+        if voiced[reliable].sum() < 3 * cfg.min_other_speech_s:
+            return None
+        starts: list[np.ndarray] = []
+        if was is not None and (was & reliable).any():
+            starts.append(was & reliable)
+        for c in (0, 1):
+            members = np.flatnonzero((two == c) & reliable)
+            if voiced[members].sum() < 2 * cfg.min_other_speech_s or len(members) < 3:
+                continue
+            # the voice's main axis of variation: its smaller side starts a third voice …
+            Xc = X[members] - np.average(X[members], axis=0, weights=w[members])
+            Xc /= np.linalg.norm(Xc, axis=1, keepdims=True).clip(1e-8)
+            side = self._k_means(Xc, w[members], None, _initial_two(Xc, None, None), 2)
+            small = int(w[members][side == 1].sum() < w[members][side == 0].sum())
+            seeds = [members[side == small]]
+            # … and so does each of its worst-fitting segments (where a brief visitor hides)
+            fit = X[members] @ _unit(np.average(X[members], axis=0, weights=w[members]))
+            seeds += [members[[k]] for k in np.argsort(fit)[: cfg.third_seeds]]
+            for seed in seeds:
+                start = np.zeros(len(X), dtype=bool)
+                start[seed] = True
+                starts.append(start)
+        best, best_sep = None, 0.0
+        for start in starts:
+            third = self._grow_third(X, w, two, reliable, prof, start)
+            if third is None:
+                continue
+            speech = [float(voiced[third].sum())] + [float(voiced[(two == c) & ~third].sum()) for c in (0, 1)]
+            if speech[0] < cfg.min_other_speech_s or speech[0] >= min(speech[1:]):
+                continue  # too little to believe, or not the smallest voice
+            a3 = np.where(third, _THIRD, two)
+            m = reliable
+            sep = min(_separation(E[m], w[m], a3[m], 0, _THIRD), _separation(E[m], w[m], a3[m], 1, _THIRD))
+            if sep < cfg.strong_separation or sep <= best_sep:
+                continue
+            if self._pair_ok(E, X, w, a3, idx, prof, 0, 1):
+                best, best_sep = a3, sep
+        return best
+
+    def _grow_third(self, X: np.ndarray, w: np.ndarray, two: np.ndarray, reliable: np.ndarray,
+                    prof: np.ndarray | None, third: np.ndarray) -> np.ndarray | None:
+        """Refine a candidate third voice: a reliable segment belongs to it when it is nearer
+        its centroid than both main voices' (the rest of their two-way clusters)."""
+        cfg = self.config
+        for _ in range(cfg.iterations):
+            cents = []
+            for members in (third, (two == 0) & ~third, (two == 1) & ~third):
+                if not members.any():
+                    return None
+                cents.append(_unit((X[members] * w[members, None]).sum(axis=0)))
+            if prof is not None:
+                cents[1] = _unit(cents[1] * w[(two == 0) & ~third].sum() + prof * cfg.enrol_weight * float(w.mean()))
+                if float(prof @ cents[0]) >= float(prof @ cents[1]):
+                    return None  # the enrolled clinician is a main voice
+            sims = X @ np.stack(cents).T
+            new = reliable & (sims[:, 0] > sims[:, 1:].max(axis=1))
+            if np.array_equal(new, third):
+                break
+            third = new
+        return third if third.any() else None
+
+    def _answered_question(self, idx: list[int], assign: np.ndarray, a: int = 0, b: int = 1) -> bool:
+        """Did a question from cluster ``a`` get an answer from ``b`` (the next segment of the
+        two), or vice versa?"""
+        seq = [(int(c), idx[k]) for k, c in enumerate(assign.tolist()) if c in (a, b)]
+        return any(x != y and is_question(self.items[i].obs.text) for (x, i), (y, _) in zip(seq, seq[1:]))
+
+    def _enrol_mismatch(self, prof: np.ndarray | None, X: np.ndarray, assign: np.ndarray, a: int = 0,
+                        b: int = 1) -> bool:
+        """With a profile (pinned to cluster 0): is ``b`` clearly less like the clinician than 0?"""
+        if prof is None or a != 0:
             return False
         sims = X @ prof
-        return float(sims[assign == 0].mean() - sims[assign == 1].mean()) >= self.config.enrol_mismatch
+        return float(sims[assign == 0].mean() - sims[assign == b].mean()) >= self.config.enrol_mismatch
 
     def _fill_short(self, labels: np.ndarray) -> None:
-        """Segments without an embedding: the other voice than the one before, if there are two."""
+        """Segments without an embedding: the main voice other than the last one heard, if two."""
         voices = sorted(set(labels.tolist()) - {-1})
+        main = [v for v in voices if v != _THIRD] if len(voices) == 3 else voices
         for k in range(len(labels)):
             if labels[k] != -1:
                 continue
-            prev = labels[k - 1] if k > 0 else -1
-            if len(voices) == 2 and prev != -1:
-                labels[k] = voices[1] if prev == voices[0] else voices[0]
+            last = next((labels[j] for j in range(k - 1, -1, -1) if labels[j] in main), -1)
+            if len(main) == 2 and last != -1:
+                labels[k] = main[1] if last == main[0] else main[0]
             else:
                 labels[k] = voices[0] if voices else 0
 
-    def _clinician(self, clusters: np.ndarray, two: bool) -> tuple[int, bool]:
-        if not two:
+    def _clinician(self, clusters: np.ndarray, voices: int) -> tuple[int, bool]:
+        if voices < 2:
             return int(clusters[0]) if len(clusters) else 0, False
         if self.clinician_profile is not None and not any(it.obs.channel is not None for it in self.items):
-            return 0, False  # the profile's cluster, pinned in _two_means
+            return 0, False  # the profile's cluster, pinned in _k_means
         evidence: dict[int, RoleEvidence] = {}
         speech: dict[int, float] = {}
         for it, c in zip(self.items, clusters.tolist()):
+            if voices == 3 and c == _THIRD:
+                continue  # the clinician is one of the two main voices
             evidence.setdefault(c, RoleEvidence()).add(it.obs.text)
             speech[c] = speech.get(c, 0.0) + max(it.weight, it.obs.end - it.obs.start)
         if self.clinician_profile is not None:  # stereo with enrolment: the channel nearer the profile
@@ -279,10 +397,10 @@ class SpeakerTracker:
                         best, best_sim = c, sim
             if best is not None:
                 return best, False
-        decision = infer_clinician(evidence, speech, clusters.tolist())
+        decision = infer_clinician(evidence, speech, [c for c in clusters.tolist() if c in speech])
         return (decision.clinician if decision.clinician is not None else 0), not decision.confident
 
-    def _split_inside(self, centred: tuple[np.ndarray, np.ndarray], clin: int) -> None:
+    def _split_inside(self, centred: tuple[np.ndarray, np.ndarray], clin: int, voices: int) -> None:
         """Label words by window where ≥ 2 consecutive windows of a segment disagree with it."""
         mean, cents = centred
         for it in self.items[-self.config.revise_last - 1 :]:
@@ -303,11 +421,46 @@ class SpeakerTracker:
             roles = []
             for ws, we in obs.word_times:
                 k = int(np.argmin(np.abs(centres - (ws + we) / 2)))
-                roles.append(Speaker.clinician if smoothed[k] == clin else Speaker.patient)
+                roles.append(self._role(smoothed[k], voices, clin))
             if len(set(roles)) > 1:
                 it.word_speakers = tuple(roles)
                 counts = {r: roles.count(r) for r in set(roles)}
                 it.speaker = max(counts, key=counts.get)
+
+
+_THIRD = 2
+"""Cluster id of a third voice; the two main voices are 0 and 1."""
+
+
+def _initial_two(X: np.ndarray, prof: np.ndarray | None, warm: np.ndarray | None) -> np.ndarray:
+    """A two-way start: the previous split, else the point least like the first one (or the
+    profile) against the rest."""
+    if warm is not None and len(set(warm.tolist())) == 2:
+        return warm
+    seed0 = prof if prof is not None else X[0]
+    far = int(np.argmin(X @ seed0))
+    return (X @ X[far] > X @ seed0).astype(int)
+
+
+def _separation(E: np.ndarray, w: np.ndarray, assign: np.ndarray, a: int, b: int) -> float:
+    """Mean (own − other) raw centroid similarity over the members of clusters ``a`` and ``b``."""
+    ca = _unit(np.average(E[assign == a], axis=0, weights=w[assign == a]))
+    cb = _unit(np.average(E[assign == b], axis=0, weights=w[assign == b]))
+    m = (assign == a) | (assign == b)
+    sa, sb = E[m] @ ca, E[m] @ cb
+    own = np.where(assign[m] == a, sa, sb)
+    other = np.where(assign[m] == a, sb, sa)
+    return float(np.average(own - other, weights=w[m]))
+
+
+def _covered(spans: Sequence[tuple[float, float]]) -> float:
+    """Length of the union of (possibly overlapping) spans."""
+    total, end = 0.0, float("-inf")
+    for s, e in sorted(spans):
+        if e > end:
+            total += e - max(s, end)
+            end = e
+    return total
 
 
 def _runs(seq: np.ndarray) -> list[tuple[int, int]]:
