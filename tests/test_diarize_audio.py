@@ -94,6 +94,36 @@ def test_single_speaker_dictation_gets_one_speaker(encoder):
     assert {s.speaker for s in labelled} == {Speaker.clinician}
 
 
+def test_a_visitor_in_a_real_recording_is_labelled_other(encoder):
+    """Real voices: a doctor and a patient (OSCE RES0205) and a visitor who joins twice
+    (another recording's patient, a different person; samples/README.md). With the third-voice
+    search the visitor's words become ``other`` and clinician and patient keep their labels;
+    with at most two voices the visitor is folded into one of them."""
+    from scribe.diarize.scoring import confusion
+    from scribe.diarize.tracker import TrackerConfig
+
+    manifest = json.loads((SAMPLES / "visit_with_visitor_dev_01.json").read_text())
+    audio = load_audio(SAMPLES / "visit_with_visitor_dev_01.flac")
+    segs = [Segment(id=Segment.make_id(i), index=i, start=s["start"], end=s["end"], text=s["text"])
+            for i, s in enumerate(manifest["segments"])]
+    ref = reference_words([(t["speaker"], t["text"]) for t in manifest["dialogue"]])
+
+    labelled, d = label_segments(encoder, segs, audio)
+    hyp = hypothesis_words(labelled, d.word_labels)
+    conf = confusion(ref, hyp)
+    visitor = sum(n for (r, _), n in conf.items() if r == Speaker.other)
+    others = sum(n for (r, _), n in conf.items() if r != Speaker.other)
+    assert d.tracker.voices == 3
+    assert conf.get((Speaker.other, Speaker.other), 0) >= 0.8 * visitor
+    assert sum(n for (r, h), n in conf.items() if r != Speaker.other and h == Speaker.other) <= 0.06 * others
+    with_third = attribution(ref, hyp).error
+    assert with_third <= 0.08
+
+    plain, d2 = label_segments(encoder, segs, audio, config=TrackerConfig(third_voice=False))
+    assert Speaker.other not in {s.speaker for s in plain}
+    assert attribution(ref, hypothesis_words(plain, d2.word_labels)).error > with_third + 0.05
+
+
 def test_bad_enrolment_audio_gives_a_clear_error(encoder):
     with pytest.raises(EnrolmentError, match="silent"):
         build_profile(encoder, "dr-x", np.zeros(16000 * 30, dtype=np.float32))

@@ -20,6 +20,7 @@ from test_streaming_e2e import start_msg
 pytestmark = pytest.mark.slow
 DIALOGUE = SAMPLES / "synth_dialogue_dev_01.flac"
 DICTATION = SAMPLES / "synth_dictation_dev_01.flac"
+VISIT_WITH_VISITOR = SAMPLES / "visit_with_visitor_dev_01.flac"
 
 
 async def test_two_voices_are_labelled_live_and_stored(live_server: RunningServer, settings):
@@ -39,6 +40,33 @@ async def test_two_voices_are_labelled_live_and_stored(live_server: RunningServe
     assert held == [s.speaker for s in transcript.segments]
     assert [s.speaker for s in open_store(settings).segments("enc-voices")] == held
     assert all(isinstance(e, SpeakersEvent) for e in events if getattr(e, "type", "") == "speakers")
+
+
+async def test_a_visitor_is_labelled_other_live(live_server: RunningServer, settings):
+    """Real voices through the real server: a visitor joins a doctor–patient visit twice
+    (samples/README.md). Their words reach the client as ``other`` — the first ones by
+    revision, once the third voice is believed — and the stored transcript agrees."""
+    from scribe.diarize.scoring import confusion
+
+    events = []
+    client = StreamClient(live_server.url, start_msg("enc-visitor"), token=TOKEN, on_event=events.append)
+    transcript = await client.run(FileSource(VISIT_WITH_VISITOR, speed=0).chunks())
+    manifest = json.loads(VISIT_WITH_VISITOR.with_suffix(".json").read_text())
+    ref = reference_words([(t["speaker"], t["text"]) for t in manifest["dialogue"]])
+    hyp = hypothesis_words(transcript.segments)
+    conf = confusion(ref, hyp)
+    visitor = sum(n for (r, _), n in conf.items() if r == Speaker.other)
+    others = sum(n for (r, _), n in conf.items() if r != Speaker.other)
+    assert visitor >= 40  # the visitor's sentences were transcribed and aligned
+    assert conf.get((Speaker.other, Speaker.other), 0) >= 0.7 * visitor, conf
+    assert sum(n for (r, h), n in conf.items() if r != Speaker.other and h == Speaker.other) <= 0.08 * others, conf
+    assert attribution(ref, hyp).error <= 0.15
+    revised_to_other = [r for e in events if isinstance(e, SpeakersEvent) for r in e.revisions
+                        if r.speaker == Speaker.other]
+    assert revised_to_other, "the visitor's first sentences are revised to other once the voice is believed"
+    held = [client.segments[i].speaker for i in sorted(client.segments)]
+    assert held == [s.speaker for s in transcript.segments]
+    assert [s.speaker for s in open_store(settings).segments("enc-visitor")] == held
 
 
 async def test_single_voice_dictation_gets_one_speaker(live_server: RunningServer):

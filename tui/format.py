@@ -36,6 +36,10 @@ def clock(seconds: float) -> str:
     return f"{int(m)}:{s:04.1f}"
 
 
+SPEAKER_STYLE = {Speaker.clinician: "bold #87d7d7", Speaker.patient: "bold #d7afff", Speaker.other: "bold #d7d787"}
+"""A colour per role, so a visitor's (``other``) lines stand out from the patient's."""
+
+
 def speaker_label(speaker: Speaker) -> str:
     return "" if speaker is Speaker.unknown else speaker.value
 
@@ -86,7 +90,7 @@ def sentence_prompt(sentence: Sentence) -> Hanging:
 def segment_prompt(seg: Segment) -> Hanging:
     who = speaker_label(seg.speaker)
     body = Text.assemble(
-        (f"{who}: " if who else "", "bold #d7afff" if seg.speaker is Speaker.patient else "bold #87d7d7"),
+        (f"{who}: " if who else "", SPEAKER_STYLE.get(seg.speaker, "bold #87d7d7")),
         seg.text.strip(),
     )
     return Hanging(Text(clock(seg.start) + " ", style="dim"), body, width=7)
@@ -112,7 +116,7 @@ def evidence_text(sentence: Sentence | None, segments: dict[str, Segment]) -> Te
         seg = segments.get(ev.segment_id)
         who = speaker_label(seg.speaker) if seg else ""
         out.append(f"{clock(ev.start)}–{clock(ev.end)}", style="bold")
-        out.append(f"  {who}" if who else "", style="#d7afff")
+        out.append(f"  {who}" if who else "", style="#d7d787" if seg and seg.speaker is Speaker.other else "#d7afff")
         out.append(f"  {ev.segment_id}\n", style="dim")
         out.append(f"“{ev.quote.strip()}”\n\n")
     flags = open_flags(sentence)

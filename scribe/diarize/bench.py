@@ -11,6 +11,12 @@ clinician's, as if recorded at an earlier enrolment), and only words spoken *aft
 enrolment segment are scored, both with and without the profile, so the two figures cover
 the same words and no scored audio was used for enrolment. The no-enrolment figure over the
 whole file is reported too. Compute = CPU seconds of encoder + tracker per audio second.
+
+Third voice (``visitor.py``): no recording has one, so each real recording is also scored
+with a visitor spliced in (another recording's patient, a different person), labelled with
+and without the third-voice search in the same run: the error over all words (three roles),
+the share of the visitor's words labelled ``other`` and the share of everyone else's that
+wrongly are.
 """
 
 from __future__ import annotations
@@ -23,7 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from ..models import Segment, Speaker
-from .scoring import Attribution, align, attribution, hypothesis_words, reference_words, tokens, true_roles
+from .scoring import (
+    Attribution,
+    align,
+    attribution,
+    confusion,
+    hypothesis_words,
+    reference_words,
+    tokens,
+    true_roles,
+)
+from .visitor import Recording, VisitorCase, pick_visitor, visitor_sentences, voice_centroids, with_visitor
 
 DEFAULT_FILES = [
     "../shared/eval/audio/synth_dialogue_dev_01.flac",
@@ -50,13 +66,12 @@ def manifest_turns(manifest: dict) -> list[tuple[str, str]]:
 
 
 def streaming_segments(settings, rec, audio: np.ndarray) -> list[Segment]:
-    from ..asr.commit import SegmenterConfig
+    """The segments the live server would commit (same segmenter settings; no partials)."""
     from ..asr.streaming import Committed, UtteranceTranscriber
     from ..asr.vad import StreamingVad
 
     asr = settings.asr
-    cfg = SegmenterConfig.from_ms(threshold=asr.vad_threshold, min_silence_ms=asr.min_silence_ms,
-                                  max_utterance_s=asr.max_utterance_s, speech_pad_ms=asr.speech_pad_ms)
+    cfg = asr.segmenter_config()
     tr = UtteranceTranscriber(rec, StreamingVad(), cfg, partial_interval_s=0, context_s=asr.context_s)
     out: list[Segment] = []
     for i in range(0, len(audio), 1600):
@@ -64,6 +79,14 @@ def streaming_segments(settings, rec, audio: np.ndarray) -> list[Segment]:
                 for s in e.segments]
     out += [s for e in tr.flush() if isinstance(e, Committed) for s in e.segments]
     return out
+
+
+def segments_cache_name(settings, path: Path, audio: np.ndarray) -> str:
+    """Cached transcripts are keyed by model, audio length and segmenter settings."""
+    import hashlib
+
+    seg = hashlib.sha1(repr(settings.asr.segmenter_config()).encode()).hexdigest()[:8]
+    return f"{path.stem}.{Path(settings.asr.model).name}.{len(audio)}.{seg}.json"
 
 
 def _segment_truth(segments: list[Segment], truth: list[Speaker | None]) -> list[Speaker | None]:
@@ -123,6 +146,55 @@ def run_case(path: Path, segments: list[Segment], audio: np.ndarray, encoder, *,
     return CaseResult(path.stem, len(audio) / 16000, full, plain, enrolled, enrol_s, compute, split_words)
 
 
+@dataclass
+class VisitorResult:
+    name: str
+    visitor_s: float
+    error_plain: float
+    error_third: float
+    other_recall: float
+    false_other: float
+    visitor_words: int
+
+
+def run_visitor_case(case: VisitorCase, encoder) -> VisitorResult:
+    from .diarizer import label_segments
+    from .tracker import TrackerConfig
+
+    out = {}
+    for third in (False, True):
+        labelled, d = label_segments(encoder, case.segments, case.audio, config=TrackerConfig(third_voice=third))
+        hyp = hypothesis_words(labelled, d.word_labels)
+        out[third] = (attribution(case.reference, hyp), confusion(case.reference, hyp))
+    conf = out[True][1]
+    visitor = sum(n for (r, _), n in conf.items() if r == Speaker.other)
+    others = sum(n for (r, _), n in conf.items() if r != Speaker.other)
+    return VisitorResult(
+        case.name, case.visitor_s, out[False][0].error, out[True][0].error,
+        conf.get((Speaker.other, Speaker.other), 0) / visitor if visitor else 0.0,
+        sum(n for (r, h), n in conf.items() if r != Speaker.other and h == Speaker.other) / others if others else 0.0,
+        visitor)
+
+
+def visitor_cases(recordings: list[Recording], encoder) -> list[VisitorCase]:
+    """One constructed three-voice case per real recording that has a suitable visitor."""
+    def embed(audio):
+        from .features import voiced
+        return encoder.embed_windows(voiced(audio)).embeddings
+
+    cents = {r.name: voice_centroids(r, embed) for r in recordings}
+    by_name = {r.name: r for r in recordings}
+    cases = []
+    for rec in recordings:
+        other = pick_visitor(rec.name, cents)
+        if other is None:
+            continue
+        picks = visitor_sentences(by_name[other])
+        if len(picks) >= 4:
+            cases.append(with_visitor(rec, by_name[other], picks))
+    return cases
+
+
 def run_speakers_bench(args, *, console) -> int:
     from rich.table import Table
 
@@ -137,11 +209,12 @@ def run_speakers_bench(args, *, console) -> int:
     encoder = load_encoder()
     rec = None
     results: list[CaseResult] = []
+    recordings: list[Recording] = []
     for path in files:
         audio = load_audio(path)
         if args.max_seconds:
             audio = audio[: int(args.max_seconds * 16000)]
-        cache = cache_dir / f"{path.stem}.{Path(settings.asr.model).name}.{len(audio)}.json"
+        cache = cache_dir / segments_cache_name(settings, path, audio)
         if cache.is_file():
             segments = [Segment.model_validate(s) for s in json.loads(cache.read_text())]
         else:
@@ -149,6 +222,12 @@ def run_speakers_bench(args, *, console) -> int:
             segments = streaming_segments(settings, rec, audio)
             cache.write_text(json.dumps([s.model_dump(mode="json") for s in segments]))
         results.append(run_case(path, segments, audio, encoder, enrol=not args.no_enrol))
+        manifest = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        if not manifest.get("synthetic", False) and not args.no_visitor:
+            ref = reference_words(manifest_turns(manifest))
+            hyp = hypothesis_words(segments)
+            recordings.append(Recording(path.stem, segments, audio, ref,
+                                        _segment_truth(segments, true_roles(ref, hyp, align(ref, hyp)))))
         r = results[-1]
         console.print(f"[dim]{r.name}: {len(segments)} segments, error {r.full.error:.1%}[/]")
 
@@ -175,6 +254,21 @@ def run_speakers_bench(args, *, console) -> int:
                   f"{total_full.error:.1%}", f"{total_plain.error:.1%}", f"{total_enr.error:.1%}", "",
                   f"{compute_s / audio_s:.4f}" if audio_s else "–")
     console.print(table)
+    visitors = [run_visitor_case(c, encoder) for c in visitor_cases(recordings, encoder)] if len(recordings) > 1 else []
+    if visitors:
+        vt = Table(title="third voice: a visitor (another recording's patient) joins each real recording twice")
+        for col in ("recording + visitor", "visitor s", "error, 2 voices max", "error, third voice on",
+                    "visitor words → other", "others' words → other"):
+            vt.add_column(col, justify="right" if col != "recording + visitor" else "left")
+        for v in visitors:
+            vt.add_row(v.name, f"{v.visitor_s:.0f}", f"{v.error_plain:.1%}", f"{v.error_third:.1%}",
+                       f"{v.other_recall:.0%}", f"{v.false_other:.1%}")
+        words = sum(v.visitor_words for v in visitors) or 1
+        vt.add_row("mean", f"{np.mean([v.visitor_s for v in visitors]):.0f}",
+                   f"{np.mean([v.error_plain for v in visitors]):.1%}", f"{np.mean([v.error_third for v in visitors]):.1%}",
+                   f"{sum(v.other_recall * v.visitor_words for v in visitors) / words:.0%}",
+                   f"{np.mean([v.false_other for v in visitors]):.1%}")
+        console.print(vt)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps([{
             "file": r.name, "audio_s": r.audio_s, "compute_s": r.compute_s,
@@ -182,5 +276,9 @@ def run_speakers_bench(args, *, console) -> int:
             "error_held_out_plain": r.held_out_plain.error if r.held_out_plain else None,
             "error_held_out_enrolled": r.held_out_enrolled.error if r.held_out_enrolled else None,
             "enrol_speech_s": r.enrol_speech_s,
-        } for r in results], indent=2))
+        } for r in results] + [{
+            "visitor_case": v.name, "visitor_s": v.visitor_s, "error_two_voices": v.error_plain,
+            "error_third_voice": v.error_third, "visitor_words_other": v.other_recall,
+            "others_words_other": v.false_other,
+        } for v in visitors], indent=2))
     return 0

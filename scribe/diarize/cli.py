@@ -100,6 +100,8 @@ def register(sub, bench_sub) -> None:
                                              "(default: the synthetic dialogue and the OSCE recordings)")
     p.add_argument("--max-seconds", type=float, default=0, help="use only the first N seconds of each file")
     p.add_argument("--no-enrol", action="store_true", help="skip the enrolment comparison")
+    p.add_argument("--no-visitor", action="store_true",
+                   help="skip the constructed three-voice cases (a visitor spliced into each real recording)")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     p.add_argument("--model", help="ASR model for the transcripts (default: configured)")
     p.set_defaults(func=cmd_bench_speakers)

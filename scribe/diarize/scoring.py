@@ -104,3 +104,14 @@ def true_roles(ref: Sequence[LabelledWord], hyp: Sequence[LabelledWord],
     for i, j in pairs:
         out[j] = ref[i].role
     return out
+
+
+def confusion(ref: Sequence[LabelledWord], hyp: Sequence[LabelledWord],
+              pairs: list[tuple[int, int]] | None = None) -> dict[tuple[Speaker, Speaker], int]:
+    """Aligned words counted by (reference role, labelled role)."""
+    pairs = align(ref, hyp) if pairs is None else pairs
+    out: dict[tuple[Speaker, Speaker], int] = {}
+    for i, j in pairs:
+        key = (ref[i].role, hyp[j].role)
+        out[key] = out.get(key, 0) + 1
+    return out
