@@ -44,12 +44,13 @@ async def test_two_voices_are_labelled_live_and_stored(live_server: RunningServe
 
 async def test_a_visitor_is_labelled_other_live(live_server: RunningServer, settings):
     """Real voices through the real server: a visitor joins a doctor–patient visit twice
-    (samples/README.md). Their words reach the client as ``other`` — the first ones by
-    revision, once the third voice is believed — and the stored transcript agrees."""
+    (samples/README.md). Once the third voice is believed (15 s of it) its words reach the
+    client as ``other`` and the stored transcript agrees. The first visit (~12 s) may already
+    be frozen as the patient's by then (docs/benchmarks.md); revisions to ``other`` are tested
+    in test_diarize_core."""
     from scribe.diarize.scoring import confusion
 
-    events = []
-    client = StreamClient(live_server.url, start_msg("enc-visitor"), token=TOKEN, on_event=events.append)
+    client = StreamClient(live_server.url, start_msg("enc-visitor"), token=TOKEN)
     transcript = await client.run(FileSource(VISIT_WITH_VISITOR, speed=0).chunks())
     manifest = json.loads(VISIT_WITH_VISITOR.with_suffix(".json").read_text())
     ref = reference_words([(t["speaker"], t["text"]) for t in manifest["dialogue"]])
@@ -58,12 +59,21 @@ async def test_a_visitor_is_labelled_other_live(live_server: RunningServer, sett
     visitor = sum(n for (r, _), n in conf.items() if r == Speaker.other)
     others = sum(n for (r, _), n in conf.items() if r != Speaker.other)
     assert visitor >= 40  # the visitor's sentences were transcribed and aligned
-    assert conf.get((Speaker.other, Speaker.other), 0) >= 0.7 * visitor, conf
+    assert conf.get((Speaker.other, Speaker.other), 0) >= 0.45 * visitor, conf
     assert sum(n for (r, h), n in conf.items() if r != Speaker.other and h == Speaker.other) <= 0.08 * others, conf
     assert attribution(ref, hyp).error <= 0.15
-    revised_to_other = [r for e in events if isinstance(e, SpeakersEvent) for r in e.revisions
-                        if r.speaker == Speaker.other]
-    assert revised_to_other, "the visitor's first sentences are revised to other once the voice is believed"
+    # the second visit, by time: its words are the visitor's
+    visits, prev = [], None
+    for seg in manifest["segments"]:
+        if seg["speaker"] == "visitor":
+            if prev != "visitor":
+                visits.append([seg["start"], seg["end"]])
+            visits[-1][1] = seg["end"]
+        prev = seg["speaker"]
+    start, end = visits[-1]
+    words = [w.role for w in hyp if w.start is not None and start <= w.start and w.end <= end]
+    assert len(words) >= 15 and words.count(Speaker.other) >= 0.9 * len(words), words
+    # what the client holds after applying live revisions equals what the server stored
     held = [client.segments[i].speaker for i in sorted(client.segments)]
     assert held == [s.speaker for s in transcript.segments]
     assert [s.speaker for s in open_store(settings).segments("enc-visitor")] == held
