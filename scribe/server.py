@@ -32,6 +32,7 @@ from aiohttp import WSMsgType, web
 from .asr.streaming import AgreementTranscriber, Committed, PartialText, UtteranceTranscriber
 from .audio import SAMPLE_RATE, Resampler
 from .config import Settings
+from .diarize.settle import SettledSegments
 from .models import EncounterStatus, Segment, Speaker, Transcript, utcnow
 from .protocol import (
     AckEvent,
@@ -568,6 +569,8 @@ class Connection:
         """Two-channel input: the last ``_STEREO_KEEP_S`` of (start sample, (n, 2) float32) for
         the speaker labeller; the store and the recogniser get the mixdown."""
         self.draft: Any | None = None
+        self.settling: SettledSegments | None = None
+        """Segments wait here until their speaker labels are final, then go to the drafter."""
         self._last_draft_sent = 0.0
         """Audio samples the transcriber re-read from the store because the queue was full."""
 
@@ -861,9 +864,17 @@ class Connection:
         if self.draft is not None and enc.segment_count:
             segments = await self.server.store.segments(enc.id)
             await loop.run_in_executor(executor, lambda: [self.draft.add(s) for s in segments])
+        # A segment's label may be revised until `revise_last` newer ones have been labelled;
+        # the drafter decides question/answer and whose medicine from labels, so it waits.
+        hold = self.diarizer.tracker.config.revise_last + 1 if self.diarizer is not None else 0
+        self.settling = SettledSegments(hold)
 
-    async def _draft_add(self, segments: list[Segment]) -> None:
-        if self.draft is None or not segments:
+    async def _draft_add(self, segments: list[Segment], revisions: dict[str, Speaker] | None = None) -> None:
+        if self.draft is None:
+            return
+        if self.settling is not None:
+            segments = self.settling.push(segments, revisions or {})
+        if not segments:
             return
         loop = asyncio.get_running_loop()
         draft = self.draft
@@ -884,6 +895,10 @@ class Connection:
         store = self.server.store
         eid = self.encounter_id
         assert eid is not None and self.draft is not None
+        if self.settling is not None and len(self.settling):  # the visit is over: every label is final
+            rest, draft = self.settling.flush(), self.draft
+            await asyncio.get_running_loop().run_in_executor(self.server.engine.notes_executor,
+                                                             lambda: [draft.add(s) for s in rest])
         await store.set_status(eid, EncounterStatus.drafting)
         t0 = time.monotonic()
         note = None
@@ -975,7 +990,7 @@ class Connection:
                     await self.server.store.relabel_segments(self.encounter_id, revisions)
                 for seg in segments:
                     await self.send(SegmentEvent(segment=seg))
-                await self._draft_add(segments)
+                await self._draft_add(segments, revisions)
                 if revisions:
                     await self.send(SpeakersEvent(revisions=[SpeakerRevision(segment_id=k, speaker=v)
                                                              for k, v in revisions.items()]))

@@ -359,3 +359,31 @@ def test_mel_frontend_matches_librosa():
     ref = librosa.feature.melspectrogram(y=wav, sr=16000, n_fft=400, hop_length=160, n_mels=40).T
     assert ours.shape == ref.shape
     assert np.max(np.abs(ours - ref)) <= 1e-4 * np.max(np.abs(ref))
+
+
+# --------------------------------------------------------------------------- settling
+
+
+def _seg(i: int, speaker: Speaker = Speaker.clinician) -> Segment:
+    return Segment(id=Segment.make_id(i), index=i, start=i, end=i + 1, text=f"line {i}", speaker=speaker)
+
+
+def test_segments_are_released_only_when_their_label_is_final():
+    from scribe.diarize.settle import SettledSegments
+
+    q = SettledSegments(hold=3)
+    assert q.push([_seg(0), _seg(1), _seg(2)]) == []
+    # seg 0 was first guessed clinician; the labeller revised it before it was released
+    out = q.push([_seg(3, Speaker.patient)], {"seg-00000": Speaker.patient, "seg-00099": Speaker.other})
+    assert [(s.id, s.speaker) for s in out] == [("seg-00000", Speaker.patient)]
+    out = q.push([_seg(4), _seg(5)], {"seg-00002": Speaker.other})
+    assert [s.id for s in out] == ["seg-00001", "seg-00002"] and out[1].speaker is Speaker.other
+    assert [s.id for s in q.flush()] == ["seg-00003", "seg-00004", "seg-00005"]
+    assert len(q) == 0 and q.flush() == []
+
+
+def test_without_a_labeller_segments_pass_straight_through():
+    from scribe.diarize.settle import SettledSegments
+
+    q = SettledSegments(hold=0)
+    assert [s.id for s in q.push([_seg(0), _seg(1)])] == ["seg-00000", "seg-00001"]

@@ -47,3 +47,21 @@ async def test_bad_template_does_not_stop_recording(live_server: RunningServer):
     assert transcript.segments
     errors = [e for e in events if getattr(e, "type", "") == "error"]
     assert errors and errors[0].code == "draft_failed" and not errors[0].fatal
+
+
+@pytest.mark.parametrize("sample", ["synth_dialogue_dev_01", "visit_with_visitor_dev_01"])
+async def test_stored_draft_is_the_draft_of_the_final_transcript(live_server: RunningServer, settings, sample):
+    """Speaker labels change while the visit streams (revisions); the drafter only sees a
+    segment once its label is final, so the stored note is exactly the one-shot draft of the
+    stored transcript — the one the clinician reviews — not of labels that were later revised."""
+    from scribe.notes.extractive import draft
+
+    client = StreamClient(live_server.url, start_msg(f"enc-final-{sample[:5]}"), token=TOKEN, wait_for_draft=True)
+    transcript = await client.run(FileSource(SAMPLES / f"{sample}.flac", speed=0).chunks())
+    stored = NoteRepo(open_store(settings)).latest(f"enc-final-{sample[:5]}")
+    again = draft(transcript.segments, encounter_id=stored.encounter_id)
+
+    def shape(note):
+        return [(sec.key, [(s.text, [e.segment_id for e in s.evidence]) for s in sec.sentences]) for sec in note.sections]
+
+    assert shape(stored) == shape(again)

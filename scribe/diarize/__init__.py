@@ -7,7 +7,9 @@
 - ``stereo``    one speaker per channel: channel energy decides.
 - ``profiles``  enrolled voice profiles, AES-GCM encrypted in the store; ``enroll`` builds them.
 - ``diarizer``  the shell the server wires in (``OnlineDiarizer.add(segment, audio)``).
-- ``scoring``/``bench``  attribution error and ``scribe bench speakers``.
+- ``settle``    holds segments until their labels are final (what the note drafter reads).
+- ``scoring``/``bench``  attribution error and ``scribe bench speakers``; ``visitor`` builds
+  three-voice cases from two-voice recordings.
 """
 
 from .tracker import LabelUpdate, Observation, Revision, SpeakerTracker, TrackerConfig
