@@ -105,6 +105,21 @@ def test_sections_follow_the_template(name):
     assert sum(len(s.sentences) for s in note.sections) >= 8
 
 
+def test_a_companions_statements_are_marked_as_theirs():
+    """A third voice (labelled ``other``) gives collateral history: its sentences say so in the
+    note text itself, not only in the evidence pane; the patient's stay as they were."""
+    turns = SHORT[:2] + [("guest_family", "He has also been wheezing at night and his brother has asthma.")] + SHORT[2:]
+    segs = segments_from_turns([{"speaker": s, "text": t} for s, t in turns])
+    assert segs[2].speaker is Speaker.other
+    note = draft(segs, encounter_id="enc-1", created_at=T0)
+    assert_well_formed(note, segs)
+    by_seg = {s.evidence[0].segment_id: s for s in note.sentences()}
+    companion = by_seg[segs[2].id]
+    assert companion.text.startswith("Per companion: ") and "wheezing at night" in companion.text
+    assert not companion.flags
+    assert not by_seg[segs[1].id].text.startswith("Per companion")
+
+
 def test_without_diarization_questions_still_pair_with_answers():
     segs = short_segments(keep_speakers=False)
     note = draft(segs, created_at=T0)

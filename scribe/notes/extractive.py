@@ -53,6 +53,10 @@ _DIVISION_DEFAULT_TOPIC = {
 }
 
 
+COLLATERAL_PREFIX = "Per companion: "
+"""Starts a sentence taken from a third voice (a relative, a carer, an interpreter)."""
+
+
 def _content_topic(text: str, speaker: Speaker, division: str, topic: str) -> str:
     """What an utterance states can settle where it goes, whatever the classifier thought:
     medication changes are plan; a patient's own medicines are medication history; vital signs
@@ -316,6 +320,10 @@ class IncrementalDrafter:
         )
 
     def _emit(self, seg: Segment, text: str, evidence: list[Evidence], category: str) -> None:
+        if seg.speaker is Speaker.other:
+            # Collateral history: a reader of the note (not only of the evidence pane) must
+            # see that someone other than the patient said it.
+            text = COLLATERAL_PREFIX + text
         key = " ".join(t.norm for t in tokenize(text) if t.kind != "sym")
         if not key or key in self.state.seen:
             return
