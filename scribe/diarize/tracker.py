@@ -15,15 +15,16 @@ embedding and, after each one, re-clusters the encounter so far:
    voices are close, as synthetic voices are) a weaker one plus conversational evidence
    (a question from one cluster answered by the other) or an enrolment that one cluster
    clearly does not match. Otherwise everyone is one voice: a dictation stays one speaker.
-3. **A third voice** (a relative, an interpreter) is looked for once two are established:
-   each voice's cluster is split along its main axis and around its worst-fitting segments,
-   and every candidate is refined by spherical 3-means over the whole encounter. A third
-   voice is believed only when it is the *smallest* of the three (the clinician and the
-   patient do most of the talking), has ``min_other_speech_s`` of speech, is *strongly*
-   separated from both others, and the remaining two still pass the two-voice test above.
-   "Strongly" and "smallest" are what keep one real voice from being cut in two: halves of
-   one speaker separate weakly (0.02–0.05 on the dev recordings), below ``strong_separation``,
-   and when they do pass the weak two-voice test the remaining voice is never the smallest.
+3. **A third voice** (a relative, a carer, an interpreter) is looked for once two are
+   established, as an *overlay* on the two-voice split: a segment either moves to the third
+   voice or keeps its two-way voice, so believing in a visitor never reshuffles clinician and
+   patient. Candidates start from each voice's smaller side along its main axis and from its
+   worst-fitting segments, and grow to every segment nearer them than to both main voices.
+   Only segments with ``third_min_segment_s`` of voice take part (fragments embed noisily and
+   together mimic a visitor). A third voice is believed when it has ``min_other_speech_s`` of
+   such speech, less than each main voice (clinician and patient do most of the talking), and
+   is *strongly* separated from both; halves of one real speaker separate weakly (0.02–0.05 on
+   the dev recordings, below ``strong_separation``).
 4. **Roles**: the enrolled cluster, else the one ``roles.infer_clinician`` picks from the text
    of the two main voices, is the clinician; the other main voice is the patient and a third
    voice is ``other``. With stereo input the channels are the voices and ``other`` is not used.
