@@ -127,8 +127,26 @@ async def test_consent_withdrawn_mid_visit_stops_recording_and_deletes_its_data(
     assert refused.code == ErrorCode.encounter_closed
 
 
+async def test_withdrawal_while_the_draft_is_written_leaves_no_note(live_server: RunningServer):
+    """Consent withdrawn right after `done`, while the note may still be drafting: whichever
+    comes first, no note of the encounter exists afterwards (the drafting is stopped, or the
+    stored draft is deleted)."""
+    from scribe.notes.repo import NoteRepo
+
+    await StreamClient(live_server.url, start("enc-wd", "dr-a"), token=TOKEN).run(FileSource(JFK, speed=0).chunks())
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        async with http.post(f"{live_server.http}/v1/encounters/enc-wd/withdraw-consent") as r:
+            assert r.status == 200
+    await asyncio.sleep(1.0)  # time for a drafting task that was not stopped to store its note
+    store = live_server.server.store
+    assert (await store.get_encounter("enc-wd")).status.value == "withdrawn"
+    assert await store.call(lambda: NoteRepo(store.store).latest("enc-wd")) is None
+
+
 async def test_consent_withdrawal_over_http_for_a_finished_encounter(live_server: RunningServer):
-    await StreamClient(live_server.url, start("enc-wh", "dr-a"), token=TOKEN).run(FileSource(JFK, speed=0).chunks())
+    # wait for the stored draft (written after `done`), so the withdrawal has one to delete
+    await StreamClient(live_server.url, start("enc-wh", "dr-a"), token=TOKEN,
+                       wait_for_draft=True).run(FileSource(JFK, speed=0).chunks())
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
         async with http.post(f"{live_server.http}/v1/encounters/enc-wh/withdraw-consent") as r:
             body = await r.json()
