@@ -105,6 +105,16 @@ def test_sections_follow_the_template(name):
     assert sum(len(s.sentences) for s in note.sections) >= 8
 
 
+def test_greetings_and_pleasantries_are_not_note_content():
+    turns = [("doctor", "Good morning sir."), ("patient", "Hello, good morning."),
+             ("patient", "Good morning, I've had chest pain since yesterday."),
+             ("doctor", "Thank you, take care."), ("patient", "Thanks, bye.")]
+    note = draft(segments_from_turns([{"speaker": s, "text": t} for s, t in turns]), created_at=T0)
+    texts = [s.text for s in note.sentences()]
+    assert not any("morning sir" in t or "bye" in t.lower() or "take care" in t for t in texts), texts
+    assert any("chest pain since yesterday" in t for t in texts), texts
+
+
 def test_a_companions_statements_are_marked_as_theirs():
     """A third voice (labelled ``other``) gives collateral history: its sentences say so in the
     note text itself, not only in the evidence pane; the patient's stay as they were."""

@@ -85,6 +85,19 @@ class UnsupportedLanguage(ValueError):
     """The extractive writer's lexicons and classifier are English only."""
 
 
+_PLEASANTRY = re.compile(
+    r"^(?:(?:good (?:morning|afternoon|evening|day)|hello|hi|hey|how are you(?: doing)?(?: today)?|"
+    r"(?:it's )?nice to (?:meet|see) you|thank you(?: (?:so|very) much)?|thanks(?: a lot)?|bye|goodbye|"
+    r"see you(?: soon| later)?|take care|have a (?:good|nice|great|lovely) (?:day|one|weekend)|welcome)"
+    r"(?: (?:sir|madam|ma'am|doctor|doc|there|again|too|everyone|all))*[ ,.!?]*)+$"
+)
+
+
+def _small_talk(text: str) -> bool:
+    """Only greetings and pleasantries ("Good morning sir.", "Thank you, bye."): nothing for a note."""
+    return bool(_PLEASANTRY.match(" ".join(text.lower().replace("’", "'").split())))
+
+
 def _content_words(text: str) -> int:
     return sum(1 for t in tokenize(text) if t.kind == "word" and t.norm not in STOPWORDS and len(t.norm) > 1)
 
@@ -299,7 +312,7 @@ class IncrementalDrafter:
         if _WAKE.search(text):
             text = _WAKE.sub("", text)
             u = Span(u.end - len(text), u.end, text)
-        if is_question(text) or not text.strip():
+        if is_question(text) or not text.strip() or _small_talk(text):
             return
         clinical = _clinical(text)
         if _content_words(text) < _MIN_CONTENT_WORDS and not clinical:
