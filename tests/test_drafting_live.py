@@ -3,6 +3,8 @@ stored as a draft version and sent to the client; every sentence points at real 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from scribe.audio import FileSource
@@ -65,3 +67,31 @@ async def test_stored_draft_is_the_draft_of_the_final_transcript(live_server: Ru
         return [(sec.key, [(s.text, [e.segment_id for e in s.evidence]) for s in sec.sentences]) for sec in note.sections]
 
     assert shape(stored) == shape(again)
+
+
+async def test_an_encounters_state_is_released_when_it_ends(live_server: RunningServer):
+    """The per-encounter state (connection, speaker tracker with every segment's embeddings,
+    drafting session) grows with the visit; it must be freed when the encounter ends, so a
+    server's memory tracks the visits in progress, not every visit since it started."""
+    import gc
+    import weakref
+
+    refs: dict[str, weakref.ref] = {}
+
+    def grab(event) -> None:
+        session = live_server.server.sessions.get("enc-gc")
+        if not refs and getattr(event, "type", "") == "segment" and session is not None:
+            conn = session.conn
+            refs.update(connection=weakref.ref(conn), diarizer=weakref.ref(conn.diarizer),
+                        draft=weakref.ref(conn.draft), session=weakref.ref(session))
+
+    client = StreamClient(live_server.url, start_msg("enc-gc"), token=TOKEN, on_event=grab, wait_for_draft=True)
+    await client.run(FileSource(DIALOGUE, speed=0).chunks())
+    assert set(refs) == {"connection", "diarizer", "draft", "session"}
+    for _ in range(50):
+        if "enc-gc" not in live_server.server.sessions:
+            break
+        await asyncio.sleep(0.1)
+    gc.collect()
+    alive = [name for name, ref in refs.items() if ref() is not None]
+    assert not alive, f"still referenced after the encounter ended: {alive}"
