@@ -387,3 +387,24 @@ def test_without_a_labeller_segments_pass_straight_through():
 
     q = SettledSegments(hold=0)
     assert [s.id for s in q.push([_seg(0), _seg(1)])] == ["seg-00000", "seg-00001"]
+
+
+def test_one_question_shaped_sentence_does_not_split_a_dictation():
+    """A dictation's halves separate weakly; a single question-shaped sentence (a stray "any…",
+    a mis-recognised "?") must not be taken for a conversation between two voices."""
+    def dictate(tracker: SpeakerTracker) -> None:
+        rng = np.random.default_rng(11)
+        drift = rng.normal(size=256)  # the voice shifts a little halfway (a turn of the head)
+        for i in range(12):
+            text = "Any questions about the dose?" if i == 5 else "Continue metformin one thousand milligrams."
+            e = 4 * BASE + VOICE_A + (0.9 * drift if i % 2 else 0) + 0.3 * rng.normal(size=(3, 256))
+            e /= np.linalg.norm(e, axis=1, keepdims=True)
+            tracker.observe(Observation(f"seg-{i:05d}", i * 4.0, i * 4.0 + 3.5, text, e,
+                                        [(i * 4.0 + k * 0.8, i * 4.0 + k * 0.8 + 1.6) for k in range(3)]))
+
+    careless = SpeakerTracker(TrackerConfig(min_answered=1))
+    dictate(careless)
+    assert careless.voices == 2  # what one answered question used to do
+    tr = SpeakerTracker()
+    dictate(tr)
+    assert tr.voices == 1 and set(tr.labels.values()) == {Speaker.clinician}

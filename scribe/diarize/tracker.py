@@ -58,6 +58,8 @@ class TrackerConfig:
     """Mean (own − other) raw centroid similarity that proves a second voice on its own."""
     weak_separation: float = 0.02
     """… or this much plus conversational evidence or a clear enrolment mismatch."""
+    min_answered: int = 2
+    """Questions answered across a weak split needed to believe it is two voices."""
     enrol_weight: float = 8.0
     """The enrolled profile counts as this many segments in its cluster's centroid."""
     enrol_mismatch: float = 0.2
@@ -350,10 +352,12 @@ class SpeakerTracker:
         return third if third.any() else None
 
     def _answered_question(self, idx: list[int], assign: np.ndarray, a: int = 0, b: int = 1) -> bool:
-        """Did a question from cluster ``a`` get an answer from ``b`` (the next segment of the
-        two), or vice versa?"""
+        """Were at least ``min_answered`` questions from one of clusters ``a``/``b`` answered by
+        the other (the next segment of the two)? One is not enough: a dictation's stray
+        "any…"-sentence, or one question-shaped mis-recognition, would split a lone voice."""
         seq = [(int(c), idx[k]) for k, c in enumerate(assign.tolist()) if c in (a, b)]
-        return any(x != y and is_question(self.items[i].obs.text) for (x, i), (y, _) in zip(seq, seq[1:]))
+        answered = sum(x != y and is_question(self.items[i].obs.text) for (x, i), (y, _) in zip(seq, seq[1:]))
+        return answered >= self.config.min_answered
 
     def _enrol_mismatch(self, prof: np.ndarray | None, X: np.ndarray, assign: np.ndarray, a: int = 0,
                         b: int = 1) -> bool:
