@@ -222,7 +222,7 @@ class SpeakerTracker:
         if self.clinician_profile is not None:
             prof = _unit(self.clinician_profile - mean)
         warm = np.array([self.items[k].two_way for k in idx]) if len(idx) > 2 else None
-        assign = self._k_means(X, w, prof, _initial_two(X, prof, warm), 2)
+        assign = self._two_means(X, w, prof, _initial_two(X, prof, warm))
         # Is the split real? Judged in the raw embedding space: centring makes any split of
         # a few segments look clean, while raw similarity keeps its meaning across encounters.
         speech = [float(w[assign == c].sum()) for c in (0, 1)]
@@ -243,21 +243,20 @@ class SpeakerTracker:
         cents = np.stack([_unit(np.average(X[assign == c], axis=0, weights=w[assign == c])) for c in range(voices)])
         return labels, voices, (mean, cents)
 
-    def _k_means(self, X: np.ndarray, w: np.ndarray, prof: np.ndarray | None, assign: np.ndarray,
-                 k: int) -> np.ndarray:
-        """Weighted spherical k-means from ``assign``; the profile is pinned to cluster 0."""
+    def _two_means(self, X: np.ndarray, w: np.ndarray, prof: np.ndarray | None, assign: np.ndarray) -> np.ndarray:
+        """Weighted spherical 2-means from ``assign``; the profile is pinned to cluster 0."""
         cfg = self.config
         if len(X) == 1:
             return np.zeros(1, dtype=int)
         for _ in range(cfg.iterations):
             cents: list[np.ndarray] = []
-            for c in range(k):
+            for c in (0, 1):
                 m = assign == c
                 v = (X[m] * w[m, None]).sum(axis=0)
                 if c == 0 and prof is not None:
                     v = v + prof * cfg.enrol_weight * float(w.mean())
-                if not np.any(v):  # an emptied cluster restarts at the point least like the others
-                    v = X[int(np.argmin((X @ np.stack(cents).T).max(axis=1)))] if cents else X[0]
+                if not np.any(v):  # an emptied cluster restarts at the point least like the other
+                    v = X[int(np.argmin(X @ cents[0]))] if cents else X[0]
                 cents.append(_unit(v))
             new = np.argmax(X @ np.stack(cents).T, axis=1)
             if np.array_equal(new, assign):
@@ -302,7 +301,7 @@ class SpeakerTracker:
             # the voice's main axis of variation: its smaller side starts a third voice …
             Xc = X[members] - np.average(X[members], axis=0, weights=w[members])
             Xc /= np.linalg.norm(Xc, axis=1, keepdims=True).clip(1e-8)
-            side = self._k_means(Xc, w[members], None, _initial_two(Xc, None, None), 2)
+            side = self._two_means(Xc, w[members], None, _initial_two(Xc, None, None))
             small = int(w[members][side == 1].sum() < w[members][side == 0].sum())
             seeds = [members[side == small]]
             # … and so does each of its worst-fitting segments (where a brief visitor hides)
@@ -384,7 +383,7 @@ class SpeakerTracker:
         if voices < 2:
             return int(clusters[0]) if len(clusters) else 0, False
         if self.clinician_profile is not None and not any(it.obs.channel is not None for it in self.items):
-            return 0, False  # the profile's cluster, pinned in _k_means
+            return 0, False  # the profile's cluster, pinned in _two_means
         evidence: dict[int, RoleEvidence] = {}
         speech: dict[int, float] = {}
         for it, c in zip(self.items, clusters.tolist()):
