@@ -334,15 +334,16 @@ class SpeakerTracker:
         its centroid than both main voices' (the rest of their two-way clusters)."""
         cfg = self.config
         for _ in range(cfg.iterations):
-            cents = []
+            sums = []
             for members in (third, (two == 0) & ~third, (two == 1) & ~third):
                 if not members.any():
                     return None
-                cents.append(_unit((X[members] * w[members, None]).sum(axis=0)))
-            if prof is not None:
-                cents[1] = _unit(cents[1] * w[(two == 0) & ~third].sum() + prof * cfg.enrol_weight * float(w.mean()))
-                if float(prof @ cents[0]) >= float(prof @ cents[1]):
-                    return None  # the enrolled clinician is a main voice
+                sums.append((X[members] * w[members, None]).sum(axis=0))
+            if prof is not None:  # pinned to main voice 0 with the same weight as in _two_means
+                sums[1] = sums[1] + prof * cfg.enrol_weight * float(w.mean())
+            cents = [_unit(v) for v in sums]
+            if prof is not None and float(prof @ cents[0]) >= float(prof @ cents[1]):
+                return None  # the enrolled clinician is a main voice
             sims = X @ np.stack(cents).T
             new = reliable & (sims[:, 0] > sims[:, 1:].max(axis=1))
             if np.array_equal(new, third):
