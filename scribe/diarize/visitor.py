@@ -70,17 +70,25 @@ def _shift(seg: Segment, index: int, dt: float) -> Segment:
     })
 
 
-def _ref_span(rec: Recording, seg_indices: Sequence[int]) -> tuple[int, int] | None:
-    """The reference-word range aligned to these segments' words."""
-    hyp = hypothesis_words(rec.segments)
-    bounds, k = [], 0
-    for i, seg in enumerate(rec.segments):
+def _word_bounds(segments: Sequence[Segment]) -> list[tuple[int, int]]:
+    """Each segment's range in ``hypothesis_words(segments)``."""
+    out, k = [], 0
+    for seg in segments:
         n = len(hypothesis_words([seg]))
-        if i in seg_indices:
-            bounds.append((k, k + n))
+        out.append((k, k + n))
         k += n
-    refs = [i for i, j in align(rec.reference, hyp) if any(a <= j < b for a, b in bounds)]
-    return (min(refs), max(refs) + 1) if refs else None
+    return out
+
+
+def _ref_spans(rec: Recording, picks: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """For each picked segment, the reference-word range aligned to its words (one alignment)."""
+    bounds = _word_bounds(rec.segments)
+    refs: dict[int, list[int]] = {p: [] for p in picks}
+    for i, j in align(rec.reference, hypothesis_words(rec.segments)):
+        for p in picks:
+            if bounds[p][0] <= j < bounds[p][1]:
+                refs[p].append(i)
+    return {p: (min(r), max(r) + 1) for p, r in refs.items() if r}
 
 
 def with_visitor(base: Recording, visitor: Recording, picks: Sequence[int], *, stretches: int = 2) -> VisitorCase:
@@ -89,8 +97,9 @@ def with_visitor(base: Recording, visitor: Recording, picks: Sequence[int], *, s
     n = len(base.segments)
     per = max(1, len(picks) // stretches)
     groups = {n * (g + 1) // (stretches + 1): list(picks[g * per:(g + 1) * per]) for g in range(stretches)}
-    base_hyp_counts = [len(hypothesis_words([s])) for s in base.segments]
+    base_bounds = _word_bounds(base.segments)
     base_pairs = align(base.reference, hypothesis_words(base.segments))
+    spans = _ref_spans(visitor, picks)
 
     segments: list[Segment] = []
     roles: list[Speaker | None] = []
@@ -99,19 +108,17 @@ def with_visitor(base: Recording, visitor: Recording, picks: Sequence[int], *, s
     ref_done = 0
     dt = 0.0
     cursor = 0  # base audio sample already copied
-    hyp_end = 0
     visitor_s = 0.0
     for i, seg in enumerate(base.segments):
         segments.append(_shift(seg, len(segments), dt))
         roles.append(base.segment_roles[i])
-        hyp_end += base_hyp_counts[i]
         if i not in groups:
             continue
         # cut the base audio and reference after this segment
         cut = int(seg.end * SAMPLE_RATE)
         audio_parts.append(base.audio[cursor:cut])
         cursor = cut
-        ref_cut = max((a + 1 for a, b in base_pairs if b < hyp_end), default=ref_done)
+        ref_cut = max((a + 1 for a, b in base_pairs if b < base_bounds[i][1]), default=ref_done)
         reference += base.reference[ref_done:ref_cut]
         ref_done = max(ref_done, ref_cut)
         t = seg.end + dt
@@ -123,7 +130,7 @@ def with_visitor(base: Recording, visitor: Recording, picks: Sequence[int], *, s
             start = t + GAP_S
             segments.append(_shift(vs, len(segments), start - vs.start))
             roles.append(Speaker.other)
-            span = _ref_span(visitor, [v])
+            span = spans.get(v)
             if span:
                 reference += [LabelledWord(w.token, Speaker.other) for w in visitor.reference[span[0]:span[1]]]
             t = start + len(clip) / SAMPLE_RATE
