@@ -21,17 +21,10 @@ import soundfile as sf
 
 from scribe.audio import load_audio
 from scribe.config import load_settings
-from scribe.diarize.bench import (
-    _segment_truth,
-    manifest_turns,
-    segments_cache_name,
-    streaming_segments,
-    visitor_cases,
-)
+from scribe.diarize.bench import cached_segments, load_recording, visitor_cases
 from scribe.diarize.encoder import load_encoder
-from scribe.diarize.scoring import align, hypothesis_words, reference_words, true_roles
 from scribe.diarize.visitor import Recording
-from scribe.models import Segment, Speaker
+from scribe.models import Speaker
 
 EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "eval" / "real_audio"
 OUT = Path(__file__).resolve().parents[1] / "samples" / "visit_with_visitor_dev_01"
@@ -42,21 +35,8 @@ def recording(path: Path, seconds: float | None, rec) -> Recording:
     audio = load_audio(path)
     if seconds:
         audio = audio[: int(seconds * 16000)]
-    settings = load_settings()
-    cache = settings.data_dir / "cache" / "speakers-bench" / segments_cache_name(settings, path, audio)
-    if cache.is_file():  # what `scribe bench speakers` transcribed
-        segments = [Segment.model_validate(s) for s in json.loads(cache.read_text())]
-    else:
-        segments = streaming_segments(settings, rec, audio)
-    manifest = json.loads(path.with_suffix(".json").read_text())
-    ref = reference_words(manifest_turns(manifest))
-    hyp = hypothesis_words(segments)
-    pairs = align(ref, hyp)
-    if seconds:  # the reference up to the last word heard in the excerpt
-        last = max(i for i, _ in pairs)
-        ref = ref[: last + 1]
-        pairs = align(ref, hyp)
-    return Recording(path.stem, segments, audio, ref, _segment_truth(segments, true_roles(ref, hyp, pairs)))
+    segments = cached_segments(load_settings(), path, audio, lambda: rec)  # what `scribe bench speakers` transcribed
+    return load_recording(path, segments, audio, excerpt=bool(seconds))
 
 
 def main(base_name: str, seconds: float) -> None:

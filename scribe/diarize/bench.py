@@ -21,10 +21,13 @@ wrongly are.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +92,34 @@ def segments_cache_name(settings, path: Path, audio: np.ndarray) -> str:
     return f"{path.stem}.{Path(settings.asr.model).name}.{len(audio)}.{seg}.json"
 
 
+def cached_segments(settings, path: Path, audio: np.ndarray, recognizer: Callable[[], Any]) -> list[Segment]:
+    """The streaming segments of ``audio``: from the benchmark's cache, else transcribed with
+    ``recognizer()`` and cached."""
+    cache_dir = settings.data_dir / "cache" / "speakers-bench"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / segments_cache_name(settings, path, audio)
+    if cache.is_file():
+        return [Segment.model_validate(s) for s in json.loads(cache.read_text())]
+    segments = streaming_segments(settings, recognizer(), audio)
+    cache.write_text(json.dumps([s.model_dump(mode="json") for s in segments]))
+    return segments
+
+
+def load_recording(path: Path, segments: list[Segment], audio: np.ndarray, *, excerpt: bool = False) -> Recording:
+    """The recording with its manifest's reference words and each segment's reference role.
+    ``excerpt``: the audio is the start of the recording, so the reference stops at the last
+    word heard."""
+    manifest = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    ref = reference_words(manifest_turns(manifest))
+    hyp = hypothesis_words(segments)
+    pairs = align(ref, hyp)
+    if excerpt:
+        ref = ref[: max(i for i, _ in pairs) + 1]
+        pairs = align(ref, hyp)
+    return Recording(path.stem, segments, audio, ref, _segment_truth(segments, true_roles(ref, hyp, pairs)),
+                     synthetic=bool(manifest.get("synthetic", False)))
+
+
 def _segment_truth(segments: list[Segment], truth: list[Speaker | None]) -> list[Speaker | None]:
     """A segment's reference role when all its aligned words share it (else None)."""
     out, k = [], 0
@@ -114,12 +145,11 @@ def enrolment_audio(segments: list[Segment], seg_truth: list[Speaker | None], au
     return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)), until
 
 
-def run_case(path: Path, segments: list[Segment], audio: np.ndarray, encoder, *, enrol: bool = True) -> CaseResult:
+def run_case(recording: Recording, encoder, *, enrol: bool = True) -> CaseResult:
     from .diarizer import label_segments
     from .enroll import EnrolmentError, build_profile
 
-    manifest = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    ref = reference_words(manifest_turns(manifest))
+    segments, audio, ref = recording.segments, recording.audio, recording.reference
     t0 = time.process_time()
     labelled, d = label_segments(encoder, segments, audio)
     compute = time.process_time() - t0
@@ -130,8 +160,7 @@ def run_case(path: Path, segments: list[Segment], audio: np.ndarray, encoder, *,
     plain = enrolled = None
     enrol_s = 0.0
     if enrol:
-        truth = _segment_truth(segments, true_roles(ref, hypothesis_words(segments), align(ref, hypothesis_words(segments))))
-        clip, until = enrolment_audio(segments, truth, audio)
+        clip, until = enrolment_audio(segments, recording.segment_roles, audio)
         try:
             profile = build_profile(encoder, "bench-clinician", clip)
         except EnrolmentError:
@@ -143,7 +172,7 @@ def run_case(path: Path, segments: list[Segment], audio: np.ndarray, encoder, *,
             lab2, d2 = label_segments(encoder, later, audio, profile=profile)
             hyp2 = hypothesis_words(lab2, d2.word_labels)
             enrolled = attribution(ref, hyp2, align(ref, hyp2), from_time=until)
-    return CaseResult(path.stem, len(audio) / 16000, full, plain, enrolled, enrol_s, compute, split_words)
+    return CaseResult(recording.name, len(audio) / 16000, full, plain, enrolled, enrol_s, compute, split_words)
 
 
 @dataclass
@@ -204,30 +233,19 @@ def run_speakers_bench(args, *, console) -> int:
 
     settings = settings_from_args(args)
     files = [Path(f) for f in (args.files or DEFAULT_FILES)]
-    cache_dir = settings.data_dir / "cache" / "speakers-bench"
-    cache_dir.mkdir(parents=True, exist_ok=True)
     encoder = load_encoder()
-    rec = None
+    recognizer = functools.cache(lambda: recognizer_from_settings(settings))
     results: list[CaseResult] = []
     recordings: list[Recording] = []
     for path in files:
         audio = load_audio(path)
         if args.max_seconds:
             audio = audio[: int(args.max_seconds * 16000)]
-        cache = cache_dir / segments_cache_name(settings, path, audio)
-        if cache.is_file():
-            segments = [Segment.model_validate(s) for s in json.loads(cache.read_text())]
-        else:
-            rec = rec or recognizer_from_settings(settings)
-            segments = streaming_segments(settings, rec, audio)
-            cache.write_text(json.dumps([s.model_dump(mode="json") for s in segments]))
-        results.append(run_case(path, segments, audio, encoder, enrol=not args.no_enrol))
-        manifest = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-        if not manifest.get("synthetic", False) and not args.no_visitor:
-            ref = reference_words(manifest_turns(manifest))
-            hyp = hypothesis_words(segments)
-            recordings.append(Recording(path.stem, segments, audio, ref,
-                                        _segment_truth(segments, true_roles(ref, hyp, align(ref, hyp)))))
+        segments = cached_segments(settings, path, audio, recognizer)
+        recording = load_recording(path, segments, audio)
+        results.append(run_case(recording, encoder, enrol=not args.no_enrol))
+        if not recording.synthetic and not args.no_visitor:
+            recordings.append(recording)
         r = results[-1]
         console.print(f"[dim]{r.name}: {len(segments)} segments, error {r.full.error:.1%}[/]")
 

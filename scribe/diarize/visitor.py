@@ -43,6 +43,7 @@ class Recording:
     reference: list[LabelledWord]
     segment_roles: list[Speaker | None]
     """Each segment's reference role when all its aligned words share one, else None."""
+    synthetic: bool = False
 
 
 @dataclass(frozen=True)
