@@ -862,12 +862,19 @@ class Connection:
             self.draft = None
             return
         if self.draft is not None and enc.segment_count:
-            segments = await self.server.store.segments(enc.id)
-            await loop.run_in_executor(executor, lambda: [self.draft.add(s) for s in segments])
+            await self._feed_draft(await self.server.store.segments(enc.id))
         # A segment's label may be revised until `revise_last` newer ones have been labelled;
         # the drafter decides question/answer and whose medicine from labels, so it waits.
         hold = self.diarizer.tracker.config.revise_last + 1 if self.diarizer is not None else 0
         self.settling = SettledSegments(hold)
+
+    async def _feed_draft(self, segments: list[Segment]) -> Any:
+        """Add segments to the drafting session on the notes thread; the draft after the last."""
+        draft = self.draft
+        if draft is None or not segments:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(
+            self.server.engine.notes_executor, lambda: [draft.add(s) for s in segments][-1])
 
     async def _draft_add(self, segments: list[Segment], revisions: dict[str, Speaker] | None = None) -> None:
         if self.draft is None:
@@ -876,10 +883,7 @@ class Connection:
             segments = self.settling.push(segments, revisions or {})
         if not segments:
             return
-        loop = asyncio.get_running_loop()
-        draft = self.draft
-        partial = await loop.run_in_executor(self.server.engine.notes_executor,
-                                             lambda: [draft.add(s) for s in segments][-1])
+        partial = await self._feed_draft(segments)
         interval = self.server.settings.notes.live_draft_interval_s
         if interval > 0 and time.monotonic() - self._last_draft_sent >= interval:
             self._last_draft_sent = time.monotonic()
@@ -896,9 +900,7 @@ class Connection:
         eid = self.encounter_id
         assert eid is not None and self.draft is not None
         if self.settling is not None and len(self.settling):  # the visit is over: every label is final
-            rest, draft = self.settling.flush(), self.draft
-            await asyncio.get_running_loop().run_in_executor(self.server.engine.notes_executor,
-                                                             lambda: [draft.add(s) for s in rest])
+            await self._feed_draft(self.settling.flush())
         await store.set_status(eid, EncounterStatus.drafting)
         t0 = time.monotonic()
         note = None

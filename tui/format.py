@@ -36,7 +36,9 @@ def clock(seconds: float) -> str:
     return f"{int(m)}:{s:04.1f}"
 
 
-SPEAKER_STYLE = {Speaker.clinician: "bold #87d7d7", Speaker.patient: "bold #d7afff", Speaker.other: "bold #d7d787"}
+_OTHER_COLOUR = "#d7d787"
+SPEAKER_STYLE = {Speaker.clinician: "bold #87d7d7", Speaker.patient: "bold #d7afff",
+                 Speaker.other: f"bold {_OTHER_COLOUR}"}
 """A colour per role, so a visitor's (``other``) lines stand out from the patient's."""
 
 
@@ -116,7 +118,7 @@ def evidence_text(sentence: Sentence | None, segments: dict[str, Segment]) -> Te
         seg = segments.get(ev.segment_id)
         who = speaker_label(seg.speaker) if seg else ""
         out.append(f"{clock(ev.start)}–{clock(ev.end)}", style="bold")
-        out.append(f"  {who}" if who else "", style="#d7d787" if seg and seg.speaker is Speaker.other else "#d7afff")
+        out.append(f"  {who}" if who else "", style=_OTHER_COLOUR if seg and seg.speaker is Speaker.other else "#d7afff")
         out.append(f"  {ev.segment_id}\n", style="dim")
         out.append(f"“{ev.quote.strip()}”\n\n")
     flags = open_flags(sentence)
