@@ -34,6 +34,7 @@ import numpy as np
 from ..models import Segment, Speaker
 from .scoring import (
     Attribution,
+    OtherLabels,
     align,
     attribution,
     confusion,
@@ -195,14 +196,9 @@ def run_visitor_case(case: VisitorCase, encoder) -> VisitorResult:
         labelled, d = label_segments(encoder, case.segments, case.audio, config=TrackerConfig(third_voice=third))
         hyp = hypothesis_words(labelled, d.word_labels)
         out[third] = (attribution(case.reference, hyp), confusion(case.reference, hyp))
-    conf = out[True][1]
-    visitor = sum(n for (r, _), n in conf.items() if r == Speaker.other)
-    others = sum(n for (r, _), n in conf.items() if r != Speaker.other)
-    return VisitorResult(
-        case.name, case.visitor_s, out[False][0].error, out[True][0].error,
-        conf.get((Speaker.other, Speaker.other), 0) / visitor if visitor else 0.0,
-        sum(n for (r, h), n in conf.items() if r != Speaker.other and h == Speaker.other) / others if others else 0.0,
-        visitor)
+    other = OtherLabels.of(out[True][1])
+    return VisitorResult(case.name, case.visitor_s, out[False][0].error, out[True][0].error,
+                         other.recall, other.false_share, other.visitor_words)
 
 
 def visitor_cases(recordings: list[Recording], encoder) -> list[VisitorCase]:

@@ -115,3 +115,29 @@ def confusion(ref: Sequence[LabelledWord], hyp: Sequence[LabelledWord],
         key = (ref[i].role, hyp[j].role)
         out[key] = out.get(key, 0) + 1
     return out
+
+
+@dataclass(frozen=True)
+class OtherLabels:
+    """How a third voice fared, from a ``confusion`` count: its aligned words, how many of
+    them were labelled ``other``, and how many of everyone else's words wrongly were."""
+
+    visitor_words: int
+    visitor_as_other: int
+    others_words: int
+    others_as_other: int
+
+    @classmethod
+    def of(cls, conf: dict[tuple[Speaker, Speaker], int]) -> OtherLabels:
+        other = Speaker.other
+        return cls(sum(n for (r, _), n in conf.items() if r == other), conf.get((other, other), 0),
+                   sum(n for (r, _), n in conf.items() if r != other),
+                   sum(n for (r, h), n in conf.items() if r != other and h == other))
+
+    @property
+    def recall(self) -> float:
+        return self.visitor_as_other / self.visitor_words if self.visitor_words else 0.0
+
+    @property
+    def false_share(self) -> float:
+        return self.others_as_other / self.others_words if self.others_words else 0.0
