@@ -232,7 +232,17 @@ class TrustSettings(BaseModel):
     retired_key_files: list[Path] = Field(default_factory=list)
     """Old keys kept for decryption until ``scribe keys rotate`` has re-encrypted everything."""
     audit_anchor_file: Path | None = None
-    """Where ``scribe audit anchor`` appends the audit head hash; keep it off the database host."""
+    """The audit anchor (head seq + hash, MAC'd with the data key), kept apart from the
+    database; default ``<data_dir>/keys/audit.anchor``. Rewritten after audited writes, on a
+    schedule and at shutdown; ``scribe audit verify`` fails when the log does not reach it."""
+    audit_anchor_every: int = Field(1, ge=0)
+    """Anchor after every Nth committed audit entry of a process (0 = only on the schedule)."""
+    audit_anchor_interval_s: float = Field(60.0, ge=0)
+    """How often ``scribe serve`` re-anchors the audit head (and once at startup and shutdown)."""
+    accept_plaintext_rows: bool = False
+    """Read values stored in clear in encrypted columns as genuine. Only while migrating a
+    database from before encryption (then run ``scribe keys rotate --encrypt-plaintext``);
+    off, such a value is refused, so nobody can slip words into a record around scribe."""
     audio_retention_days: float = 30.0
     """Audio frames are purged this many days after the encounter started (0 = keep)."""
     draft_retention_days: float = 90.0

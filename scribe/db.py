@@ -28,13 +28,15 @@ the embedded default behaves exactly as it did before this seam existed.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sqlite3
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +72,25 @@ def parse_target(url_or_path: str | Path) -> tuple[str, str]:
 
 
 def redact(url: str) -> str:
-    """The URL without its password (for messages and ``scribe config``)."""
+    """The URL without its passwords (for messages and ``scribe config``): the one in the user
+    info (``postgresql://u:PW@h/db``) and any query parameter naming a password
+    (``?password=PW``, ``sslpassword=PW``; libpq accepts both spellings)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable database URL>"
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[-1]}"
+    query = "&".join(_redact_param(p) for p in parts.query.split("&")) if parts.query else ""
+    if netloc == parts.netloc and query == parts.query:
         return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{netloc[-1]}", parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _redact_param(param: str) -> str:
+    key, sep, _ = param.partition("=")
+    return f"{key}=***" if sep and "password" in unquote_plus(key).lower() else param
 
 
 # --------------------------------------------------------------------------- SQL translation
@@ -159,6 +170,39 @@ def pg_ddl(statement: str) -> str:
 # --------------------------------------------------------------------------- connections
 
 
+SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+PRIVATE_FILE_MODE = 0o600
+
+
+def _create_private(path: str) -> None:
+    """Create a new database file as 0600 before SQLite opens it: SQLite gives the -wal and
+    -shm files the main file's mode, so they are private from their first byte too (a umask
+    would be process-wide, and racy with other threads)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # an unwritable place: sqlite3 reports it with its own, clearer error
+    os.close(fd)
+
+
+def private_files(path: str | Path) -> None:
+    """Make an existing database file and its side files 0600 (they hold PHI, and a database
+    from before this check may be 0644). A file owned by someone else is left alone, with a
+    warning naming it (paths are not PHI)."""
+    for suffix in SQLITE_SIDE_FILES:
+        p = Path(str(path) + suffix)
+        try:
+            mode = stat.S_IMODE(p.stat().st_mode)
+            if mode & 0o077:
+                os.chmod(p, mode & 0o700)  # group and others lose every bit
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("cannot make %s private (mode 0600): %s", p, exc.strerror)
+
+
 class SqliteDatabase:
     """The embedded default: one file, WAL, ``synchronous=FULL``, foreign keys on."""
 
@@ -167,10 +211,14 @@ class SqliteDatabase:
 
     def __init__(self, path: str, timeout: float):
         self.target = path
+        if path != ":memory:":
+            _create_private(path)
         self.raw = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=timeout)
         self.raw.execute("PRAGMA journal_mode=WAL")
         self.raw.execute("PRAGMA synchronous=FULL")
         self.raw.execute("PRAGMA foreign_keys=ON")
+        if path != ":memory:":
+            private_files(path)
         self.execute = self.raw.execute
         self.executemany = self.raw.executemany
 

@@ -59,6 +59,7 @@ from .protocol import (
 )
 from .store import AsyncStore, DatabaseLocked, EncounterConflict, Store, StoreError, StoreFull, StoreIOError
 from .trust.audit import Action as AuditAction
+from .trust.anchor import AnchorKeeper
 from .trust.audit import AuditLog, Outcome, as_code
 from .trust.consent import ConsentError, ConsentPolicy, apply_withdrawal, purge_expired, validate_consent
 from .trust.ratelimit import RateLimiter
@@ -247,6 +248,7 @@ class StreamServer:
         raw = self.store.store
         self.consent_policy = ConsentPolicy(max_age=timedelta(hours=settings.trust.consent_max_age_hours))
         self.audit = AuditLog(raw)
+        self.anchors = AnchorKeeper(self.store, self.audit, trust.audit_anchor_interval_s)
         self.tokens = TokenStore(raw, audit=self.audit)
 
     # -- app
@@ -267,6 +269,7 @@ class StreamServer:
         return app
 
     async def _startup(self, app: web.Application) -> None:
+        self.anchors.start()  # audit head anchored now, every trust.audit_anchor_interval_s, and at shutdown
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.engine.executor, self.engine.load)
         if self.settings.trust.purge_interval_hours > 0:
@@ -296,6 +299,7 @@ class StreamServer:
         # the store, so a restart (or the client's resume) finishes them; cancel here.
         for conn in list(self._finishing):
             await conn.cancel_tasks()
+        await self.anchors.stop()
 
     async def _cleanup(self, app: web.Application) -> None:
         self.store.close()

@@ -32,6 +32,7 @@ from .trust.crypto import (
     CryptoError,
     DecryptionError,
     Keyring,
+    PlaintextRefused,
     check_store_keys,
     open_bytes,
     open_text,
@@ -152,10 +153,19 @@ class Store:
         self.dialect, target = parse_target(path)
         self.path = Path(target) if self.dialect == SQLITE else redact(target)  # type: ignore[assignment]
         self.keyring = keyring
+        self.audit_anchor_file: Path | None = None
+        """Where ``trust.audit.AuditLog`` anchors this store's audit head (set by
+        ``open_store`` from the settings; None: no automatic anchor, e.g. a bare test store)."""
+        self.audit_anchor_every = 1
+        """Anchor after every Nth committed audit entry (``trust.audit_anchor_every``)."""
+        self._after_commit: list[Callable[[], None]] = []
         """Encrypts PHI columns (``trust.crypto.ENCRYPTED_COLUMNS``); feature repositories use
-        the store's keyring too. None: values are written in clear (and read either way)."""
-        if self.dialect == SQLITE and target != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        the store's keyring too. None: values are written and read in clear. With a keyring a
+        value stored in clear is refused on read (``trust.crypto.PlaintextRefused``)."""
+        if self.dialect == SQLITE and target != ":memory:" and not self.path.parent.exists():
+            # A directory made for the database is private; an existing one is the operator's
+            # choice (the data directory itself is made 0700 by trust.at_rest.open_store).
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             self._tx_depth = 0
             self.busy_timeout_s = 10.0
@@ -256,13 +266,16 @@ class Store:
             if exc_type is None:
                 try:
                     store.database.commit()
-                    return None
                 except Exception as commit_exc:
+                    store._after_commit.clear()
                     store._rollback()
                     translated = store._translate(commit_exc, self.what)
                     if translated is None:
                         raise
                     raise translated from commit_exc
+                store._run_after_commit()
+                return None
+            store._after_commit.clear()
             store._rollback()
             if isinstance(exc, (sqlite3.Error, *_pg_error_types())) and not isinstance(exc, StoreError):
                 translated = store._translate(exc, self.what)
@@ -273,6 +286,30 @@ class Store:
         """A (re-entrant) write transaction: ``with store.tx() as db: db.execute(...)``.
         ``what`` (e.g. ``"encounter X: saving audio"``) goes into error messages."""
         return Store._Tx(self, what)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once the current transaction has committed (now, outside one); dropped
+        if it rolls back; queued once per transaction however often it is asked for. For work
+        that must only ever see committed state (the audit anchor: anchoring an entry that is
+        then rolled back would look like a truncation)."""
+        if self._tx_depth == 0:
+            self._call_quietly(fn)
+        elif fn not in self._after_commit:
+            self._after_commit.append(fn)
+
+    def _run_after_commit(self) -> None:
+        pending, self._after_commit = self._after_commit, []
+        for fn in pending:
+            self._call_quietly(fn)
+
+    @staticmethod
+    def _call_quietly(fn: Callable[[], None]) -> None:
+        """The transaction is committed whatever a hook does: a failing hook is logged (its
+        type only), never raised into the caller."""
+        try:
+            fn()
+        except Exception as exc:
+            log.warning("after-commit hook failed", extra={"error": type(exc).__name__})
 
     def _rollback(self) -> None:
         if not self.database.in_transaction:
@@ -602,11 +639,19 @@ class Store:
 
     def _open_field(self, opener: Callable[..., T], value: Any, table: str, column: str, row_key: tuple[Any, ...],
                     what: str) -> T:
-        """Decrypt one stored value (plaintext from before encryption passes through). A value
-        that fails authentication is a ``CorruptRow`` (altered, or moved from another row); a
-        key problem is an ``EncryptionKeyError``. Messages name the row, never its content."""
+        """Decrypt one stored value. A value that fails authentication is a ``CorruptRow``
+        (altered, or moved from another row), and so is a value stored in clear when this store
+        encrypts (unless ``trust.accept_plaintext_rows`` is set while migrating); a key problem
+        is an ``EncryptionKeyError``. Messages name the row, never its content."""
         try:
             return opener(self.keyring, value, table, column, row_key)
+        except PlaintextRefused:
+            raise CorruptRow(
+                f"encounter {row_key[0]}: {what} {row_key[-1]} in {self.path} is not encrypted although this store "
+                "encrypts it: refused (written around scribe; restore it from a backup). A database from before "
+                "encryption: run 'scribe keys rotate --encrypt-plaintext' once, with "
+                "trust.accept_plaintext_rows=true until it has run"
+            ) from None
         except DecryptionError:
             raise CorruptRow(
                 f"encounter {row_key[0]}: {what} {row_key[-1]} in {self.path} fails decryption (altered on disk, "

@@ -20,7 +20,7 @@ from aiohttp import web
 from scribe.config import Settings
 from scribe.models import Consent, EncounterStatus, Note, Section, Segment, Sentence, Speaker
 from scribe.notes import check_note, draft
-from scribe.store import Store
+from scribe.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "synth_dialogue_dev_01.json"
@@ -116,7 +116,7 @@ async def review_server(settings: Settings) -> AsyncIterator[Running]:
 def seed_standard(settings: Settings) -> dict[str, str]:
     """Four encounters in different states; returns name → encounter id."""
     segs = sample_segments()
-    store = Store(settings.database_path)
+    store = open_store(settings)  # as the service writes: encrypted (plaintext PHI columns are refused)
     try:
         ids = {"ready": "enc-ready", "clean": "enc-clean", "recording": "enc-rec", "transcribed": "enc-new"}
         seed_encounter(store, ids["ready"], status=EncounterStatus.draft_ready,

@@ -407,8 +407,10 @@ def test_rotation_keeps_everything_readable_and_retires_the_old_key(tmp_path: Pa
     raw_store.close()
 
 
-def test_plaintext_rows_from_before_encryption_still_read_and_rotate_encrypts_them(tmp_path: Path, monkeypatch,
-                                                                                    capsys) -> None:
+def test_plaintext_rows_from_before_encryption_read_only_when_migrating_and_rotate_encrypts_them(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    from scribe.store import CorruptRow
+
     settings = keyed_settings(tmp_path)
     legacy = Store(settings.database_path)  # encryption off: every value in clear
     seeded = seed_everything(legacy, "enc-old")
@@ -418,7 +420,15 @@ def test_plaintext_rows_from_before_encryption_still_read_and_rotate_encrypts_th
 
     key = tmp_path / "k.key"
     kid = write_key_file(key)
+    # With a key, a value in clear is refused (it could have been written around scribe) ...
     store = open_store(keyed_settings(tmp_path, key))
+    with pytest.raises(CorruptRow, match="not encrypted.*accept_plaintext_rows"):
+        store.segments("enc-old")
+    store.close()
+    # ... unless the operator says the database is being migrated.
+    migrating = keyed_settings(tmp_path, key)
+    migrating.trust.accept_plaintext_rows = True
+    store = open_store(migrating)
     before = read_everything(store, "enc-old")
     assert before["segments"] == [s.text for s in seeded["segments"]]
     assert before["audio"] == seeded["pcm"] + seeded["pcm"][::-1]

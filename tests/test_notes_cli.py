@@ -53,8 +53,7 @@ def test_draft_jsonl_turns_markdown_and_json(tmp_path, capsys):
 
 
 def test_draft_encounter_from_store_and_save(tmp_path, capsys):
-    db = tmp_path / "data" / "scribe.db"
-    store = Store(db)
+    store = open_store(Settings())  # the service's store: segments are encrypted (plaintext ones are refused)
     store.open_encounter("enc-9", clinician_id="dr-lee", patient_ref="Patient/1", consent=Consent(given=True),
                          language="en", sample_rate=16000)
     store.commit_segments("enc-9", short_segments(), committed_until=0)

@@ -10,7 +10,8 @@ import pytest
 from scribe.cli import main
 from scribe.fhir.outbox import Outbox
 from scribe.models import Consent, DeliveryState, Note, Section, Sentence
-from scribe.store import Store
+from scribe.config import Settings
+from scribe.store import Store, open_store
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _sign(data_dir: Path) -> str:
-    store = Store(data_dir / "scribe.db")
+    store = open_store(Settings())  # the CLI's store (SCRIBE_DATA_DIR): the signed note is encrypted
     store.open_encounter("enc-9", clinician_id="dr-lee", patient_ref="Patient/p9", language="en",
                          sample_rate=16000, consent=Consent(given=True))
     outbox = Outbox(store)  # no EHR configured: the directory target

@@ -68,3 +68,29 @@ def test_tokens_on_postgres(pg_url: str) -> None:
     assert token not in dump and token.split("_", 2)[2] not in dump
     assert [e.action for e in AuditLog(store).entries()] == ["token_created", "token_revoked", "login_failed"]
     store.close()
+
+
+def test_audit_anchor_on_postgres(pg_url: str, tmp_path) -> None:
+    """Issue 12, 5(a): the anchor is written after each commit and checked the same way on
+    PostgreSQL; a cut tail fails verification and the next append does not bless it."""
+    import json
+
+    from scribe.trust.audit import AuditLog
+    from scribe.trust.crypto import Keyring, generate_key
+
+    anchor = tmp_path / "audit.anchor"
+    store = Store(pg_url, keyring=Keyring(generate_key()))
+    store.audit_anchor_file = anchor
+    audit = AuditLog(store)
+    for i in range(5):
+        audit.record("dr-a", "read", "encounter", f"enc-{i}")
+    assert json.loads(anchor.read_text())["seq"] == 5
+    assert audit.verify(anchor=anchor).ok
+    store.db.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change")
+    store.db.execute("DELETE FROM audit_log WHERE seq = 5")
+    result = audit.verify(anchor=anchor)
+    assert not result.ok and result.reason == "anchor_missing_entry" and result.first_bad_seq == 5
+    audit.record("dr-mallory", "read", "encounter", "enc-x")  # seq 5 again, other content
+    assert json.loads(anchor.read_text())["seq"] == 5
+    assert audit.verify(anchor=anchor).reason == "anchor_mismatch"
+    store.close()

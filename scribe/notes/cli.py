@@ -128,9 +128,20 @@ def _load_source(settings, source: str):
         enc = store.get_encounter(source)
         if enc is None:
             raise UserError(f"no encounter {source!r} in {settings.database_path} (and no such file)")
-        return Transcript(encounter_id=enc.id, language=enc.language, segments=store.segments(enc.id)), True
+        segments = store.segments(enc.id)
+        _audit_transcript_read(store, enc.id, len(segments))  # the CLI operator reads PHI: audited like the API
+        return Transcript(encounter_id=enc.id, language=enc.language, segments=segments), True
     finally:
         store.close()
+
+
+def _audit_transcript_read(store, encounter_id: str, segments: int) -> None:
+    """``read`` of ``transcript`` by ``cli:<user>``, as ``GET …/transcript`` records it."""
+    from ..trust.audit import Action, AuditLog, Outcome, as_code
+    from ..trust.cli import _actor
+
+    AuditLog(store).record(_actor(argparse.Namespace()), Action.read, "transcript", as_code(encounter_id, "invalid-id"),
+                           Outcome.success, {"segments": segments, "via": "cli_draft"})
 
 
 # --------------------------------------------------------------------------- draft

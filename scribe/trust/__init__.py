@@ -3,9 +3,11 @@
 Each module is self-contained with a small API so the server and store can wire it in:
 
 - ``audit``      append-only, hash-chained audit log (``AuditLog``) in the store
+- ``anchor``     the audit head kept outside the database, signed (``AnchorKeeper`` for the service)
 - ``crypto``     AES-GCM envelopes bound to (table, column, row), the list of encrypted columns,
                  key rotation (``Keyring``, ``ENCRYPTED_COLUMNS``, ``rotate``)
-- ``at_rest``    ``open_store(settings)``: the store with its data key, checked at open
+- ``at_rest``    ``open_store(settings)``: the store with its data key, checked at open, in a
+                 private (0700) data directory, its audit log anchored
 - ``tokens``     per-clinician API tokens stored hashed, roles, encounter scoping (``TokenStore``)
 - ``consent``    the consent gate, consent withdrawal and retention purges
 - ``ratelimit``  a token-bucket limiter per principal or address

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,8 @@ def data_keyring(settings: Any) -> Keyring:
                     )
             _create_default_key(path)
         primary = read_key_file(path)
-        return Keyring(primary, [read_key_file(p) for p in trust.retired_key_files])
+        return Keyring(primary, [read_key_file(p) for p in trust.retired_key_files],
+                       accept_plaintext=trust.accept_plaintext_rows)
     except KeyMissing as exc:
         raise EncryptionKeyError(str(exc)) from None
 
@@ -79,14 +81,33 @@ def _create_default_key(path: Path) -> None:
     )
 
 
-def open_store(settings: Any, **kwargs: Any):
-    """``Store(database_url or database_path, keyring)`` with the key checked against the database."""
-    from ..store import Store
+def private_data_dir(settings: Any) -> Path:
+    """Create ``settings.data_dir`` as 0700, or take group and other access away from an
+    existing one: it holds the database, its WAL, keys and the audit anchor. Returns it."""
+    path = Path(settings.data_dir)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+    except OSError as exc:  # not ours (a shared mount): say so, do not fail the service
+        log.warning("cannot make the data directory %s private (mode 0700): %s", path, exc.strerror)
+    return path
 
+
+def open_store(settings: Any, **kwargs: Any):
+    """``Store(database_url or database_path, keyring)`` with the key checked against the
+    database, in a private data directory, its audit log anchored (``trust.anchor``)."""
+    from ..store import Store
+    from .anchor import anchor_file
+
+    private_data_dir(settings)
     keyring = data_keyring(settings)
     store = Store(settings.database_url or settings.database_path, keyring=keyring, **kwargs)
+    store.audit_anchor_file = anchor_file(settings)
+    store.audit_anchor_every = settings.trust.audit_anchor_every
     log.info("store opened with data key %s (%d key(s) configured)", keyring.primary_id, len(keyring.key_ids))
     return store
 
 
-__all__ = ["data_keyring", "default_key_file", "open_store"]
+__all__ = ["data_keyring", "default_key_file", "open_store", "private_data_dir"]

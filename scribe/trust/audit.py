@@ -5,13 +5,18 @@ hash over a canonical JSON of all its fields *including* ``prev_hash`` and ``seq
 removing or reordering any entry therefore breaks the chain at that point, and ``verify()``
 names the first sequence number where it breaks.
 
-What it cannot see on its own: someone who can write the database can cut entries off the
-*end* (the remaining chain is still consistent) or rewrite the whole chain with fresh hashes.
-``anchor()`` writes the head (seq + hash) to a file that should live in another trust domain
-(WORM/object-lock storage, a syslog host, a ticket); ``verify(anchor=...)`` then also proves
-that everything up to the anchored head is still there and unchanged. Entries written after
-the last anchor can still be truncated undetected: anchor often (e.g. hourly, and on
-shutdown). Whoever can write both the database and the anchor file can defeat both.
+What the chain cannot see on its own: someone who can write the database can cut entries off
+the *end* (the remaining chain is still consistent) or rewrite the whole chain with fresh
+hashes. So the head (seq + hash) is anchored outside the database (``trust.anchor``): by
+default after every committed entry (``trust.audit_anchor_every``), on a schedule and at
+shutdown of the service, into ``<data_dir>/keys/audit.anchor``, signed with a sub-key of the
+data key. ``verify(anchor=...)`` proves that everything up to the anchored head is still there
+and unchanged, and *fails* when it cannot (no anchor for a non-empty log, a shorter log, a
+different entry at the anchored seq, an unsigned or forged anchor). An anchor is only ever
+advanced from a log that still reaches the previous one, so the next append cannot bless a
+cut log. Left open: entries committed after the last anchor (a crash between commit and
+anchor), and whoever holds the database, the anchor file and the key together; ship anchors
+off-host (``scribe audit anchor --file``) for that.
 
 Entries never carry PHI: actors and objects are opaque ids, ``detail`` is a small dict of
 codes and counts, and :func:`check_detail` refuses free text and identifying key names.
@@ -26,7 +31,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -37,6 +41,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from ..models import utcnow
+from .anchor import (
+    AFTER_INVESTIGATING,
+    REASON_HELP,
+    AnchorRecord,
+    AnchorUnreadable,
+    check_signature,
+    make_anchor,
+    read_anchor_file,
+    write_anchor_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +108,8 @@ class Action(StrEnum):
     token_created = "token_created"
     token_revoked = "token_revoked"
     key_rotated = "key_rotated"
+    audit_anchor_reset = "audit_anchor_reset"
+    """An operator re-anchored a log that no longer matched its anchor (``--force``)."""
 
 
 class Outcome(StrEnum):
@@ -200,9 +216,12 @@ class VerifyResult(BaseModel):
     head_hash: str
     first_bad_seq: int | None = None
     reason: str | None = None
-    """``hash_mismatch``, ``chain_break``, ``gap``, ``out_of_order``, ``anchor_missing_entry``,
-    ``anchor_mismatch``, ``anchor_unreadable``, ``bad_row``."""
+    """``hash_mismatch``, ``chain_break``, ``gap``, ``out_of_order``, ``bad_row``; with an
+    anchor also ``anchor_missing`` (non-empty log, no anchor), ``anchor_missing_entry`` (log
+    shorter than the anchor), ``anchor_mismatch``, ``anchor_unsigned``, ``anchor_forged``,
+    ``anchor_key_unknown``, ``anchor_unreadable``."""
     anchored_seq: int | None = None
+    anchored_at: str | None = None
 
 
 def _fmt_time(at: datetime) -> str:
@@ -234,8 +253,16 @@ class AuditLog:
 
     COMPONENT = "audit"
 
-    def __init__(self, store: Any):
+    def __init__(self, store: Any, *, anchor_file: Path | str | None = None, anchor_every: int | None = None):
+        """``anchor_file``/``anchor_every``: where and how often to anchor the head after a
+        commit; default the store's (``open_store`` sets them from the settings; a bare
+        ``Store`` has none, so nothing is anchored automatically)."""
         self.store = store
+        configured = anchor_file if anchor_file is not None else getattr(store, "audit_anchor_file", None)
+        self.anchor_file: Path | None = Path(configured) if configured is not None else None
+        self.anchor_every = anchor_every if anchor_every is not None else int(getattr(store, "audit_anchor_every", 1))
+        self._since_anchor = 0
+        self._refused: str | None = None
         store.migrate_component(self.COMPONENT, MIGRATIONS)
         self._postgres = getattr(store, "dialect", "sqlite") == "postgresql"
         with store.tx() as db:
@@ -279,7 +306,23 @@ class AuditLog:
                 (seq, when, actor, action, object_type, object_id, outcome,
                  canonical_bytes(clean).decode("utf-8"), prev, digest),
             )
+            self._anchor_after_commit()
         return AuditEntry(**fields, hash=digest)
+
+    def _anchor_after_commit(self) -> None:
+        """Every ``anchor_every``-th entry, anchor the head once the transaction has committed
+        (several entries in one transaction: one anchor)."""
+        if self.anchor_file is None or self.anchor_every <= 0:
+            return
+        self._since_anchor += 1
+        after_commit = getattr(self.store, "after_commit", None)
+        if self._since_anchor < self.anchor_every or after_commit is None:  # stand-in store: the schedule anchors
+            return
+        after_commit(self._anchor_committed)  # queued once per transaction
+
+    def _anchor_committed(self) -> None:
+        self._since_anchor = 0
+        self.anchor_quietly()
 
     # -- reading
 
@@ -341,52 +384,103 @@ class AuditLog:
         if not result.ok or anchor is None:
             return result
         try:
-            seq, digest = read_anchor(anchor)
-        except (OSError, ValueError, KeyError):
+            record = read_anchor_file(anchor)
+        except AnchorUnreadable:
             return result.model_copy(update={"ok": False, "reason": "anchor_unreadable"})
-        if seq == 0:
-            return result.model_copy(update={"anchored_seq": 0})
-        if seq > result.head_seq:
-            # The chain is intact but shorter than it was when anchored: the tail was cut.
-            return result.model_copy(update={"ok": False, "first_bad_seq": result.head_seq + 1,
-                                             "reason": "anchor_missing_entry", "anchored_seq": seq})
-        # The chain verified, so the stored hash at ``seq`` is the one the chain commits to.
-        row = self.store.db.execute("SELECT hash FROM audit_log WHERE seq = ?", (seq,)).fetchone()
-        if row is None or row[0] != digest:
-            return result.model_copy(update={"ok": False, "first_bad_seq": seq, "reason": "anchor_mismatch",
-                                             "anchored_seq": seq})
-        return result.model_copy(update={"anchored_seq": seq})
+        reason, first_bad = self.check_anchor(record, result.head_seq)
+        update: dict[str, Any] = {}
+        if record is not None:
+            update = {"anchored_seq": record.seq, "anchored_at": record.at}
+        if reason is not None:
+            update.update({"ok": False, "reason": reason, "first_bad_seq": first_bad})
+        return result.model_copy(update=update)
 
-    def anchor(self, path: Path | str) -> tuple[int, str]:
-        """Append the current head to ``path`` (one JSON line per anchor, fsynced).
+    def check_anchor(self, record: AnchorRecord | None, head_seq: int) -> tuple[str | None, int | None]:
+        """``(reason, first_bad_seq)`` if the log does not reach ``record`` (None: all good).
 
-        The file is append-only by convention: keep it, or ship each line, somewhere the
-        database's writers cannot change (see the module docstring for the limits).
-        """
+        O(1) in the log's length (one lookup): :meth:`verify` walks the chain first, and
+        the anchoring paths call this before advancing an anchor."""
+        if record is None:
+            return ("anchor_missing", head_seq) if head_seq > 0 else (None, None)
+        signature = check_signature(record, getattr(self.store, "keyring", None))
+        if signature is not None:
+            return signature, None
+        if record.seq <= 0:
+            return None, None
+        if record.seq > head_seq:
+            # The chain is shorter than it was when anchored: the tail was cut.
+            return "anchor_missing_entry", head_seq + 1
+        row = self.store.db.execute("SELECT hash FROM audit_log WHERE seq = ?", (record.seq,)).fetchone()
+        if row is None or row[0] != record.hash:
+            return "anchor_mismatch", record.seq
+        return None, None
+
+    def anchor(self, path: Path | str | None = None, *, append: bool = True, force: bool = False) -> tuple[int, str]:
+        """Anchor the current head in ``path`` (default the configured anchor file, replaced
+        atomically; an explicit file is appended to, so it can live on append-only storage).
+
+        Refuses (:class:`AnchorRefused`) when the log does not reach the anchor already in
+        that file: advancing it would bless a truncated or rewritten log. ``force`` writes
+        anyway (the caller audits that). A missing anchor is simply created."""
+        if path is None:
+            if self.anchor_file is None:
+                raise AuditError("no anchor file configured for this store")
+            path, append = self.anchor_file, False
         seq, digest = self.head()
-        line = json.dumps({"seq": seq, "hash": digest, "at": _fmt_time(utcnow())}, sort_keys=True) + "\n"
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        log.info("audit head anchored at seq %d", seq)
+            reason, _ = self.check_anchor(read_anchor_file(path), seq)
+        except AnchorUnreadable:
+            reason = "anchor_unreadable"
+        if reason == "anchor_missing":
+            # The first entry of a fresh log is the expected case; more entries and no anchor
+            # means the anchor was lost (or this is the first run after upgrading): say so.
+            (log.warning if seq > 1 else log.info)("no audit anchor at %s yet: anchoring the current head (seq %d)",
+                                                   path, seq)
+        elif reason is not None and not force:
+            raise AnchorRefused(reason)
+        write_anchor_file(path, make_anchor(seq, digest, _fmt_time(utcnow()), getattr(self.store, "keyring", None)),
+                          append=append)
+        log.debug("audit head anchored at seq %d", seq)
+        self._refused = None
         return seq, digest
+
+    def anchor_quietly(self) -> int | None:
+        """:meth:`anchor` into the configured file for the automatic paths (after a commit, the
+        service's schedule): never raises. A refusal is logged as an error once per reason,
+        with what to do; the anchor stays where it was, as evidence."""
+        if self.anchor_file is None:
+            return None
+        try:
+            return self.anchor()[0]
+        except AnchorRefused as exc:
+            if self._refused != exc.reason:
+                self._refused = exc.reason
+                log.error("audit anchor not advanced: %s (%s). Run 'scribe audit verify'; %s",
+                          exc.reason, REASON_HELP.get(exc.reason, ""), AFTER_INVESTIGATING)
+        except OSError as exc:
+            if self._refused != "write_failed":  # once, not after every entry
+                self._refused = "write_failed"
+                log.warning("cannot write the audit anchor %s: %s; 'scribe audit verify' will fail until it can",
+                            self.anchor_file, exc.strerror)
+        except Exception as exc:  # a store error: the next anchor or the verifier will report it
+            log.warning("audit anchor skipped", extra={"error": type(exc).__name__})
+        return None
+
+
+class AnchorRefused(AuditError):
+    """The log does not reach the existing anchor; ``reason`` is a ``VerifyResult.reason``."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"the audit log does not reach its anchor ({reason}): {REASON_HELP.get(reason, '')}")
+        self.reason = reason
 
 
 def read_anchor(path: Path | str) -> tuple[int, str]:
-    """The latest anchor in an anchor file: ``(seq, hash)``."""
-    lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if not lines:
-        raise ValueError("empty anchor file")
-    data = json.loads(lines[-1])
-    seq, digest = data["seq"], data["hash"]
-    if not isinstance(seq, int) or not isinstance(digest, str) or len(digest) != 64:
-        raise ValueError("malformed anchor")
-    return seq, digest
+    """The latest anchor in an anchor file: ``(seq, hash)`` (signature not checked)."""
+    record = read_anchor_file(path)
+    if record is None:
+        raise FileNotFoundError(str(path))
+    return record.seq, record.hash
 
 
 def verify_entries(entries: Iterable[AuditEntry | int], start_seq: int = 1, start_hash: str = GENESIS) -> VerifyResult:

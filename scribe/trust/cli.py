@@ -54,32 +54,38 @@ def _open_store(args: argparse.Namespace):
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from scribe.cli import console, err
+    """Walk the chain and check it reaches the anchor; exit 1 whenever the tail cannot be
+    proven (an intact chain with no anchor, or a shorter one, is not "intact")."""
+    from scribe.cli import UserError, console, err
 
+    from .anchor import AFTER_INVESTIGATING, REASON_HELP, anchor_file
     from .audit import AuditLog
 
     settings, store = _open_store(args)
     try:
-        anchor = args.anchor or settings.trust.audit_anchor_file
-        if anchor is not None and not Path(anchor).exists():
-            if args.anchor:
-                from scribe.cli import UserError
-
-                raise UserError(f"anchor file {anchor} does not exist")
-            anchor = None
+        if args.anchor is not None and not Path(args.anchor).exists():
+            raise UserError(f"anchor file {args.anchor} does not exist")
+        anchor = args.anchor or anchor_file(settings)
         result = AuditLog(store).verify(anchor=anchor)
     finally:
         store.close()
     if args.json:
         console.print_json(result.model_dump_json())
+    elif result.ok and result.head_seq == 0:
+        console.print("[green]audit log intact[/]: no entries yet (nothing to anchor)")
     elif result.ok:
-        anchored = f", anchored at seq {result.anchored_seq}" if result.anchored_seq is not None else \
-            " (no anchor: truncation of the newest entries would not be detected)"
+        newer = result.head_seq - (result.anchored_seq or 0)
         console.print(f"[green]audit log intact[/]: {result.checked} entries, head seq {result.head_seq} "
-                      f"hash {result.head_hash[:16]}…{anchored}")
+                      f"hash {result.head_hash}; anchored at seq {result.anchored_seq} ({result.anchored_at})"
+                      + (f"; {newer} newer entries not anchored yet" if newer else ""))
     else:
-        err.print(f"[red]audit log BROKEN[/] at seq {result.first_bad_seq}: {result.reason} "
-                  f"({result.checked} entries checked)")
+        where = f" at seq {result.first_bad_seq}" if result.first_bad_seq is not None else ""
+        err.print(f"[red]audit log BROKEN[/]{where}: {result.reason} ({result.checked} entries checked; "
+                  f"head seq {result.head_seq} hash {result.head_hash})")
+        if result.reason in REASON_HELP:
+            err.print(f"{REASON_HELP[result.reason]} (anchor {anchor}).")
+            if result.reason != "anchor_missing":
+                err.print(AFTER_INVESTIGATING + ".")
     return 0 if result.ok else 1
 
 
@@ -114,17 +120,34 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_anchor(args: argparse.Namespace) -> int:
-    from scribe.cli import UserError, console
+    """Anchor the head: into the configured anchor file (replaced), or appended to ``--file``.
+    Refused when the log does not reach that file's anchor, unless ``--force``, which is
+    itself audited (``audit_anchor_reset``) before the new anchor is written."""
+    from scribe.cli import console, err
 
-    from .audit import AuditLog
+    from .anchor import AFTER_INVESTIGATING, REASON_HELP, AnchorUnreadable, read_anchor_file
+    from .audit import Action, AnchorRefused, AuditLog, Outcome
 
     settings, store = _open_store(args)
-    path = args.file or settings.trust.audit_anchor_file
-    if path is None:
-        store.close()
-        raise UserError("no anchor file: pass --file or set trust.audit_anchor_file")
     try:
-        seq, digest = AuditLog(store).anchor(path)
+        audit = AuditLog(store, anchor_every=0)
+        path = args.file or audit.anchor_file
+        append = args.file is not None
+        try:
+            seq, digest = audit.anchor(path, append=append)
+        except AnchorRefused as exc:
+            if not args.force:
+                err.print(f"[red]not anchored[/]: {exc.reason}: {REASON_HELP.get(exc.reason, '')}. "
+                          f"Run 'scribe audit verify'; {AFTER_INVESTIGATING}.")
+                return 1
+            try:
+                old = read_anchor_file(path)
+            except AnchorUnreadable:
+                old = None
+            audit.record(_actor(args), Action.audit_anchor_reset, "audit_log", "anchor", Outcome.success,
+                         {"reason": exc.reason, "anchored_seq": old.seq if old else None,
+                          "head_seq": audit.head()[0]})
+            seq, digest = audit.anchor(path, append=append, force=True)
     finally:
         store.close()
     console.print(f"anchored seq {seq} hash {digest} in {path}")
@@ -328,8 +351,10 @@ def register(sub: Any, bench_sub: Any) -> None:
     audit = sub.add_parser("audit", help="verify or export the hash-chained audit log",
                            description="The audit log records every access to patient data (ids and codes, no PHI).")
     asub = audit.add_subparsers(dest="audit_cmd", metavar="ACTION", required=True)
-    p = asub.add_parser("verify", help="check the hash chain; exit 1 if any entry was edited, removed or reordered")
-    p.add_argument("--anchor", type=Path, help="anchor file (default trust.audit_anchor_file) to detect truncation")
+    p = asub.add_parser("verify", help="check the hash chain and its anchor; exit 1 if any entry was edited, "
+                                       "removed, reordered or cut off the end, or the tail cannot be proven")
+    p.add_argument("--anchor", type=Path,
+                   help="anchor file (default trust.audit_anchor_file, else <data_dir>/keys/audit.anchor)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_audit_verify)
     p = asub.add_parser("export", help="write entries in a time range as JSON Lines (for the privacy office)")
@@ -338,8 +363,14 @@ def register(sub: Any, bench_sub: Any) -> None:
     p.add_argument("-o", "--output", help="file to write (default stdout)")
     actor_arg(p)
     p.set_defaults(func=cmd_audit_export)
-    p = asub.add_parser("anchor", help="append the current head hash to an anchor file kept elsewhere")
-    p.add_argument("--file", type=Path, help="anchor file (default trust.audit_anchor_file)")
+    p = asub.add_parser("anchor", help="anchor the current head (seq + hash, signed) outside the database",
+                        description="Writes the configured anchor file (the service does this on its own), or "
+                                    "appends to --file (e.g. on append-only storage off the host). Refused when the "
+                                    "log no longer reaches that anchor.")
+    p.add_argument("--file", type=Path, help="append to this file instead of the configured anchor file")
+    p.add_argument("--force", action="store_true",
+                   help="anchor even though the log does not reach the old anchor (audited); after investigating")
+    actor_arg(p)
     p.set_defaults(func=cmd_audit_anchor)
 
     keys = sub.add_parser("keys", help="encryption keys: generate, show, rotate")

@@ -16,7 +16,9 @@ Binary envelope (for BLOB columns such as audio frames)::
 
 Text envelope (for TEXT columns such as segment JSON): ``"enc1:" + base64url(binary envelope)``.
 
-The header is part of the associated data too, so no byte of an envelope can be changed.
+The header is part of the associated data too, so no byte of an envelope can be changed. A
+value that is not an envelope at all is refused on read when the store has a key
+(:class:`PlaintextRefused`), unless the operator declared a migration from before encryption.
 Nonces are random 96-bit values: safe for well under 2**32 encryptions per key (NIST SP
 800-38D); rotate keys long before that (at 100 frames/s that is more than a year of audio).
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -63,6 +66,19 @@ class UnknownKeyId(CryptoError):
 
 class DecryptionError(CryptoError):
     """Authentication failed: the value was altered, moved to another row, or is not ours."""
+
+
+class PlaintextRefused(DecryptionError):
+    """A column that this store encrypts holds a value that is not an envelope at all.
+
+    Why refused: anyone who can write the database file could otherwise put words in a
+    patient's transcript ("warfarin 50 mg") that read back as genuine. The only honest source
+    of such a value is a row from before encryption was turned on; that migration is explicit
+    (``trust.accept_plaintext_rows`` while ``scribe keys rotate --encrypt-plaintext`` runs)."""
+
+
+def _mac_key(key: bytes) -> bytes:
+    return hmac.new(key, b"scribe-mac-key-v1\x00audit-anchor", hashlib.sha256).digest()
 
 
 def key_id_for(key: bytes) -> str:
@@ -133,16 +149,23 @@ class Keyring:
     ``trust.key_file``; retired keys from ``trust.retired_key_files``) or directly.
     """
 
-    def __init__(self, primary: bytes, retired: Iterable[bytes] = ()):
+    def __init__(self, primary: bytes, retired: Iterable[bytes] = (), *, accept_plaintext: bool = False):
         if len(primary) != KEY_BYTES:
             raise KeyMissing(f"the primary key must be {KEY_BYTES} bytes")
         self._keys: dict[str, AESGCM] = {}
+        self._mac_keys: dict[str, bytes] = {}
         self.primary_id = key_id_for(primary)
         self._keys[self.primary_id] = AESGCM(primary)
+        self._mac_keys[self.primary_id] = _mac_key(primary)
         for key in retired:
             if len(key) != KEY_BYTES:
                 raise KeyMissing(f"retired keys must be {KEY_BYTES} bytes")
             self._keys.setdefault(key_id_for(key), AESGCM(key))
+            self._mac_keys.setdefault(key_id_for(key), _mac_key(key))
+        self.accept_plaintext = accept_plaintext
+        """Read values that are not envelopes as plaintext (``trust.accept_plaintext_rows``):
+        only while migrating a database written before encryption; off by default, because
+        then any value written around scribe would read back as genuine."""
 
     @property
     def key_ids(self) -> list[str]:
@@ -164,10 +187,33 @@ class Keyring:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Keyring:
-        """From ``settings.trust`` (key: SecretStr | None, key_file, retired_key_files)."""
+        """From ``settings.trust`` (key: SecretStr | None, key_file, retired_key_files,
+        accept_plaintext_rows)."""
         trust = settings.trust
         key = trust.key.get_secret_value() if trust.key is not None else None
-        return cls.from_sources(key, trust.key_file, trust.retired_key_files)
+        ring = cls.from_sources(key, trust.key_file, trust.retired_key_files)
+        ring.accept_plaintext = bool(getattr(trust, "accept_plaintext_rows", False))
+        return ring
+
+    # -- MACs (audit anchors)
+
+    def mac(self, data: bytes) -> tuple[str, str]:
+        """``(key_id, hex HMAC-SHA256)`` of ``data`` under a sub-key of the primary key.
+
+        Why a sub-key: the AES key is never used for anything but AES-GCM; the MAC key is
+        derived from it (HMAC with a fixed label), so whoever lacks the key file cannot forge
+        a MAC, and a MAC reveals nothing about the data key."""
+        return self.primary_id, hmac.new(self._mac_keys[self.primary_id], data, hashlib.sha256).hexdigest()
+
+    def check_mac(self, key_id: str, data: bytes, mac: str) -> bool:
+        """Whether ``mac`` is ``data``'s MAC under key ``key_id``; raises :class:`UnknownKeyId`
+        for a key id that is not configured."""
+        key = self._mac_keys.get(key_id)
+        if key is None:
+            raise UnknownKeyId(f"MAC under key {key_id}, which is not configured "
+                               f"(configured: {', '.join(self._keys)})")
+        expected = hmac.new(key, data, hashlib.sha256).hexdigest()
+        return isinstance(mac, str) and hmac.compare_digest(expected, mac)
 
     # -- envelopes
 
@@ -378,10 +424,14 @@ def seal_text(keyring: Keyring | None, plaintext: str, table: str, column: str, 
 
 
 def open_text(keyring: Keyring | None, stored: str, table: str, column: str, row_key: Sequence[Any] | str | int) -> str:
-    """The plaintext of a stored TEXT value. A value written before encryption was turned on
-    is returned as is (so enabling encryption is not a migration; ``scribe keys rotate
-    --encrypt-plaintext`` encrypts those rows later)."""
+    """The plaintext of a stored TEXT value: it must be an envelope made for this row.
+
+    A value that is not an envelope raises :class:`PlaintextRefused` when the store has a
+    keyring, unless the keyring was built with ``accept_plaintext`` (a database from before
+    encryption, until ``scribe keys rotate --encrypt-plaintext`` has run). Without a keyring
+    (encryption off) values are plaintext by definition."""
     if not is_envelope(stored):
+        _plaintext(keyring, table, column, row_key)
         return stored
     if keyring is None:
         raise KeyMissing(f"{table}.{column} of row {_row(row_key)} is encrypted but this store was opened without "
@@ -398,12 +448,26 @@ def seal_bytes(keyring: Keyring | None, plaintext: bytes, table: str, column: st
 
 def open_bytes(keyring: Keyring | None, stored: bytes, table: str, column: str,
                row_key: Sequence[Any] | str | int) -> bytes:
+    """As :func:`open_text`, for BLOB columns (audio frames)."""
     if not is_envelope(stored):
+        _plaintext(keyring, table, column, row_key)
         return bytes(stored)
     if keyring is None:
         raise KeyMissing(f"{table}.{column} of row {_row(row_key)} is encrypted but this store was opened without "
                          "a key; open it with its keyring (scribe.store.open_store(settings))")
     return keyring.decrypt(stored, aad_for(table, column, row_key))
+
+
+def _plaintext(keyring: Keyring | None, table: str, column: str, row_key: Sequence[Any] | str | int) -> None:
+    """Allow a non-envelope value only where it can be genuine; the message names the place,
+    never the value (it may be PHI, or words someone wants shown as PHI)."""
+    if keyring is None or keyring.accept_plaintext:
+        return
+    raise PlaintextRefused(
+        f"{table}.{column} of row {_row(row_key)} is not encrypted although this store encrypts it: refused "
+        "(written around scribe, or a row from before encryption was turned on; for the latter run "
+        "'scribe keys rotate --encrypt-plaintext' once, with trust.accept_plaintext_rows=true until it has run)"
+    )
 
 
 def _row(row_key: Sequence[Any] | str | int) -> str:
