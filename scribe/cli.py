@@ -154,7 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         err.print("[yellow]warning:[/] serving without TLS on a non-loopback address: set server.tls_cert_file/"
                   "tls_key_file or put a TLS reverse proxy in front (docs/deployment.md)")
     web.run_app(server.app(), host=settings.server.host, port=settings.server.port, print=None,
-                handle_signals=True, ssl_context=tls)
+                handle_signals=True, ssl_context=tls, **server.http_options())
     return 0
 
 

@@ -118,6 +118,10 @@ class ServerSettings(BaseModel):
     supported_rates: list[int] = Field(
         default_factory=lambda: [8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000]
     )
+    start_timeout_s: float = Field(default=30.0, gt=0)
+    """An authenticated websocket that has not sent ``start`` by then is closed (``not_started``)."""
+    idle_timeout_s: float = Field(default=15.0, gt=0)
+    """An HTTP connection that is idle, or has sent only part of a request, is closed after this."""
 
 
 class OpenAISettings(BaseModel):

@@ -83,7 +83,7 @@ def run_demo(args, *, console, err) -> int:
 
     async def main():
         server = StreamServer(settings, engine=engine)
-        runner = web.AppRunner(server.app())
+        runner = server.runner()
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", settings.server.port).start()
         try:

@@ -71,6 +71,16 @@ class CloseCode:
 # --------------------------------------------------------------------------- client → server
 
 
+ENCOUNTER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+"""An encounter id: 1–128 characters from ``A–Z a–z 0–9 . _ : -``, starting with a letter or
+digit. The id names files (FHIR exports) and appears in URL paths, so ``.``/``..``, slashes,
+spaces and leading dots or dashes are refused here, at the boundary, rather than escaped later."""
+
+MAX_INDEX = 2**31 - 1
+"""The largest segment index or sequence number a client may name (a 32-bit signed integer, as
+stored): larger values are refused as invalid rather than overflowing the store."""
+
+
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -78,7 +88,7 @@ class _Msg(BaseModel):
 class StartMessage(_Msg):
     type: Literal["start"] = "start"
     protocol: int = PROTOCOL_VERSION
-    encounter_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    encounter_id: str = Field(min_length=1, max_length=128, pattern=ENCOUNTER_ID_PATTERN)
     clinician_id: str = Field(min_length=1, max_length=128)
     patient_ref: str = Field(min_length=1, max_length=256)
     sample_rate: int = Field(default=16_000, gt=0)
@@ -87,7 +97,7 @@ class StartMessage(_Msg):
     the server transcribes the mixdown and uses the channels for speaker labels. 16 kHz only."""
     language: str | None = Field(default=None, max_length=16)
     consent: Consent
-    since_segment: int = Field(default=0, ge=0)
+    since_segment: int = Field(default=0, ge=0, le=MAX_INDEX)
     """Segments the client already holds; on resume the server replays only later ones."""
 
 

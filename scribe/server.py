@@ -18,6 +18,7 @@ import asyncio
 from collections import deque
 import hmac
 import math
+import re
 import ssl
 import logging
 import time
@@ -35,6 +36,7 @@ from .config import Settings
 from .diarize.settle import SettledSegments
 from .models import EncounterStatus, Segment, Speaker, Transcript, utcnow
 from .protocol import (
+    ENCOUNTER_ID_PATTERN,
     AckEvent,
     Audio,
     CloseCode,
@@ -90,6 +92,19 @@ def _mixdown(stereo: np.ndarray) -> bytes:
 
 def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
+
+
+_LIST_ROUTES = {"/v1/encounters": "encounters", "/v1/review/encounters": "review_encounters"}
+"""List reads, audited as ``read`` of an ``encounter_list`` (who looked at which list)."""
+
+
+def _delivery_encounter(store: Store, delivery_id: str) -> str | None:
+    """The encounter a delivery belongs to (None: no such delivery, or no outbox table yet)."""
+    try:
+        row = store.db.execute("SELECT encounter_id FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+    except Exception:  # noqa: BLE001 - the outbox's table is created with the review API
+        return None
+    return row[0] if row else None
 
 
 def _audit_id(value: str) -> str:
@@ -268,6 +283,15 @@ class StreamServer:
         app.on_cleanup.append(self._cleanup)
         return app
 
+    def http_options(self) -> dict[str, Any]:
+        """Connection limits for ``web.run_app``/``web.AppRunner``: an idle or half-sent request
+        is dropped after ``server.idle_timeout_s`` (aiohttp's own default holds it for an hour)."""
+        return {"keepalive_timeout": self.settings.server.idle_timeout_s}
+
+    def runner(self, **kwargs: Any) -> web.AppRunner:
+        """The application in a runner with the service's connection limits (tests, demo, bench)."""
+        return web.AppRunner(self.app(), **self.http_options(), **kwargs)
+
     async def _startup(self, app: web.Application) -> None:
         self.anchors.start()  # audit head anchored now, every trust.audit_anchor_interval_s, and at shutdown
         loop = asyncio.get_running_loop()
@@ -359,19 +383,65 @@ class StreamServer:
                                f"stored data could not be served ({type(exc).__name__}): {exc}")
 
     async def _scoped(self, request: web.Request, principal: Principal, handler: Any) -> web.StreamResponse:
+        """Every route that names an encounter — directly, through a delivery, or as the filter
+        of the event stream — is checked here, in one place, before its handler runs. Another
+        clinician's encounter is answered exactly like one that does not exist (404), so ids do
+        not leak; the attempt is audited. List reads and event subscriptions are audited too."""
         info = request.match_info
         canonical = getattr(getattr(info.route, "resource", None), "canonical", "") or ""
         if "/encounters/{id}" in canonical:
             eid = info["id"]
-            enc = await self.store.get_encounter(eid)
-            if enc is not None and not can_access(principal, enc):
-                await self.store.call(self.audit.record, principal.clinician_id, AuditAction.access_denied,
-                                      "encounter", _audit_id(eid), Outcome.denied, {"method": request.method})
-                return _json_error(403, f"encounter {eid} belongs to another clinician")
+            refused = await self._refuse_encounter(request, principal, eid, f"no encounter {eid}")
+            if refused is not None:
+                return refused
             response = await handler(request)
             await self._audit_request(request, principal, canonical, eid, response.status)
             return response
-        return await handler(request)
+        if "/deliveries/{id}" in canonical:
+            did = info["id"]
+            owner = await self.store.call(_delivery_encounter, self.store.store, did)
+            refused = await self._refuse_encounter(request, principal, owner, f"no delivery {did}")
+            if refused is not None:
+                return refused
+            response = await handler(request)
+            await self._audit_request(request, principal, canonical, owner or "", response.status)
+            return response
+        if canonical == "/v1/review/events":
+            eid = request.query.get("encounter") or None
+            if eid is not None:
+                refused = await self._refuse_encounter(request, principal, eid, f"no encounter {eid}")
+                if refused is not None:
+                    return refused
+            await self.store.call(self.audit.record, _audit_id(principal.clinician_id), AuditAction.read,
+                                  "event_stream", _audit_id(eid) if eid else "all", Outcome.success, {})
+            return await handler(request)
+        response = await handler(request)
+        if request.method == "GET" and canonical in _LIST_ROUTES:
+            await self.store.call(self.audit.record, _audit_id(principal.clinician_id), AuditAction.read,
+                                  "encounter_list", _LIST_ROUTES[canonical],
+                                  Outcome.success if response.status < 400 else Outcome.failed,
+                                  {"status": response.status})
+        return response
+
+    async def _refuse_encounter(self, request: web.Request, principal: Principal, eid: str | None,
+                                not_found: str) -> web.Response | None:
+        """None when ``principal`` may act on encounter ``eid``; else the 404 to answer, audited
+        when the encounter is someone else's. Every route that names an encounter needs it to
+        exist (a recording is created over the websocket). An id outside the protocol's character set (``.``,
+        ``..``: written before ids were validated, or made up) is not a route at all."""
+        if eid is None or not re.fullmatch(ENCOUNTER_ID_PATTERN, eid):
+            return _json_error(404, not_found)
+        enc = await self.store.get_encounter(eid)
+        if enc is None:  # answered here too, so that no handler's own checks tell the two apart
+            return _json_error(404, not_found)
+        if not can_access(principal, enc):
+            return await self._deny(request, principal, eid, not_found)
+        return None
+
+    async def _deny(self, request: web.Request, principal: Principal, eid: str, not_found: str) -> web.Response:
+        await self.store.call(self.audit.record, principal.clinician_id, AuditAction.access_denied,
+                              "encounter", _audit_id(eid), Outcome.denied, {"method": request.method})
+        return _json_error(404, not_found)
 
     def audit_delivery(self, delivery: Any) -> None:
         """Outbox listener (runs on the store thread after each committed state change):
@@ -475,6 +545,13 @@ class StreamServer:
 
     async def stream(self, request: web.Request) -> web.WebSocketResponse:
         cfg = self.settings.server
+        if request.headers.get("Sec-WebSocket-Protocol"):
+            # scribe uses no subprotocol. Clients that smuggle a bearer token in this header
+            # would have it written to the log by aiohttp's handshake ("client protocols …
+            # don't overlap"): refuse before the handshake, without echoing the value.
+            log.warning("websocket refused", extra={"reason": "subprotocol"})
+            return _json_error(400, "scribe uses no websocket subprotocol: send the token as "
+                                    "'Authorization: Bearer <token>' and no Sec-WebSocket-Protocol header")
         ws = web.WebSocketResponse(max_msg_size=cfg.max_message_bytes, heartbeat=20.0)
         await ws.prepare(request)
         try:
@@ -488,6 +565,7 @@ class StreamServer:
             log.warning("websocket refused", extra={"reason": exc.code})
             return ws
         conn = Connection(self, ws, principal)
+        watchdog = asyncio.get_running_loop().call_later(cfg.start_timeout_s, conn.expire_unstarted)
         try:
             await conn.run()
         except Exception:
@@ -495,6 +573,7 @@ class StreamServer:
             await self._send(ws, ErrorEvent(code=ErrorCode.internal, message="internal server error", fatal=True))
             await ws.close(code=CloseCode.internal_error)
         finally:
+            watchdog.cancel()
             await conn.shutdown()
         return ws
 
@@ -567,6 +646,7 @@ class Connection:
         self.finished = asyncio.Event()
         self.last_acked = -1
         self.caught_up_from_store = 0
+        """Audio samples the transcriber re-read from the store because the queue was full."""
         self.diarizer: Any | None = None
         self.channels = 1
         self.stereo: deque[tuple[int, np.ndarray]] = deque()
@@ -576,10 +656,20 @@ class Connection:
         self.settling: SettledSegments | None = None
         """Segments wait here until their speaker labels are final, then go to the drafter."""
         self._last_draft_sent = 0.0
-        """Audio samples the transcriber re-read from the store because the queue was full."""
+        self.start_received = False
+        self._expiry: asyncio.Future[bool] | None = None
 
     async def send(self, event: Any) -> bool:
         return await StreamServer._send(self.ws, event)
+
+    def expire_unstarted(self) -> None:
+        """``server.start_timeout_s`` after the handshake: an authenticated socket that never
+        sent ``start`` holds a connection and memory for nothing; close it."""
+        if not self.start_received and not self.ws.closed:
+            self._expiry = asyncio.ensure_future(self._refuse(
+                ErrorCode.not_started,
+                f"no 'start' message within {self.server.settings.server.start_timeout_s:g} s; reconnect and "
+                "send 'start' first"))
 
     async def run(self) -> None:
         async for msg in self.ws:
@@ -616,6 +706,7 @@ class Connection:
             if self.last_acked >= 0:
                 await self.send(AckEvent(seq=self.last_acked))
         elif isinstance(action, Start):
+            self.start_received = True
             return await self.start(action.message)
         elif isinstance(action, Stop):
             if self.session is not None:
@@ -662,6 +753,16 @@ class Connection:
         # A resumed connection may race the old one's teardown: supersede it and wait for its
         # pipeline to stop, so two transcribers never write the same encounter.
         async with server.lock(msg.encounter_id):
+            # Ownership is decided before anything happens to a live session: naming another
+            # clinician's encounter must not supersede (cut off) the owner's connection.
+            existing = await server.store.get_encounter(msg.encounter_id)
+            if existing is not None and not can_access(principal, existing):
+                await server.store.call(audit.record, principal.clinician_id, AuditAction.access_denied,
+                                        "encounter", _audit_id(msg.encounter_id), Outcome.denied,
+                                        {"attempted": "stream"})
+                return await self._refuse(ErrorCode.forbidden,
+                                          f"encounter {msg.encounter_id} cannot be used with this token; "
+                                          "start a new encounter with a new id")
             old = server.sessions.get(msg.encounter_id)
             if old is not None and old.finishing:
                 return await self._refuse(
@@ -686,10 +787,21 @@ class Connection:
                 )
             except EncounterConflict as exc:
                 return await self._refuse(ErrorCode.encounter_conflict, str(exc))
-            if not can_access(principal, enc):  # an existing encounter of someone else's
+            if not can_access(principal, enc):  # created by someone else between the check and here
                 await server.store.call(audit.record, principal.clinician_id, AuditAction.access_denied,
                                         "encounter", _audit_id(enc.id), Outcome.denied, {"attempted": "stream"})
-                return await self._refuse(ErrorCode.forbidden, f"encounter {enc.id} belongs to another clinician")
+                return await self._refuse(ErrorCode.forbidden,
+                                          f"encounter {enc.id} cannot be used with this token; "
+                                          "start a new encounter with a new id")
+            if not created and enc.status is not EncounterStatus.recording:
+                await server.store.call(audit.record, principal.clinician_id, AuditAction.update, "encounter",
+                                        _audit_id(enc.id), Outcome.denied,
+                                        {"event": "recording_resumed", "status": enc.status.value})
+                return await self._refuse(
+                    ErrorCode.encounter_closed,
+                    f"encounter {enc.id} is already {enc.status.value}; start a new one (its transcript is at "
+                    f"GET /v1/encounters/{enc.id}/transcript)",
+                )
             await server.store.call(
                 audit.record, principal.clinician_id, AuditAction.create if created else AuditAction.update,
                 "encounter", _audit_id(enc.id), Outcome.success,
@@ -699,12 +811,6 @@ class Connection:
                 await server.store.call(audit.record, principal.clinician_id, AuditAction.consent_recorded,
                                         "encounter", _audit_id(enc.id), Outcome.success,
                                         {"method": msg.consent.method})
-            if enc.status is not EncounterStatus.recording:
-                return await self._refuse(
-                    ErrorCode.encounter_closed,
-                    f"encounter {enc.id} is already {enc.status.value}; start a new one (its transcript is at "
-                    f"GET /v1/encounters/{enc.id}/transcript)",
-                )
             self.encounter_id = enc.id
             self.session = Session(enc.id, self.ws, conn=self)
             server.sessions[enc.id] = self.session

@@ -103,7 +103,7 @@ async def review_server(settings: Settings) -> AsyncIterator[Running]:
     from scribe.server import Engine, StreamServer
 
     server = StreamServer(settings, engine=Engine(settings, recognizer=object()))
-    runner = web.AppRunner(server.app(), shutdown_timeout=2.0)
+    runner = server.runner(shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", settings.server.port)
     await site.start()

@@ -53,8 +53,8 @@ async def test_clinician_tokens_are_scoped_and_refusals_audited(live_server: Run
         auth_b = {"Authorization": f"Bearer {token_b}"}
         for path in ("/v1/encounters/enc-a", "/v1/encounters/enc-a/transcript", "/v1/review/encounters/enc-a/draft"):
             async with http.get(live_server.http + path, headers=auth_b) as r:
-                assert r.status == 403, path
-                assert "another clinician" in (await r.json())["error"]
+                assert r.status == 404, path  # answered as if it did not exist: ids do not leak
+                assert (await r.json())["error"] == "no encounter enc-a"
         async with http.get(live_server.http + "/v1/encounters", headers=auth_b) as r:
             assert await r.json() == []
         async with http.get(live_server.http + "/v1/review/encounters", headers=auth_b) as r:
@@ -203,7 +203,7 @@ async def test_tls_serves_wss_with_the_configured_certificate(settings, recogniz
                                                          serialization.NoEncryption()))
     settings.server.tls_cert_file, settings.server.tls_key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
     server = StreamServer(settings, engine=Engine(settings, recognizer=recognizer))
-    runner = web.AppRunner(server.app())
+    runner = server.runner()
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", settings.server.port, ssl_context=server.ssl_context()).start()
     try:

@@ -83,7 +83,7 @@ async def _concurrent_streams(settings, rec, audio: np.ndarray, level: int) -> d
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = StreamServer(cfg, engine=Engine(cfg, recognizer=rec), store=Store(":memory:"))
-    runner = web.AppRunner(server.app())
+    runner = server.runner()
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     latencies: list[float] = []

@@ -16,10 +16,10 @@ Both build the document with the pure builder from the same ``DeliveryJob``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
-import re
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -237,8 +237,52 @@ def with_suppress_unlink(path: str) -> None:
         pass
 
 
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:120] or "_"
+_NAME_LIMIT = 160
+"""Longest folder name written; longer escaped ids end in a hash (NAME_MAX is 255 bytes)."""
+OWNER_FILE = ".encounter"
+
+
+def encounter_dir_name(encounter_id: str) -> str:
+    """The folder name of an encounter's files: injective, and never a path component of its own.
+
+    Every byte outside ``a-z 0-9 -`` is percent-escaped (upper case letters too, as ``%41``…, so
+    two ids that differ only in case never meet on a case-insensitive filesystem; ``.`` too, so
+    no name is ``.`` or ``..`` and none is hidden). Percent-escaping is reversible, hence
+    injective: ``visit:42`` and ``visit_42`` get different folders. A name that would be too
+    long keeps a readable prefix and ends in ``+`` and the sha256 of the id (``+`` never
+    appears in an escaped name, so hashed and plain names cannot meet either)."""
+    name = "".join(
+        ch if ("a" <= ch <= "z" or "0" <= ch <= "9" or ch == "-") else "".join(f"%{b:02X}" for b in ch.encode())
+        for ch in encounter_id
+    ) or "%00"
+    if len(name) > _NAME_LIMIT:
+        digest = hashlib.sha256(encounter_id.encode()).hexdigest()
+        name = name[: _NAME_LIMIT - 65].rstrip("%0123456789ABCDEF") + "+" + digest
+    return name
+
+
+class FolderOwned(Exception):
+    """The folder an encounter's note would go to holds another encounter's notes."""
+
+
+def claim_directory(folder: Path, encounter_id: str) -> None:
+    """Mark ``folder`` as ``encounter_id``'s (first write) or check that it is. Raises
+    ``FolderOwned`` when the folder belongs to another encounter: a delivery never replaces
+    a file another note owns, whatever the names turned out to be (older versions of scribe
+    mapped ``:`` to ``_``, so ``visit:42`` and ``visit_42`` shared a folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / OWNER_FILE
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        owner = marker.read_text(encoding="utf-8")
+        if owner != encounter_id:
+            raise FolderOwned(f"{folder.name} holds another encounter's notes") from None
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(encounter_id)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 class DirectoryTarget:
@@ -252,12 +296,20 @@ class DirectoryTarget:
         self.name = name
 
     def path_for(self, encounter_id: str, version: int) -> Path:
-        return self.out_dir / _safe_name(encounter_id) / f"note-v{version}.DocumentReference.json"
+        path = self.out_dir / encounter_dir_name(encounter_id) / f"note-v{int(version)}.DocumentReference.json"
+        # by construction; checked anyway, since a path outside the target would be a breach
+        if path.parent.parent != self.out_dir:
+            raise ValueError("an encounter's folder must lie inside the target directory")
+        return path
 
     def write(self, job: DeliveryJob) -> DeliveryResult:
         """Synchronous core of ``deliver`` (also what ``deliver_note_to_directory`` calls)."""
         eid, version = job.signed.note.encounter_id, job.signed.version
         path = self.path_for(eid, version)
+        try:
+            claim_directory(path.parent, eid)
+        except FolderOwned as exc:
+            raise DeliveryError(f"not written: {exc}; nothing was replaced") from None
         if job.action == "retract":
             if not path.is_file():
                 return DeliveryResult(None, None, "nothing was written for this version; nothing to retract")

@@ -33,6 +33,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from ..models import EncounterStatus
+from ..protocol import MAX_INDEX
 from ..store import AsyncStore
 from .edits import EditError
 from .events import EventHub
@@ -166,6 +167,20 @@ async def _body(request: web.Request, model: type[M]) -> M:
     return model.model_validate(data)
 
 
+def _whole(request: web.Request, name: str, default: int, lo: int, hi: int, *, what: str = "") -> int:
+    """A whole-number query parameter within ``lo…hi`` (out of range is a 400, never an
+    overflow in the store)."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    raw = raw.strip()
+    value = int(raw) if raw.lstrip("-").isdigit() and len(raw) <= 20 else None
+    if value is None or not lo <= value <= hi:
+        extra = f" ({what})" if what else ""
+        raise EditError(f"{name} must be a whole number from {lo} to {hi}{extra}")
+    return value
+
+
 def _actor(request: web.Request, principal: str | None, given: str | None) -> str:
     actor = principal or (given or "").strip() or request.headers.get("X-Scribe-Actor", "").strip()
     if not actor:
@@ -202,12 +217,9 @@ async def list_encounters(request: web.Request, ctx: ReviewContext, principal: s
     state = request.query.get("state") or None
     if state is not None and state not in ReviewState.__members__:
         raise EditError(f"unknown state {state!r}: use one of {', '.join(s.value for s in ReviewState)}")
-    try:
-        limit = int(request.query.get("limit", "200"))
-    except ValueError:
-        raise EditError("limit must be a whole number") from None
+    limit = _whole(request, "limit", 200, 1, 1000)
     result = await ctx.call(ctx.service.list, ReviewState(state) if state else None, request.query.get("q"),
-                            max(1, min(limit, 1000)), principal)
+                            limit, principal)
     return _json(result)
 
 
@@ -216,11 +228,8 @@ async def get_encounter(request: web.Request, ctx: ReviewContext, principal: str
 
 
 async def get_transcript(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
-    try:
-        since = int(request.query.get("since", "0"))
-    except ValueError:
-        raise EditError("since must be a whole number (a segment index)") from None
-    return _json(await ctx.call(ctx.service.transcript, request.match_info["id"], max(0, since)))
+    since = _whole(request, "since", 0, 0, MAX_INDEX, what="a segment index")
+    return _json(await ctx.call(ctx.service.transcript, request.match_info["id"], since))
 
 
 async def get_draft(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
@@ -344,7 +353,23 @@ async def _write_draft(ctx: ReviewContext, eid: str) -> None:
 
 
 async def events(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.StreamResponse:
+    """Server-sent events, scoped to the caller: a per-clinician token hears only about its own
+    encounters (ids, states and counts of others' visits are patient data too); a site token
+    hears everything. The host's middleware has checked ``?encounter=`` and audited the
+    subscription."""
     encounter = request.query.get("encounter") or None
+    owners: dict[str, str | None] = {}
+
+    async def visible(ev: LiveEvent) -> bool:
+        if principal is None:
+            return True
+        if ev.encounter_id is None:
+            return False
+        if ev.encounter_id not in owners:
+            enc = await ctx.call(ctx.service.store.get_encounter, ev.encounter_id)
+            owners[ev.encounter_id] = enc.clinician_id if enc is not None else None
+        return owners[ev.encounter_id] == principal
+
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
@@ -365,6 +390,8 @@ async def events(request: web.Request, ctx: ReviewContext, principal: str | None
             if ev is None:
                 break
             if encounter and ev.encounter_id not in (None, encounter):
+                continue
+            if not await visible(ev):
                 continue
             try:
                 await send(ev)
