@@ -233,7 +233,7 @@ def test_the_service_anchors_on_a_schedule_and_at_shutdown(tmp_path: Path) -> No
 async def test_stream_server_anchors_at_startup_and_shutdown(tmp_path: Path, monkeypatch) -> None:
     from aiohttp import web
 
-    from scribe.server import Engine, StreamServer
+    from scribe.service import Engine, StreamServer
 
     settings = _settings(tmp_path)
     settings.server.tokens = [SecretStr(TOKEN)]
@@ -295,11 +295,12 @@ def _keyed_encounter(tmp_path: Path) -> Settings:
 
 def test_plaintext_written_into_an_encrypted_column_is_refused(tmp_path: Path) -> None:
     settings = _keyed_encounter(tmp_path)
+    keyed = open_store(settings)
+    (genuine,) = keyed.db.execute("SELECT data FROM segments WHERE encounter_id='enc-1' AND idx=0").fetchone()
+    real = json.loads(open_text(keyed.keyring, genuine, "segments", "data", ("enc-1", 0)))
+    keyed.close()
+    forged = json.dumps({**real, "text": "Take warfarin 50 mg daily."})  # what an attacker writes in clear
     store = Store(settings.database_path)
-    (genuine,) = store.db.execute("SELECT data FROM segments WHERE encounter_id='enc-1' AND idx=0").fetchone()
-    forged = json.dumps({**json.loads(open_text(open_store(settings).keyring, genuine, "segments", "data",
-                                                ("enc-1", 0))),
-                         "text": "Take warfarin 50 mg daily."})
     with store.tx() as db:
         db.execute("UPDATE segments SET data = ? WHERE encounter_id='enc-1' AND idx=0", (forged,))
         db.execute("UPDATE frames SET pcm = ? WHERE encounter_id='enc-1' AND seq=0", (b"\x00" * 320,))

@@ -242,7 +242,7 @@ async def fhir_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fhir):
     from review_support import flagged_note, sample_segments, seed_encounter
 
     from scribe.notes import draft
-    from scribe.store import Store
+    from scribe.store import open_store
 
     monkeypatch.delenv("SCRIBE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -256,7 +256,7 @@ async def fhir_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fhir):
     })
     settings = make_settings(tmp_path, base_url=fhir.base_url)
     segs = sample_segments()
-    store = Store(settings.database_path)
+    store = open_store(settings)  # as the service writes: encrypted (plaintext PHI columns are refused)
     try:
         seed_encounter(store, "enc-ehr", status=EncounterStatus.draft_ready, patient=f"Patient/{patient}",
                        note=draft(segs, encounter_id="enc-ehr"))
