@@ -1,38 +1,40 @@
 """One encounter: transcript, the note by section, evidence for the sentence under the cursor,
 the flag list, signing and delivery.
 
-The screen keeps the latest ``DraftView`` from the API and never edits it locally: every change
-is sent to the service, and what comes back (with the server's evidence, flags and version) is
-what is shown. So the screen cannot drift from what would be signed.
+The screen holds the state (the summary, transcript, latest ``DraftView``, delivery and the
+selected sentence) as reactive attributes and binds it down into the panes in ``tui/widgets/``,
+which render it; the panes report the clinician's moves back as messages. The screen never edits
+the draft locally: every change is sent to the service, and what comes back (with the server's
+evidence, flags and version) is what is shown. So the screen cannot drift from what would be signed.
 """
 
 from __future__ import annotations
 
 from rich.text import Text
-from textual.css.query import NoMatches
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, OptionList, ProgressBar, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Footer, Header
 
 from scribe.models import Delivery, Note, Segment, Sentence
 from scribe.review.edits import replace_sentence
 from scribe.review.models import DraftView, EncounterSummary, LiveEvent, ReviewState
 
 from ..client import ApiError
-from ..format import (
-    FLAG_MARK,
-    delivery_words,
-    evidence_ids,
-    evidence_text,
-    flag_prompt,
-    open_flags,
-    segment_prompt,
-    sentence_prompt,
-    state_text,
+from ..format import FLAG_MARK, evidence_ids, open_flags
+from ..widgets import (
+    DeliveryLine,
+    EvidencePane,
+    FlagsPane,
+    MessageLine,
+    NotePane,
+    Notice,
+    Progress,
+    StatusBar,
+    TranscriptPane,
 )
 from .dialogs import ConfirmDialog, TextDialog
 
@@ -57,46 +59,91 @@ class EncounterScreen(Screen[None]):
         Binding("question_mark", "app.help", "Help", show=True),
     ]
 
+    summary: reactive[EncounterSummary | None] = reactive(None, init=False)
+    segments: reactive[tuple[Segment, ...] | None] = reactive(None, init=False)
+    """``None`` until the transcript has loaded."""
+    view: reactive[DraftView | None] = reactive(None, init=False)
+    """The latest draft from the service; ``None`` while there is none."""
+    delivery: reactive[Delivery | None] = reactive(None, init=False)
+    """The latest create delivery of the signed note."""
+    selected: reactive[str | None] = reactive(None, init=False)
+    """The id of the sentence under the note cursor."""
+    progress: reactive[Progress | None] = reactive(None, init=False)
+    notice: reactive[Notice] = reactive(Notice, init=False)
+    # Derived from the above (read-only). Code here calls the helpers rather than reading these:
+    # reading a computed reactive runs its watchers (and so its bindings) again.
+    state: reactive[ReviewState | None] = reactive(None, init=False)
+    sentence: reactive[Sentence | None] = reactive(None, init=False)
+    cited: reactive[tuple[str, ...]] = reactive((), init=False)
+
     def __init__(self, encounter_id: str):
         super().__init__(id="encounter")
         self.encounter_id = encounter_id
-        self.summary: EncounterSummary | None = None
-        self.view: DraftView | None = None
-        self.segments: list[Segment] = []
-        self.delivery: Delivery | None = None
-        self._cursor_sentence: str | None = None
 
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
+        cls = EncounterScreen
         yield Header()
-        with Horizontal(id="status-row"):
-            yield Static("", id="status")
-            yield ProgressBar(id="draft-progress", show_eta=False)
+        yield StatusBar().data_bind(cls.summary, cls.view, cls.progress)
         with Horizontal(id="panes"):
-            with Vertical(id="transcript-col", classes="pane"):
-                yield Label("Transcript", classes="pane-title")
-                yield OptionList(id="transcript")
-            with Vertical(id="note-col", classes="pane"):
-                yield Label("Note", classes="pane-title", id="note-title")
-                yield OptionList(id="note")
+            yield TranscriptPane().data_bind(cls.segments, cls.cited, cls.state)
+            yield NotePane().data_bind(cls.view, cls.state, cursor=cls.selected)
             with Vertical(id="side-col"):
-                with Vertical(id="evidence-box", classes="pane"):
-                    yield Label("Evidence", classes="pane-title")
-                    with VerticalScroll(id="evidence-scroll"):
-                        yield Static("", id="evidence")
-                with Vertical(id="flags-box", classes="pane"):
-                    yield Label("Flags", classes="pane-title", id="flags-title")
-                    yield OptionList(id="flags")
-        yield Static("", id="delivery")
-        yield Static("", id="message")
+                yield EvidencePane().data_bind(cls.sentence, cls.segments)
+                yield FlagsPane().data_bind(cls.view, cls.state)
+        yield DeliveryLine().data_bind(cls.summary, cls.delivery)
+        yield MessageLine().data_bind(cls.notice)
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = "Encounter review"
-        self.query_one("#draft-progress", ProgressBar).display = False
-        self.query_one("#note", OptionList).focus()
+        self.query_one(NotePane).focus()
         self.load()
+
+    # ------------------------------------------------------------------ state
+
+    def compute_state(self) -> ReviewState | None:
+        return self.summary.state if self.summary is not None else None
+
+    def compute_sentence(self) -> Sentence | None:
+        return self.current_sentence()
+
+    def compute_cited(self) -> tuple[str, ...]:
+        return tuple(evidence_ids(self.current_sentence()))
+
+    def current_sentence(self) -> Sentence | None:
+        """The sentence under the note cursor, in the latest draft."""
+        if self.view is None or self.selected is None:
+            return None
+        for s in self.view.note.sentences():
+            if s.id == self.selected:
+                return s
+        return None
+
+    def watch_view(self, view: DraftView | None) -> None:
+        """A new draft keeps the cursor on its sentence if it is still there, else goes to the first."""
+        if view is not None:
+            ids = [s.id for s in view.note.sentences()]
+            self.selected = self.selected if self.selected in ids else (ids[0] if ids else None)
+        self._sync_progress()
+
+    def watch_summary(self) -> None:
+        self._sync_progress()
+
+    def _sync_progress(self) -> None:
+        """The progress bar as the encounter's state implies: moving while recording, counting
+        while drafting, hidden otherwise."""
+        s = self.summary
+        if s is None:
+            return
+        if s.state is ReviewState.drafting:
+            progress = self.view.progress if self.view else None
+            self.show_progress(progress.done if progress else 0, progress.total if progress else 0, False, None)
+        elif s.state is ReviewState.recording:
+            self.progress = Progress()
+        else:
+            self.progress = None
 
     # ------------------------------------------------------------------ data
 
@@ -105,78 +152,62 @@ class EncounterScreen(Screen[None]):
         return self.app.api  # type: ignore[attr-defined]
 
     def say(self, message: str | Text, *, error: bool = False) -> None:
-        widget = self.query_one("#message", Static)
-        widget.set_class(error, "error")
-        widget.update(message)
+        self.notice = Notice(message, error)
 
     @work(exclusive=True, group="load", exit_on_error=False)  # a refresh racing the screen away is harmless
     async def load(self) -> None:
         try:
-            self.summary = await self.api.encounter(self.encounter_id)
+            summary = await self.api.encounter(self.encounter_id)
             transcript = await self.api.transcript(self.encounter_id)
-            self.segments = transcript.segments
-            self.view = await self.api.draft(self.encounter_id)
-            if self.summary.signed_version is not None:
-                await self._load_delivery()
+            view = await self.api.draft(self.encounter_id)
+            delivery = await self._latest_delivery() if summary.signed_version is not None else self.delivery
         except ApiError as exc:
             self.say(f"⚠ {exc}", error=True)
             return
-        self.render_transcript()
-        self.render_note()
-        self.render_status()
+        self.summary = summary
+        self.segments = tuple(transcript.segments)
+        self.delivery = delivery
+        self.view = view
 
-    async def _load_delivery(self) -> None:
+    async def _latest_delivery(self) -> Delivery | None:
         deliveries = await self.api.deliveries(self.encounter_id)
         creates = [d for d in deliveries.deliveries if d.action == "create"]
-        self.delivery = creates[-1] if creates else None
-        self._show_delivery(self.delivery)
-
-    def _show_delivery(self, delivery: Delivery | None) -> None:
-        """Update the delivery line; a no-op while the screen is not (or no longer) composed,
-        which happens when a worker finishes as the screen is being replaced."""
-        try:
-            line = self.query_one("#delivery", Static)
-        except NoMatches:
-            return
-        line.update(Text.assemble(("Delivery  ", "bold"), delivery_words(delivery)))
+        return creates[-1] if creates else None
 
     @work(exclusive=True, group="transcript", exit_on_error=False)  # a refresh racing the screen away is harmless
     async def load_more_transcript(self) -> None:
+        known_segments = self.segments or ()
         try:
-            more = await self.api.transcript(self.encounter_id, since=len(self.segments))
+            more = await self.api.transcript(self.encounter_id, since=len(known_segments))
         except ApiError as exc:
             self.say(f"⚠ {exc}", error=True)
             return
-        known = {s.id for s in self.segments}
+        known = {s.id for s in self.segments or ()}
         new = [s for s in more.segments if s.id not in known]
         if new:
-            self.segments.extend(new)
-            tl = self.query_one("#transcript", OptionList)
-            tl.add_options([Option(segment_prompt(s), id=s.id) for s in new])
-            if self.summary and self.summary.state is ReviewState.recording:
-                tl.highlighted = tl.option_count - 1
+            self.segments = (*(self.segments or ()), *new)
 
     @work(exclusive=True, group="summary", exit_on_error=False)  # a refresh racing the screen away is harmless
     async def reload_summary(self) -> None:
         try:
-            self.summary = await self.api.encounter(self.encounter_id)
-            if self.summary.signed_version is not None:
-                await self._load_delivery()
+            summary = await self.api.encounter(self.encounter_id)
+            delivery = await self._latest_delivery() if summary.signed_version is not None else self.delivery
         except ApiError as exc:
             self.say(f"⚠ {exc}", error=True)
             return
-        self.render_status()
+        self.summary = summary
+        self.delivery = delivery
 
     @work(exclusive=True, group="draft", exit_on_error=False)  # a refresh racing the screen away is harmless
     async def reload_draft(self) -> None:
         try:
-            self.summary = await self.api.encounter(self.encounter_id)
-            self.view = await self.api.draft(self.encounter_id)
+            summary = await self.api.encounter(self.encounter_id)
+            view = await self.api.draft(self.encounter_id)
         except ApiError as exc:
             self.say(f"⚠ {exc}", error=True)
             return
-        self.render_note()
-        self.render_status()
+        self.summary = summary
+        self.view = view
 
     def live(self, event: LiveEvent) -> None:
         if event.encounter_id not in (None, self.encounter_id):
@@ -191,156 +222,39 @@ class EncounterScreen(Screen[None]):
         elif event.type in ("encounter", "delivery"):
             self.reload_summary()
 
-    # ------------------------------------------------------------------ rendering
-
-    def render_transcript(self) -> None:
-        tl = self.query_one("#transcript", OptionList)
-        tl.clear_options()
-        tl.add_options([Option(segment_prompt(s), id=s.id) for s in self.segments])
-        if not self.segments:
-            tl.add_option(Option(Text("Nothing transcribed yet.", style="dim"), disabled=True))
-
-    def render_note(self) -> None:
-        note_list = self.query_one("#note", OptionList)
-        keep = self._cursor_sentence
-        note_list.clear_options()
-        if self.view is None:
-            waiting = "The draft will appear here once it is written." if self.summary and \
-                self.summary.state in (ReviewState.recording, ReviewState.drafting) else \
-                "No draft yet. Press w to write one from the transcript."
-            note_list.add_option(Option(Text(waiting, style="dim"), disabled=True))
-            self.render_flags()
-            self.render_evidence()
-            return
-        note = self.view.note
-        options: list[Option] = []
-        for sec in note.sections:
-            options.append(Option(Text(sec.title.upper(), style="bold #87d7ff"), id=f"§{sec.key}", disabled=True))
-            if not sec.sentences:
-                options.append(Option(Text("  Nothing recorded.", style="dim"), id=f"§{sec.key}-empty",
-                                      disabled=True))
-            for s in sec.sentences:
-                options.append(Option(sentence_prompt(s), id=s.id))
-        note_list.add_options(options)
-        self.query_one("#note-title", Label).update(
-            f"Note · {note.title} · version {self.view.version}")
-        ids = [s.id for s in note.sentences()]
-        target = keep if keep in ids else (ids[0] if ids else None)
-        if target is not None:
-            note_list.highlighted = note_list.get_option_index(target)
-        self._cursor_sentence = target
-        self.render_flags()
-        self.render_evidence()
-
-    def render_flags(self) -> None:
-        fl = self.query_one("#flags", OptionList)
-        fl.clear_options()
-        n_open = 0
-        if self.view is not None:
-            for sec in self.view.note.sections:
-                for s in sec.sentences:
-                    for i, f in enumerate(s.flags):
-                        if f.resolved:
-                            continue
-                        n_open += 1
-                        fl.add_option(Option(flag_prompt(s, f, sec.title), id=f"{s.id}#{i}"))
-        if not n_open:
-            fl.add_option(Option(Text("No open flags.", style="#5fd75f"), disabled=True))
-        self.query_one("#flags-title", Label).update(f"Flags · {n_open} open")
-
-    def current_sentence(self) -> Sentence | None:
-        if self.view is None or self._cursor_sentence is None:
-            return None
-        for s in self.view.note.sentences():
-            if s.id == self._cursor_sentence:
-                return s
-        return None
-
-    def render_evidence(self) -> None:
-        sentence = self.current_sentence()
-        by_id = {s.id: s for s in self.segments}
-        self.query_one("#evidence", Static).update(evidence_text(sentence, by_id))
-        # the transcript follows too: the first cited line is brought into view
-        ids = evidence_ids(sentence)
-        tl = self.query_one("#transcript", OptionList)
-        for sid in ids:
-            try:
-                tl.highlighted = tl.get_option_index(sid)
-                break
-            except Exception:
-                continue
-
-    def render_status(self) -> None:
-        s = self.summary
-        if s is None:
-            return
-        parts = Text.assemble(("Encounter ", "dim"), (s.id, "bold"), ("  ·  ", "dim"), state_text(s.state))
-        if self.view is not None:
-            n = self.view.open_flags
-            parts.append("  ·  ", style="dim")
-            parts.append(f"{FLAG_MARK} {n} open flag{'s' if n != 1 else ''}" if n else "no open flags",
-                         style="bold #ff5f5f" if n else "#5fd75f")
-        if s.state is ReviewState.recording:
-            parts.append("  ·  recording — the transcript is live", style="#ff8787")
-        self.query_one("#status", Static).update(parts)
-        progress = self.view.progress if self.view else None
-        if s.state is ReviewState.drafting:
-            self.show_progress(progress.done if progress else 0, progress.total if progress else 0, False, None)
-        elif s.state is ReviewState.recording:
-            bar = self.query_one("#draft-progress", ProgressBar)
-            bar.display = True
-            bar.update(total=None)
-        else:
-            self.query_one("#draft-progress", ProgressBar).display = False
-        if s.signed_version is None:
-            self._show_delivery(None)
-
     def show_progress(self, done: int, total: int, finished: bool, error: str | None) -> None:
-        bar = self.query_one("#draft-progress", ProgressBar)
         if error:
-            bar.display = False
+            self.progress = None
             self.say(f"⚠ {error}", error=True)
             return
         if finished:
-            bar.display = False
+            self.progress = None
             return
-        bar.display = True
-        bar.update(total=total or None, progress=done)
+        self.progress = Progress(done, total)
         self.say(f"Writing the draft… {done} of {total} transcript segments" if total else "Writing the draft…")
 
     # ------------------------------------------------------------------ cursor
 
-    @on(OptionList.OptionHighlighted, "#note")
-    def _note_moved(self, event: OptionList.OptionHighlighted) -> None:
-        if event.option_id and not event.option_id.startswith("§"):
-            self._cursor_sentence = event.option_id
-            self.render_evidence()
+    @on(NotePane.SentenceHighlighted)
+    def _note_moved(self, event: NotePane.SentenceHighlighted) -> None:
+        self.selected = event.sentence_id
 
-    @on(OptionList.OptionSelected, "#note")
-    def _note_selected(self, event: OptionList.OptionSelected) -> None:
+    @on(NotePane.SentenceChosen)
+    def _note_chosen(self, event: NotePane.SentenceChosen) -> None:
         self.action_edit()
 
-    @on(OptionList.OptionSelected, "#flags")
-    def _flag_selected(self, event: OptionList.OptionSelected) -> None:
-        if not event.option_id:
-            return
-        sid = event.option_id.split("#", 1)[0]
-        self.goto_sentence(sid)
-        self.query_one("#note", OptionList).focus()
+    @on(FlagsPane.FlagChosen)
+    def _flag_chosen(self, event: FlagsPane.FlagChosen) -> None:
+        self.goto_sentence(event.flag.sentence_id)
+        self.query_one(NotePane).focus()
 
-    @on(OptionList.OptionHighlighted, "#flags")
-    def _flag_moved(self, event: OptionList.OptionHighlighted) -> None:
-        if event.option_id:
-            self.goto_sentence(event.option_id.split("#", 1)[0])
+    @on(FlagsPane.FlagHighlighted)
+    def _flag_moved(self, event: FlagsPane.FlagHighlighted) -> None:
+        self.goto_sentence(event.flag.sentence_id)
 
     def goto_sentence(self, sentence_id: str) -> None:
-        note_list = self.query_one("#note", OptionList)
-        try:
-            note_list.highlighted = note_list.get_option_index(sentence_id)
-        except Exception:
-            return
-        self._cursor_sentence = sentence_id
-        self.render_evidence()
+        if self.view is not None and any(s.id == sentence_id for s in self.view.note.sentences()):
+            self.selected = sentence_id
 
     def action_next_flag(self) -> None:
         if self.view is None:
@@ -350,19 +264,19 @@ class EncounterScreen(Screen[None]):
             self.say("No open flags: the note can be signed (s).")
             return
         ids = [s.id for s in self.view.note.sentences()]
-        here = ids.index(self._cursor_sentence) if self._cursor_sentence in ids else -1
+        here = ids.index(self.selected) if self.selected in ids else -1
         after = [sid for sid in flagged if ids.index(sid) > here]
         self.goto_sentence((after or flagged)[0])
-        self.query_one("#note", OptionList).focus()
+        self.query_one(NotePane).focus()
 
     def action_focus_transcript(self) -> None:
-        self.query_one("#transcript", OptionList).focus()
+        self.query_one(TranscriptPane).focus()
 
     def action_focus_note(self) -> None:
-        self.query_one("#note", OptionList).focus()
+        self.query_one(NotePane).focus()
 
     def action_focus_flags(self) -> None:
-        self.query_one("#flags", OptionList).focus()
+        self.query_one(FlagsPane).focus()
 
     def action_back(self) -> None:
         self.app.pop_screen()
@@ -381,15 +295,12 @@ class EncounterScreen(Screen[None]):
     def _flag_target(self) -> tuple[Sentence, int] | None:
         """The flag an action applies to: the one highlighted in the flag list when it has focus,
         else the first open flag of the sentence under the cursor."""
-        fl = self.query_one("#flags", OptionList)
-        if fl.has_focus and fl.highlighted is not None:
-            oid = fl.get_option_at_index(fl.highlighted).id
-            if oid and "#" in oid:
-                sid, idx = oid.split("#", 1)
-                self.goto_sentence(sid)
-                s = self.current_sentence()
-                if s is not None:
-                    return s, int(idx)
+        flag = self.query_one(FlagsPane).highlighted_flag
+        if flag is not None:
+            self.goto_sentence(flag.sentence_id)
+            s = self.current_sentence()
+            if s is not None:
+                return s, flag.index
         s = self.current_sentence()
         if s is None:
             return None
@@ -431,8 +342,6 @@ class EncounterScreen(Screen[None]):
             self.say(f"⚠ {exc}", error=True)
             return
         self.say("Sentence saved.")
-        self.render_note()
-        self.render_status()
 
     def action_accept(self) -> None:
         if not self._editable():
@@ -463,8 +372,6 @@ class EncounterScreen(Screen[None]):
             self.say(f"⚠ {exc}", error=True)
             return
         self.say({"accepted": "Flag accepted.", "deleted": "Sentence deleted."}.get(resolution, "Saved."))
-        self.render_note()
-        self.render_status()
 
     def action_delete(self) -> None:
         if not self._editable():
@@ -499,15 +406,13 @@ class EncounterScreen(Screen[None]):
             self.say(f"⚠ {exc}", error=True)
             return
         self.say("Sentence deleted.")
-        self.render_note()
-        self.render_status()
 
     def action_add(self) -> None:
         if not self._editable():
             return
         view = self.view
         assert view is not None
-        here = self._cursor_sentence
+        here = self.selected
 
         def done(text: str | None) -> None:
             if text:
@@ -540,7 +445,6 @@ class EncounterScreen(Screen[None]):
             self.say(f"⚠ {exc}", error=True)
             return
         self.say("Sentence added.")
-        self.render_note()
 
     def action_sign(self) -> None:
         if self.view is None:
@@ -578,7 +482,6 @@ class EncounterScreen(Screen[None]):
         self.say(Text.assemble(("✓ Signed", "bold #5fd75f"),
                                f" by {result.signed.signed_by} at "
                                f"{result.signed.signed_at.astimezone().strftime('%H:%M:%S')}."))
-        self._show_delivery(self.delivery)
         self.reload_summary()
 
     def action_amend(self) -> None:
@@ -598,14 +501,14 @@ class EncounterScreen(Screen[None]):
     @work(exclusive=True, group="write")
     async def amend(self, reason: str) -> None:
         try:
-            self.view = await self.api.amend(self.encounter_id, reason)
-            self.summary = await self.api.encounter(self.encounter_id)
+            view = await self.api.amend(self.encounter_id, reason)
+            summary = await self.api.encounter(self.encounter_id)
         except ApiError as exc:
             self.say(f"⚠ {exc}", error=True)
             return
+        self.summary = summary
+        self.view = view
         self.say("Amending: edit the note, then sign it again (s).")
-        self.render_note()
-        self.render_status()
 
     def action_retry(self) -> None:
         if self.delivery is None or self.delivery.state.value != "failed":
