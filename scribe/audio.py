@@ -23,8 +23,23 @@ class AudioError(Exception):
     """Audio that cannot be used; the message says what to do about it."""
 
 
+def int16_to_float(samples: np.ndarray) -> np.ndarray:
+    """PCM16 sample values (any shape) → float32 in [-1, 1): the one conversion scribe uses."""
+    return samples.astype(np.float32) / 32768.0
+
+
 def pcm16_to_float(pcm: bytes) -> np.ndarray:
-    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    return int16_to_float(np.frombuffer(pcm, dtype="<i2"))
+
+
+def deinterleave(pcm: bytes) -> np.ndarray:
+    """Interleaved PCM16 stereo → ``(n, 2)`` int16."""
+    return np.frombuffer(pcm, dtype="<i2").reshape(-1, 2)
+
+
+def mixdown(stereo: np.ndarray) -> bytes:
+    """What is stored and transcribed for two-channel input: the mean of the channels, PCM16."""
+    return ((stereo[:, 0].astype(np.int32) + stereo[:, 1]) // 2).astype("<i2").tobytes()
 
 
 def float_to_pcm16(samples: np.ndarray) -> bytes:

@@ -134,7 +134,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from .logs import setup_logging
-    from .server import StreamServer
+    from .service import StreamServer
 
     settings = settings_from_args(args)
     if args.host:

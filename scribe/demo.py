@@ -51,7 +51,7 @@ def run_demo(args, *, console, err) -> int:
     from .notes import render_markdown, render_text
     from .protocol import DraftEvent, StartMessage
     from .resources import samples_dir
-    from .server import Engine, StreamServer
+    from .service import Engine, StreamServer
 
     sample = Path(args.sample) if args.sample else (samples_dir() or Path("samples")) / "synth_dialogue_dev_01.flac"
     if not sample.is_file():

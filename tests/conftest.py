@@ -63,7 +63,7 @@ class RunningServer:
 
 
 async def start_server(settings: Settings, recognizer) -> RunningServer:
-    from scribe.server import Engine, StreamServer
+    from scribe.service import Engine, StreamServer
 
     server = StreamServer(settings, engine=Engine(settings, recognizer=recognizer))
     runner = server.runner(shutdown_timeout=2.0)

@@ -100,7 +100,7 @@ class Running:
 @asynccontextmanager
 async def review_server(settings: Settings) -> AsyncIterator[Running]:
     """The real service (streaming + review API + outbox worker) on a free loopback port."""
-    from scribe.server import Engine, StreamServer
+    from scribe.service import Engine, StreamServer
 
     server = StreamServer(settings, engine=Engine(settings, recognizer=object()))
     runner = server.runner(shutdown_timeout=2.0)

@@ -187,7 +187,7 @@ async def test_tls_serves_wss_with_the_configured_certificate(settings, recogniz
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    from scribe.server import Engine, StreamServer
+    from scribe.service import Engine, StreamServer
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])

@@ -82,8 +82,8 @@ async def test_an_encounters_state_is_released_when_it_ends(live_server: Running
         session = live_server.server.sessions.get("enc-gc")
         if not refs and getattr(event, "type", "") == "segment" and session is not None:
             conn = session.conn
-            refs.update(connection=weakref.ref(conn), diarizer=weakref.ref(conn.diarizer),
-                        draft=weakref.ref(conn.draft), session=weakref.ref(session))
+            refs.update(connection=weakref.ref(conn), diarizer=weakref.ref(conn.labeller.diarizer),
+                        draft=weakref.ref(conn.drafting.session), session=weakref.ref(session))
 
     client = StreamClient(live_server.url, start_msg("enc-gc"), token=TOKEN, on_event=grab, wait_for_draft=True)
     await client.run(FileSource(DIALOGUE, speed=0).chunks())

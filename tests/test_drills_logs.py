@@ -217,7 +217,7 @@ async def test_full_visit_logs_carry_no_phi_at_debug(settings, recognizer, all_l
     print(f"log drill: {len(all_logs.records)} records from {len(loggers)} loggers ({sorted(loggers)}) searched for "
           f"{len(words)} content words + the patient reference ({client_transport} websockets.client records "
           f"not asserted); {figures}")
-    assert all_logs.records and "scribe.server" in loggers
+    assert all_logs.records and "scribe.service.session" in loggers
     assert not leaks, "PHI in logs:\n" + "\n".join(leaks[:20])
 
 

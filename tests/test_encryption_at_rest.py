@@ -340,7 +340,7 @@ def test_wrong_key_fails_at_open_naming_both_key_ids(tmp_path: Path, monkeypatch
     assert right_id in message and wrong_id in message and "retired_key_files" in message
 
     # The server refuses to start (a ValueError: `scribe serve` prints it as one line, exit 2).
-    from scribe.server import Engine, StreamServer
+    from scribe.service import Engine, StreamServer
 
     bad = keyed_settings(tmp_path, wrong)
     with pytest.raises(ValueError, match=right_id):

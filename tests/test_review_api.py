@@ -307,3 +307,30 @@ async def test_write_a_draft_with_progress_events(env) -> None:
     assert status == 200 and d["state"] == "draft_ready" and d["note"]["sections"]
     status, body = await call(http, "POST", "/encounters/enc-new/draft")
     assert status == 409 and "draft exists" in body["error"]
+
+
+async def test_draft_on_request_uses_the_sites_templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``POST …/draft`` and the live path are one draft runner: a site template in
+    ``notes.templates_dir`` that replaces the built-in ``soap`` shapes the requested draft too
+    (before the runner was shared, this route loaded the built-in template)."""
+    monkeypatch.delenv("SCRIBE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    site = tmp_path / "site-templates"
+    site.mkdir()
+    builtin = (Path(__file__).resolve().parent.parent / "prompts" / "templates" / "progress.toml").read_text()
+    (site / "soap.toml").write_text(builtin.replace('name = "progress"', 'name = "soap"')
+                                    .replace('title = "Progress note"', 'title = "Clinic SOAP"'))
+    settings = make_settings(tmp_path, out_dir=tmp_path / "ehr-out")
+    settings.notes.templates_dir = site
+    seed_standard(settings)
+    async with review_server(settings) as running, aiohttp.ClientSession(base_url=running.http) as http:
+        status, _ = await call(http, "POST", "/encounters/enc-new/draft")
+        assert status == 202
+        for _ in range(300):
+            status, d = await call(http, "GET", "/encounters/enc-new/draft")
+            if status == 200:
+                break
+            await asyncio.sleep(0.1)
+    assert status == 200, d
+    keys = [s["key"] for s in d["note"]["sections"]]
+    assert "interval_history" in keys and "subjective" not in keys

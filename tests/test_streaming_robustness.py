@@ -94,7 +94,7 @@ async def test_transcriber_behind_the_queue_catches_up_from_the_store(settings, 
     try:
         source = FileSource(DICTATION, speed=0)
         client = StreamClient(running.url, start_msg("enc-behind"), token=TOKEN)
-        with caplog.at_level("INFO", logger="scribe.server"):
+        with caplog.at_level("INFO", logger="scribe.service.session"):
             transcript = await asyncio.wait_for(client.run(source.chunks()), 300)
     finally:
         await running.stop()

@@ -73,7 +73,7 @@ async def _concurrent_streams(settings, rec, audio: np.ndarray, level: int) -> d
     from ..client import StreamClient
     from ..models import Consent
     from ..protocol import SegmentEvent, StartMessage
-    from ..server import Engine, StreamServer
+    from ..service import Engine, StreamServer
     from ..store import Store
 
     token = secrets.token_urlsafe(12)

@@ -1,4 +1,4 @@
-"""The review HTTP API (aiohttp), mounted on the streaming server's application.
+"""The review HTTP API's handlers (aiohttp), mounted by the composition root (``service.app``).
 
     GET  /v1/review/encounters?state=draft_ready&q=text     list with state, counts, filter
     GET  /v1/review/encounters/{id}                         one summary
@@ -14,8 +14,9 @@
     GET  /v1/review/encounters/{id}/audit                   review events (who, when, before/after)
     GET  /v1/review/events?encounter=ID                     server-sent events (what changed)
 
-Auth is the websocket's: ``Authorization: Bearer <token>`` (401 without, 403 with a wrong one).
-Errors are JSON ``{"error": "<plain words>"}``. Who acts is the ``actor`` of the request body
+Auth is the websocket's: ``Authorization: Bearer <token>`` (401 without, 403 with a wrong one);
+the host's ``Gate`` has authenticated the caller and scoped every encounter and delivery route
+before a handler here runs. Errors are JSON ``{"error": "<plain words>"}``. Who acts is the ``actor`` of the request body
 (or the ``X-Scribe-Actor`` header); it is recorded with every change.
 """
 
@@ -32,12 +33,11 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from ..models import EncounterStatus
+from ..models import Encounter, EncounterStatus, Note, Segment
 from ..protocol import MAX_INDEX
-from ..store import AsyncStore
-from .edits import EditError
-from .events import EventHub
-from .models import (
+from ..review.edits import EditError
+from ..review.events import EventHub
+from ..review.models import (
     AmendRequest,
     DraftProgress,
     DraftUpdate,
@@ -46,7 +46,8 @@ from .models import (
     ReviewState,
     SignRequest,
 )
-from .service import ReviewService
+from ..review.service import ReviewService
+from ..store import AsyncStore
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +55,23 @@ M = TypeVar("M", bound=BaseModel)
 PREFIX = "/v1/review"
 
 
+NoteWriter = Callable[[Encounter, list[Segment], Callable[[int, int], None]], Awaitable[Note]]
+"""Writes a whole stored transcript into a note, reporting ``(done, total)`` as it goes."""
+
+
 @dataclass
 class ReviewContext:
-    """What the review API needs from its host server."""
+    """What the review API's handlers need, built by the composition root."""
 
     astore: AsyncStore
     service: ReviewService
     authorize: Callable[[web.Request], str | None]
-    """Raises ``HTTPUnauthorized``/``HTTPForbidden``; may return the caller's identity."""
-    template: str = "soap"
+    """Raises ``HTTPUnauthorized``; returns the caller's clinician id (None: a site token)."""
+    write_note: NoteWriter
+    """The service's one draft runner (the configured writer and the site's templates)."""
+    wake_outbox: Callable[[], None] = lambda: None
     hub: EventHub = field(init=False)
     drafting: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    worker: Any = None
-    """An ``OutboxWorker`` this context runs (and stops) when the host runs none."""
-    _stop: asyncio.Event | None = None
-    _worker_task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.hub = EventHub(self._snapshot)
@@ -95,39 +98,11 @@ class ReviewContext:
 
         return await self.call(snap)
 
-    @classmethod
-    def from_server(cls, server: Any) -> ReviewContext:
-        """Build from a ``StreamServer``: its store, its auth, and the notes repository and outbox
-        on the same store (the server's own, when it has them)."""
-        from ..fhir.outbox import Outbox
-        from ..notes.repo import NoteRepo
-
-        store = server.store.store
-        settings = server.settings
-        repo = getattr(server, "notes", None) or getattr(server, "note_repo", None) or NoteRepo(store)
-        outbox = getattr(server, "outbox", None) or Outbox(store, settings=settings)
-        if hasattr(server, "audit_delivery"):
-            outbox.add_listener(server.audit_delivery)  # deliveries go to the hash-chained audit log
-
-        def authorize(request: web.Request) -> str | None:
-            # The server's middleware has authenticated the caller and scoped encounter routes.
-            # A per-clinician token names the actor; a site token lets the body name it.
-            from ..server import PRINCIPAL
-
-            principal = request.get(PRINCIPAL)
-            if principal is None:
-                raise web.HTTPUnauthorized(text="missing bearer token")
-            return None if principal.is_admin else principal.clinician_id
-
-        ctx = cls(astore=server.store, service=ReviewService(store, repo, outbox), authorize=authorize,
-                  template=settings.notes.template)
-        if getattr(server, "outbox_worker", None) is None:
-            from ..fhir.outbox import OutboxWorker
-
-            ctx.worker = OutboxWorker.from_settings(outbox, settings, astore=server.store)
-        else:
-            ctx.worker = None
-        return ctx
+    async def close(self) -> None:
+        """Server shutdown: end the event streams and cancel drafts in progress."""
+        await self.hub.close()
+        for task in list(self.drafting.values()):
+            task.cancel()
 
 
 # ---------------------------------------------------------------------- plumbing
@@ -260,8 +235,7 @@ async def sign(request: web.Request, ctx: ReviewContext, principal: str | None) 
     actor = _actor(request, principal, req.actor)
     result = await ctx.call(ctx.service.sign, eid, req, actor)
     ctx.hub.publish(LiveEvent(type="encounter", encounter_id=eid, data={"status": EncounterStatus.signed.value}))
-    if ctx.worker is not None and hasattr(ctx.worker, "wake"):
-        ctx.worker.wake()
+    ctx.wake_outbox()
     return _json(result)
 
 
@@ -281,8 +255,7 @@ async def deliveries(request: web.Request, ctx: ReviewContext, principal: str | 
 async def retry(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
     did = request.match_info["id"]
     delivery = await ctx.call(ctx.service.retry, did)
-    if ctx.worker is not None:
-        ctx.worker.wake()
+    ctx.wake_outbox()
     return _json(delivery)
 
 
@@ -291,7 +264,8 @@ async def audit(request: web.Request, ctx: ReviewContext, principal: str | None)
 
 
 async def start_draft(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
-    """Write the draft now (extractive writer), reporting progress as ``draft_progress`` events."""
+    """Write the draft now with the service's writer, reporting progress as ``draft_progress``
+    events."""
     eid = request.match_info["id"]
     force = request.query.get("force", "") in ("1", "true", "yes")
     running = ctx.drafting.get(eid)
@@ -311,30 +285,26 @@ async def start_draft(request: web.Request, ctx: ReviewContext, principal: str |
 
 
 async def _write_draft(ctx: ReviewContext, eid: str) -> None:
-    from ..notes import IncrementalDrafter, UnsupportedLanguage
+    from ..notes import UnsupportedLanguage
 
     store = ctx.service.store
-    loop = asyncio.get_running_loop()
     progress = ctx.service.progress[eid]
+
+    def report(done: int, total: int) -> None:
+        nonlocal progress
+        progress = progress.model_copy(update={"done": done, "total": total})
+        ctx.service.progress[eid] = progress
+        ctx.hub.publish(LiveEvent(type="draft_progress", encounter_id=eid, data=progress.model_dump()))
+
     try:
         enc = await ctx.call(store.get_encounter, eid)
         segments = await ctx.call(store.segments, eid)
         if enc.status is EncounterStatus.transcribed:
             await ctx.call(store.set_status, eid, EncounterStatus.drafting)
-        drafter = await loop.run_in_executor(
-            None, lambda: IncrementalDrafter(eid, ctx.template, language=enc.language))
-        step = max(1, len(segments) // 50)
-        for i in range(0, len(segments), step):
-            chunk = segments[i:i + step]
-            await loop.run_in_executor(None, drafter.extend, chunk)
-            progress = progress.model_copy(update={"done": i + len(chunk), "total": len(segments)})
-            ctx.service.progress[eid] = progress
-            ctx.hub.publish(LiveEvent(type="draft_progress", encounter_id=eid, data=progress.model_dump()))
-        note = await loop.run_in_executor(None, drafter.finish)
+        note = await ctx.write_note(enc, segments, report)
         view = await ctx.call(ctx.service.save_generated, eid, note)
         progress = progress.model_copy(update={"finished": True, "done": len(segments)})
         ctx.hub.publish(LiveEvent(type="draft", encounter_id=eid, data={"version": view.version}))
-        log.info("draft written", extra={"encounter": eid, "segments": len(segments)})
     except UnsupportedLanguage as exc:
         progress = progress.model_copy(update={"finished": True, "error": str(exc)})
     except Exception:
@@ -400,77 +370,22 @@ async def events(request: web.Request, ctx: ReviewContext, principal: str | None
     return resp
 
 
-# ---------------------------------------------------------------------- mount
+# ---------------------------------------------------------------------- routes
 
 
-def mount(app: web.Application, server: Any) -> None:
-    """Mount the review API on a ``StreamServer``'s application (the one line in server.py).
-
-    The context is built at startup, on the store's thread (schema migrations touch SQLite)."""
-
-    async def factory() -> ReviewContext:
-        loop = asyncio.get_running_loop()
-        ctx = await server.store.call(ReviewContext.from_server, server)
-        ctx.listen_outbox(loop)
-        return ctx
-
-    add_routes(app, factory)
-
-
-def add_routes(app: web.Application,
-               ctx: ReviewContext | Callable[[], Awaitable[ReviewContext]]) -> ReviewContext | None:
-    """Mount the review API on ``app``. ``ctx`` may be an async factory (awaited at startup, so a
-    host can mount the API before its store exists)."""
-    holder: dict[str, ReviewContext] = {}
-    unavailable: list[str] = []
-
-    def get() -> ReviewContext | None:
-        return holder.get("ctx")
-
-    if isinstance(ctx, ReviewContext):
-        holder["ctx"] = ctx
-
-    async def startup(app: web.Application) -> None:
-        if "ctx" not in holder:
-            try:
-                holder["ctx"] = await ctx()  # type: ignore[operator]
-            except ImportError as exc:
-                # A build without the notes repository or the outbox still streams; the
-                # review endpoints then say why they are missing instead of failing startup.
-                log.warning("review API unavailable: %s", type(exc).__name__)
-                unavailable.append(f"the review API is not available in this build ({exc.name or exc})")
-                return
-        c = holder["ctx"]
-        if c.worker is not None and c._worker_task is None:
-            c._stop = asyncio.Event()
-            c._worker_task = asyncio.create_task(c.worker.run(c._stop), name="review-outbox-worker")
-
-    async def shutdown(app: web.Application) -> None:
-        c = holder.get("ctx")
-        if c is None:
-            return
-        await c.hub.close()
-        for task in list(c.drafting.values()):
-            task.cancel()
-        if c._worker_task is not None and c._stop is not None:
-            c._stop.set()
-            c.worker.wake()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(c._worker_task, timeout=5.0)
-            with contextlib.suppress(Exception):
-                await c.worker.aclose()
+def add_routes(app: web.Application, context: Callable[[], ReviewContext | None]) -> None:
+    """The review routes on ``app``; ``context()`` is the host's context (None until it has
+    started: the routes then answer 503)."""
 
     def bind(fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
-            c = get()
+            c = context()
             if c is None:
-                return _error(503, unavailable[0] if unavailable else "the review API is starting")
+                return _error(503, "the review API is starting")
             return await _route(c, fn)(request)
 
         return handler
 
-    app.on_startup.append(startup)
-    app.on_shutdown.insert(0, shutdown)
     r = app.router
     r.add_get(f"{PREFIX}/encounters", bind(list_encounters))
     r.add_get(f"{PREFIX}/encounters/{{id}}", bind(get_encounter))
@@ -485,4 +400,3 @@ def add_routes(app: web.Application,
     r.add_get(f"{PREFIX}/encounters/{{id}}/audit", bind(audit))
     r.add_post(f"{PREFIX}/deliveries/{{id}}/retry", bind(retry))
     r.add_get(f"{PREFIX}/events", bind(events))
-    return holder.get("ctx")
