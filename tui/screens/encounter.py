@@ -19,12 +19,12 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from scribe.models import Delivery, Note, Segment, Sentence
-from scribe.review.edits import replace_sentence
+from scribe.models import Delivery, Segment, Sentence
 from scribe.review.models import DraftView, EncounterSummary, LiveEvent, ReviewState
 
 from ..client import ApiError
 from ..format import FLAG_MARK, evidence_ids, open_flags
+from ..note_edits import with_sentence_after, with_text
 from ..widgets import (
     DeliveryLine,
     EvidencePane,
@@ -337,7 +337,7 @@ class EncounterScreen(Screen[None]):
                                                         text=text)
             else:
                 self.view = await self.api.save_draft(self.encounter_id, view.version,
-                                                      _with_text(view.note, sentence_id, text))
+                                                      with_text(view.note, sentence_id, text))
         except ApiError as exc:
             self.say(f"⚠ {exc}", error=True)
             return
@@ -401,7 +401,7 @@ class EncounterScreen(Screen[None]):
         assert view is not None
         try:
             self.view = await self.api.save_draft(self.encounter_id, view.version,
-                                                  _with_text(view.note, sentence_id, None))
+                                                  with_text(view.note, sentence_id, None))
         except ApiError as exc:
             self.say(f"⚠ {exc}", error=True)
             return
@@ -425,22 +425,9 @@ class EncounterScreen(Screen[None]):
     async def add_sentence(self, after: str | None, text: str) -> None:
         view = self.view
         assert view is not None
-        sections = []
-        placed = False
-        for sec in view.note.sections:
-            items = []
-            for s in sec.sentences:
-                items.append(s)
-                if s.id == after:
-                    items.append(Sentence(id="", text=text))
-                    placed = True
-            sections.append(sec.model_copy(update={"sentences": items}))
-        if not placed and sections:
-            sections[-1] = sections[-1].model_copy(update={"sentences": [*sections[-1].sentences,
-                                                                         Sentence(id="", text=text)]})
         try:
             self.view = await self.api.save_draft(self.encounter_id, view.version,
-                                                  view.note.model_copy(update={"sections": sections}))
+                                                  with_sentence_after(view.note, after, text))
         except ApiError as exc:
             self.say(f"⚠ {exc}", error=True)
             return
@@ -541,10 +528,3 @@ class EncounterScreen(Screen[None]):
             return
         self.show_progress(progress.done, progress.total, progress.finished, progress.error)
 
-
-def _with_text(note: Note, sentence_id: str, text: str | None) -> Note:
-    """The note with one sentence's text changed (or the sentence removed when ``text`` is None)."""
-    current = next((s for s in note.sentences() if s.id == sentence_id), None)
-    if current is None:
-        return note
-    return replace_sentence(note, sentence_id, None if text is None else current.model_copy(update={"text": text}))

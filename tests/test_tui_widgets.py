@@ -1,0 +1,219 @@
+"""The encounter screen's panes (tui/widgets/): each renders from its reactive attributes, reports
+the clinician's moves as messages, and the screen binds its state down and handles the messages.
+
+Each test would fail if one link of that wiring broke: a watcher not rendering, a binding not
+pushing, a message not posted or not handled, or an echo of the screen's own cursor move being
+reported back as the clinician's (which would make the screen and the note pane chase each other).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from review_support import CLINICIAN, flagged_note, sample_segments
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.message import Message
+from textual.widgets import Label, OptionList, Static
+
+from scribe.models import Note
+from scribe.review.models import (
+    DeliveryView,
+    DraftView,
+    EncounterSummary,
+    LiveEvent,
+    ReviewState,
+    TranscriptView,
+)
+from tui.app import ReviewApp
+from tui.screens.encounter import EncounterScreen
+from tui.widgets import EvidencePane, FlagRef, FlagsPane, NotePane, StatusBar, TranscriptPane
+
+pytestmark = pytest.mark.timeout(60)
+SEGS = sample_segments()
+EID = "enc-w"
+
+
+def _view(note: Note, version: int = 1) -> DraftView:
+    return DraftView(encounter_id=EID, version=version, note=note, state=ReviewState.draft_ready,
+                     open_flags=len(note.open_flags))
+
+
+NOTE = flagged_note(EID, SEGS)
+VIEW = _view(NOTE)
+SENTENCE_IDS = [s.id for s in NOTE.sentences()]
+
+
+def _plain(widget: Static | Label) -> str:
+    content = widget.content
+    return content.plain if isinstance(content, Text) else str(content)
+
+
+class Host(App[None]):
+    """One pane on its own, recording the messages it posts."""
+
+    def __init__(self, pane) -> None:
+        super().__init__()
+        self.pane = pane
+        self.received: list[Message] = []
+
+    def compose(self) -> ComposeResult:
+        yield self.pane
+
+    def on_note_pane_sentence_highlighted(self, message: NotePane.SentenceHighlighted) -> None:
+        self.received.append(message)
+
+    def on_flags_pane_flag_highlighted(self, message: FlagsPane.FlagHighlighted) -> None:
+        self.received.append(message)
+
+
+async def test_note_pane_renders_its_view_and_cursor_and_reports_only_the_clinicians_moves() -> None:
+    pane = NotePane()
+    app = Host(pane)
+    async with app.run_test(size=(120, 40)) as pilot:
+        note_list = pane.query_one("#note", OptionList)
+        assert note_list.option_count == 0  # nothing until the screen gives it a view
+        pane.state = ReviewState.draft_ready
+        pane.cursor = SENTENCE_IDS[2]
+        pane.view = VIEW
+        await pilot.pause()
+        assert note_list.option_count == len(NOTE.sections) + len(SENTENCE_IDS)
+        assert "version 1" in _plain(pane.query_one("#note-title", Label))
+        assert note_list.get_option_at_index(note_list.highlighted).id == SENTENCE_IDS[2]
+        pane.cursor = SENTENCE_IDS[4]  # the screen moving the cursor …
+        await pilot.pause()
+        assert note_list.get_option_at_index(note_list.highlighted).id == SENTENCE_IDS[4]
+        assert app.received == []  # … is not reported back as a move
+        note_list.focus()
+        await pilot.press("down")  # the clinician moving it is
+        await pilot.pause()
+        assert [m.sentence_id for m in app.received] == [SENTENCE_IDS[5]]  # type: ignore[attr-defined]
+        pane.view = _view(NOTE.model_copy(update={"title": "Amended"}), version=2)
+        await pilot.pause()
+        assert "Amended · version 2" in _plain(pane.query_one("#note-title", Label))
+
+
+async def test_flags_pane_lists_open_flags_and_reports_a_move() -> None:
+    pane = FlagsPane()
+    app = Host(pane)
+    async with app.run_test(size=(120, 40)) as pilot:
+        flags = pane.query_one("#flags", OptionList)
+        pane.state = ReviewState.draft_ready
+        await pilot.pause()
+        assert "0 open" in _plain(pane.query_one("#flags-title", Label))
+        assert "No open flags" in str(flags.get_option_at_index(0).prompt)
+        pane.view = VIEW
+        await pilot.pause()
+        assert flags.option_count == len(NOTE.open_flags)
+        assert f"{len(NOTE.open_flags)} open" in _plain(pane.query_one("#flags-title", Label))
+        flags.focus()
+        await pilot.press("down")
+        await pilot.pause()
+        assert [m.flag for m in app.received] == [FlagRef("objective.x0", 0)]  # type: ignore[attr-defined]
+        assert pane.highlighted_flag == FlagRef("objective.x0", 0)
+
+
+async def test_evidence_and_transcript_panes_follow_their_reactives() -> None:
+    evidence = EvidencePane()
+    async with Host(evidence).run_test(size=(120, 40)) as pilot:
+        text = evidence.query_one("#evidence", Static)
+        sentence = NOTE.sentences()[0]
+        evidence.sentence = sentence
+        await pilot.pause()
+        assert _plain(text) == ""  # blank until the transcript has loaded
+        evidence.segments = tuple(SEGS)
+        await pilot.pause()
+        assert sentence.evidence[0].quote.strip() in _plain(text)
+        evidence.sentence = None
+        await pilot.pause()
+        assert "Move to a sentence" in _plain(text)
+
+    transcript = TranscriptPane()
+    async with Host(transcript).run_test(size=(120, 40)) as pilot:
+        lines = transcript.query_one("#transcript", OptionList)
+        transcript.segments = tuple(SEGS[:5])
+        transcript.cited = (SEGS[3].id,)
+        await pilot.pause()
+        assert lines.option_count == 5 and lines.highlighted == 3
+        transcript.state = ReviewState.recording  # new segments while recording: appended, followed
+        transcript.segments = tuple(SEGS[:8])
+        await pilot.pause()
+        assert lines.option_count == 8 and lines.highlighted == 7
+
+
+class FakeApi:
+    """The encounter endpoints the screen reads, answering fixed data."""
+
+    actor = CLINICIAN
+
+    async def list_encounters(self, state=None, query=None):
+        from scribe.review.models import EncounterList
+
+        return EncounterList(encounters=[], counts={})
+
+    async def encounter(self, encounter_id: str) -> EncounterSummary:
+        return EncounterSummary(id=EID, patient_ref="Patient/1", clinician_id=CLINICIAN, status="draft_ready",
+                                state=ReviewState.draft_ready, created_at=NOTE.created_at,
+                                updated_at=NOTE.created_at, segment_count=len(SEGS), draft_version=1,
+                                sentences=len(SENTENCE_IDS), open_flags=len(NOTE.open_flags))
+
+    async def transcript(self, encounter_id: str, since: int = 0) -> TranscriptView:
+        return TranscriptView(encounter_id=EID, status="draft_ready", segments=SEGS[since:], segment_count=len(SEGS))
+
+    async def draft(self, encounter_id: str) -> DraftView:
+        return VIEW
+
+    async def deliveries(self, encounter_id: str) -> DeliveryView:
+        return DeliveryView(encounter_id=EID, signed=[], deliveries=[])
+
+    async def events(self, encounter_id=None):
+        await asyncio.Event().wait()
+        yield LiveEvent(type="hello")  # pragma: no cover
+
+    async def close(self) -> None:
+        pass
+
+
+async def _open_screen(pilot, app: ReviewApp) -> EncounterScreen:
+    for _ in range(200):
+        await pilot.pause(0.02)
+        if isinstance(app.screen, EncounterScreen) and app.screen.view is not None:
+            await pilot.pause()
+            return app.screen
+    raise AssertionError("the encounter never loaded")
+
+
+async def test_screen_handles_the_panes_messages_and_binds_its_state_down() -> None:
+    app = ReviewApp(FakeApi(), encounter_id=EID, live=False)  # type: ignore[arg-type]
+    async with app.run_test(size=(160, 45)) as pilot:
+        screen = await _open_screen(pilot, app)
+        note_list = screen.query_one("#note", OptionList)
+        transcript = screen.query_one("#transcript", OptionList)
+        assert screen.selected == SENTENCE_IDS[0]
+
+        # a pane's message is handled by the screen, whose state flows down to every pane
+        target = NOTE.sentences()[5]
+        screen.query_one(NotePane).post_message(NotePane.SentenceHighlighted(target.id))
+        await pilot.pause()
+        assert screen.selected == target.id
+        assert note_list.get_option_at_index(note_list.highlighted).id == target.id
+        assert target.evidence[0].quote.strip() in _plain(screen.query_one("#evidence", Static))
+        assert transcript.get_option_at_index(transcript.highlighted).id == target.evidence[0].segment_id
+
+        screen.query_one(FlagsPane).post_message(FlagsPane.FlagChosen(FlagRef("plan.x0", 1)))
+        await pilot.pause()
+        assert screen.selected == "plan.x0" and screen.focused is note_list
+        assert "Open flags" in _plain(screen.query_one("#evidence", Static))
+
+        # a new draft from the service: the panes redraw, the cursor stays on its sentence
+        edited = NOTE.model_copy(update={"sections": [
+            sec.model_copy(update={"sentences": [s for s in sec.sentences if s.id != "objective.x0"]})
+            for sec in NOTE.sections]})
+        screen.view = _view(edited, version=2)
+        await pilot.pause()
+        assert screen.selected == "plan.x0"
+        assert "version 2" in _plain(screen.query_one("#note-title", Label))
+        assert f"{len(edited.open_flags)} open" in _plain(screen.query_one("#flags-title", Label))
+        status = screen.query_one(StatusBar).query_one("#status", Static)
+        assert f"{len(edited.open_flags)} open flags" in _plain(status)
