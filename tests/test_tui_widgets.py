@@ -147,6 +147,9 @@ class FakeApi:
 
     actor = CLINICIAN
 
+    def __init__(self) -> None:
+        self.view = VIEW
+
     async def list_encounters(self, state=None, query=None):
         from scribe.review.models import EncounterList
 
@@ -162,7 +165,7 @@ class FakeApi:
         return TranscriptView(encounter_id=EID, status="draft_ready", segments=SEGS[since:], segment_count=len(SEGS))
 
     async def draft(self, encounter_id: str) -> DraftView:
-        return VIEW
+        return self.view
 
     async def deliveries(self, encounter_id: str) -> DeliveryView:
         return DeliveryView(encounter_id=EID, signed=[], deliveries=[])
@@ -185,7 +188,8 @@ async def _open_screen(pilot, app: ReviewApp) -> EncounterScreen:
 
 
 async def test_screen_handles_the_panes_messages_and_binds_its_state_down() -> None:
-    app = ReviewApp(FakeApi(), encounter_id=EID, live=False)  # type: ignore[arg-type]
+    api = FakeApi()
+    app = ReviewApp(api, encounter_id=EID, live=False)  # type: ignore[arg-type]
     async with app.run_test(size=(160, 45)) as pilot:
         screen = await _open_screen(pilot, app)
         note_list = screen.query_one("#note", OptionList)
@@ -217,3 +221,12 @@ async def test_screen_handles_the_panes_messages_and_binds_its_state_down() -> N
         assert f"{len(edited.open_flags)} open" in _plain(screen.query_one("#flags-title", Label))
         status = screen.query_one(StatusBar).query_one("#status", Static)
         assert f"{len(edited.open_flags)} open flags" in _plain(status)
+
+        # the service's event stream reaches the screen as a message: it re-reads the draft
+        api.view = _view(edited.model_copy(update={"title": "From the service"}), version=3)
+        app.dispatch_live(LiveEvent(type="draft", encounter_id=EID))
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if screen.view.version == 3:
+                break
+        assert "From the service · version 3" in _plain(screen.query_one("#note-title", Label))

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import ClassVar
 
 from textual.app import App
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 from scribe.review.models import LiveEvent
 
 from .client import ApiError, ReviewApi
+from .live import LiveUpdate
 from .screens.dialogs import HelpScreen, binding_rows
 from .screens.encounter import EncounterScreen
 from .screens.encounters import EncounterListScreen
@@ -27,7 +29,7 @@ class ReviewApp(App[None]):
     CSS_PATH = "review.tcss"
     TITLE = "scribe review"
     ENABLE_COMMAND_PALETTE = False
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark", "help", "Help", show=False),
         Binding("ctrl+q", "quit", "Quit", show=False),
     ]
@@ -67,9 +69,7 @@ class ReviewApp(App[None]):
 
     def dispatch_live(self, event: LiveEvent) -> None:
         for screen in self.screen_stack:
-            handler = getattr(screen, "live", None)
-            if handler is not None:
-                handler(event)
+            screen.post_message(LiveUpdate(event))
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import ClassVar
+
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
@@ -14,7 +17,7 @@ class TextDialog(ModalScreen[str | None]):
     """One line of text: Enter saves, Escape cancels. Empty input is refused with a message
     when ``required`` (a reason must be given in words)."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, title: str, *, value: str = "", placeholder: str = "", hint: str = "",
                  required: bool = True, id: str | None = None):
@@ -51,7 +54,7 @@ class TextDialog(ModalScreen[str | None]):
 class ConfirmDialog(ModalScreen[bool]):
     """Yes/no with the consequences spelled out; ``y`` confirms, ``n``/Escape cancels."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "confirm", "Yes"),
         Binding("n,escape", "cancel", "No"),
     ]
@@ -86,7 +89,7 @@ class ConfirmDialog(ModalScreen[bool]):
 class HelpScreen(ModalScreen[None]):
     """Every key binding of the screen underneath and of the app, in one list."""
 
-    BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark,q", "close", "Close")]
 
     def __init__(self, sections: list[tuple[str, list[tuple[str, str]]]]):
         super().__init__(id="help")
@@ -113,10 +116,10 @@ class HelpScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-def binding_rows(bindings: list[Binding]) -> list[tuple[str, str]]:
+def binding_rows(bindings: Sequence[BindingType]) -> list[tuple[str, str]]:
     rows = []
     for b in bindings:
-        if not b.description:
+        if not isinstance(b, Binding) or not b.description:
             continue
         keys = ", ".join(_key_name(k) for k in b.key.split(","))
         rows.append((keys, b.description))

@@ -10,20 +10,23 @@ evidence, flags and version) is what is shown. So the screen cannot drift from w
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
 from scribe.models import Delivery, Segment, Sentence
-from scribe.review.models import DraftView, EncounterSummary, LiveEvent, ReviewState
+from scribe.review.models import DraftView, EncounterSummary, ReviewState
 
-from ..client import ApiError
+from ..client import ApiError, ReviewApi
 from ..format import FLAG_MARK, evidence_ids, open_flags
+from ..live import LiveUpdate
 from ..note_edits import with_sentence_after, with_text
 from ..widgets import (
     DeliveryLine,
@@ -42,7 +45,9 @@ SIGNED_STATES = (ReviewState.signed, ReviewState.delivered, ReviewState.failed)
 
 
 class EncounterScreen(Screen[None]):
-    BINDINGS = [
+    """The review of one encounter; the state lives here, the panes draw it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", show=True),
         Binding("e", "edit", "Edit", show=True),
         Binding("a", "accept", "Accept flag", show=True),
@@ -148,7 +153,7 @@ class EncounterScreen(Screen[None]):
     # ------------------------------------------------------------------ data
 
     @property
-    def api(self):
+    def api(self) -> ReviewApi:
         return self.app.api  # type: ignore[attr-defined]
 
     def say(self, message: str | Text, *, error: bool = False) -> None:
@@ -209,7 +214,8 @@ class EncounterScreen(Screen[None]):
         self.summary = summary
         self.view = view
 
-    def live(self, event: LiveEvent) -> None:
+    def on_live_update(self, message: LiveUpdate) -> None:
+        event = message.event
         if event.encounter_id not in (None, self.encounter_id):
             return
         if event.type == "segments":
@@ -443,7 +449,7 @@ class EncounterScreen(Screen[None]):
         view = self.view
         n = len(view.note.sentences())
         body = Text.assemble(
-            ("You are signing as ", ""), (self.app.api.actor, "bold"), ".\n\n",  # type: ignore[attr-defined]
+            ("You are signing as ", ""), (self.api.actor, "bold"), ".\n\n",
             f"{view.note.title}, version {view.version}: {n} sentence{'s' if n != 1 else ''}.\n",
             ((f"{FLAG_MARK} {view.open_flags} flag(s) are still open: the service will refuse to sign.\n"
               if view.open_flags else "All flags resolved.\n"), "#ff8787" if view.open_flags else "#5fd75f"),

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets.data_table import CellDoesNotExist
 
-from scribe.review.models import EncounterList, LiveEvent, ReviewState
+from scribe.review.models import EncounterList, ReviewState
 
 from ..client import ApiError
 from ..format import counts_text, state_text
+from ..live import LiveUpdate
 
 STATES = list(ReviewState)
 
 
 class EncounterListScreen(Screen[None]):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open", show=True),
         Binding("slash", "filter", "Filter", show=True),
         Binding("0", "state(0)", "All states", show=False),
@@ -66,7 +70,7 @@ class EncounterListScreen(Screen[None]):
         if table.row_count and table.cursor_row is not None:
             try:
                 selected = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
-            except Exception:
+            except CellDoesNotExist:
                 selected = None
         table.clear()
         for e in data.encounters:
@@ -83,7 +87,8 @@ class EncounterListScreen(Screen[None]):
         else:
             message.update("")
 
-    def live(self, event: LiveEvent) -> None:
+    def on_live_update(self, message: LiveUpdate) -> None:
+        event = message.event
         if event.type in ("encounter", "segments", "draft", "delivery"):
             self.refresh_list()
 
