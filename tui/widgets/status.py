@@ -78,7 +78,8 @@ class StatusBar(Horizontal):
 
 
 class DeliveryLine(Static):
-    """Where the signed note is on its way to the EHR; blank until the encounter has loaded."""
+    """Where the signed note is on its way to the EHR; blank until ``summary`` (the encounter)
+    has loaded."""
 
     summary: reactive[EncounterSummary | None] = reactive(None, init=False)
     delivery: reactive[Delivery | None] = reactive(None, init=False)
@@ -95,8 +96,9 @@ class DeliveryLine(Static):
     def _render_delivery(self) -> None:
         if self.summary is None:
             return
-        shown = self.delivery if self.summary.signed_version is not None else None
-        self.update(Text.assemble(("Delivery  ", "bold"), delivery_words(shown)))
+        # no delivery: not signed yet (the screen fetches deliveries once the note is signed, and
+        # has the first one straight from the sign call, before the summary says "signed")
+        self.update(Text.assemble(("Delivery  ", "bold"), delivery_words(self.delivery)))
 
 
 class MessageLine(Static):
