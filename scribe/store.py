@@ -192,11 +192,6 @@ class Store:
                 "server is reachable and that the role may connect and create tables."
             ) from None
 
-    @classmethod
-    def from_settings(cls, settings: Any) -> Store:
-        """Same as :func:`open_store`: the configured database with its data key."""
-        return open_store(settings)
-
     # -- schema
 
     def _migrate(self) -> None:
@@ -734,12 +729,3 @@ class AsyncStore:
         self._executor.submit(self.store.close).result()
         self._executor.shutdown(wait=True)
 
-
-
-def open_store(settings: Any) -> Store:
-    """The configured store with its data key (``scribe.trust.at_rest``): what the server and
-    every CLI command open. Raises ``EncryptionKeyError`` (a ``StoreError``) for a key that
-    cannot read the database."""
-    from .trust.at_rest import open_store as _open
-
-    return _open(settings)

@@ -21,7 +21,7 @@ import soundfile as sf
 
 from scribe.audio import load_audio
 from scribe.config import load_settings
-from scribe.diarize.bench import cached_segments, load_recording, visitor_cases
+from scribe.bench.speakers import cached_segments, load_recording, visitor_cases
 from scribe.diarize.encoder import load_encoder
 from scribe.diarize.visitor import Recording
 from scribe.models import Speaker

@@ -30,7 +30,8 @@ from scribe.audio import FileSource, float_to_pcm16, iter_chunks, load_audio
 from scribe.client import ClientError, StreamClient
 from scribe.models import Consent
 from scribe.protocol import ErrorEvent, StartMessage, encode_frame, encode_start
-from scribe.store import CorruptRow, DatabaseLocked, Store, StoreFull, open_store
+from scribe.store import CorruptRow, DatabaseLocked, Store, StoreFull
+from scribe.trust.at_rest import open_store
 
 pytestmark = pytest.mark.slow
 

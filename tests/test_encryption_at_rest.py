@@ -33,7 +33,8 @@ from scribe.notes.repo import NoteRepo
 from scribe.protocol import StartMessage
 from scribe.review.models import FlagResolution, SignRequest
 from scribe.review.service import ReviewService
-from scribe.store import EncryptionKeyError, Store, open_store
+from scribe.store import EncryptionKeyError, Store
+from scribe.trust.at_rest import open_store
 from scribe.trust.crypto import (
     ENCRYPTED_COLUMNS,
     Keyring,

@@ -12,7 +12,8 @@ from scribe.cli import main
 from scribe.models import Consent, Transcript
 from scribe.notes.repo import NoteRepo
 from scribe.config import Settings
-from scribe.store import Store, open_store
+from scribe.store import Store
+from scribe.trust.at_rest import open_store
 
 
 @pytest.fixture(autouse=True)

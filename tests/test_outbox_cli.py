@@ -11,7 +11,8 @@ from scribe.cli import main
 from scribe.fhir.outbox import Outbox
 from scribe.models import Consent, DeliveryState, Note, Section, Sentence
 from scribe.config import Settings
-from scribe.store import Store, open_store
+from scribe.store import Store
+from scribe.trust.at_rest import open_store
 
 
 @pytest.fixture

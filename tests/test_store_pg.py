@@ -19,6 +19,7 @@ import pytest
 from scribe.db import parse_target, pg_ddl, redact, to_pyformat
 from scribe.models import Consent, Evidence, Note, Section, Segment, Sentence, Speaker
 from scribe.store import FrameOrderError, Store, StoreError
+from scribe.trust.at_rest import open_store
 
 pytest_plugins = ["pg_support"]
 
@@ -389,7 +390,7 @@ async def test_encounter_resumes_on_a_second_replica(settings, recognizer, pg_ur
     assert [s.index for s in segs] == list(range(len(segs))) and len({s.id for s in segs}) == len(segs)
     assert medwer.Scorer().corpus([reference_text(jfk)], [transcript.text])["wer"] < 0.4, transcript.text
 
-    store = Store.from_settings(replica_b)  # the shared database, with the shared data key
+    store = open_store(replica_b)  # the shared database, with the shared data key
     try:
         assert store.dialect == "postgresql"
         pcm = np.round(store.audio_from("enc-pg", 0) * 32768.0).astype("<i2").tobytes()

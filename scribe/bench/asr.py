@@ -144,17 +144,17 @@ async def _concurrent_streams(settings, rec, audio: np.ndarray, level: int) -> d
             "cpu_per_audio_s": cpu / (duration * level), "cpu_util": cpu / wall}
 
 
-def run_asr_bench(args, *, console) -> int:
+def run_asr_bench(args, settings, recognizer, *, console) -> int:
+    """``recognizer``: a factory for the configured recogniser (the CLI turns a missing model
+    into a clear error)."""
     import medwer
 
     from ..asr.offline import transcribe_samples
     from ..audio import load_audio
-    from ..cli import recognizer_from_settings, settings_from_args
 
     if not console.is_terminal:
         console.width = max(console.width, 160)  # a file or pipe gets the whole table
-    settings = settings_from_args(args)
-    rec = recognizer_from_settings(settings)
+    rec = recognizer()
     scorer = medwer.Scorer()
     files = args.files or [f for f in DEFAULT_FILES if Path(f).is_file()]
     rows, results = [], []

@@ -66,7 +66,7 @@ def _writer_args(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from scribe.cli import settings_from_args
+    from scribe.cli.common import settings_from_args
 
     settings = settings_from_args(args)
     n = settings.notes
@@ -80,7 +80,7 @@ def _settings(args: argparse.Namespace):
 
 
 def _template(settings, name: str | None):
-    from scribe.cli import UserError
+    from scribe.cli.common import UserError
 
     from .templates import TemplateError, load_template
 
@@ -93,7 +93,7 @@ def _template(settings, name: str | None):
 
 
 def _writer(settings, name: str | None):
-    from scribe.cli import UserError
+    from scribe.cli.common import UserError
 
     from .writers import WriterError, writer_from_settings
 
@@ -105,7 +105,7 @@ def _writer(settings, name: str | None):
 
 def _load_source(settings, source: str):
     """(transcript, from_store)."""
-    from scribe.cli import UserError
+    from scribe.cli.common import UserError
 
     from ..models import Transcript
     from .sources import TranscriptError, load_transcript
@@ -116,7 +116,8 @@ def _load_source(settings, source: str):
             return load_transcript(path), False
         except TranscriptError as exc:
             raise UserError(str(exc)) from None
-    from ..store import StoreError, open_store
+    from ..store import StoreError
+    from ..trust.at_rest import open_store
 
     if not settings.database_path.is_file():
         raise UserError(f"{source!r} is not a file, and there is no store at {settings.database_path} to look it up in")
@@ -138,9 +139,9 @@ def _load_source(settings, source: str):
 def _audit_transcript_read(store, encounter_id: str, segments: int) -> None:
     """``read`` of ``transcript`` by ``cli:<user>``, as ``GET …/transcript`` records it."""
     from ..trust.audit import Action, AuditLog, Outcome, as_code
-    from ..trust.cli import _actor
+    from ..cli.common import cli_actor
 
-    AuditLog(store).record(_actor(argparse.Namespace()), Action.read, "transcript", as_code(encounter_id, "invalid-id"),
+    AuditLog(store).record(cli_actor(argparse.Namespace()), Action.read, "transcript", as_code(encounter_id, "invalid-id"),
                            Outcome.success, {"segments": segments, "via": "cli_draft"})
 
 
@@ -148,7 +149,7 @@ def _audit_transcript_read(store, encounter_id: str, segments: int) -> None:
 
 
 def cmd_draft(args: argparse.Namespace) -> int:
-    from scribe.cli import UserError, console, err
+    from scribe.cli.common import UserError, console, err
 
     from .extractive import UnsupportedLanguage
     from .render import render_markdown, render_text
@@ -211,7 +212,8 @@ def cmd_draft(args: argparse.Namespace) -> int:
         summary += f", {stats.completion_tokens} tokens at {stats.tokens_per_s:.1f}/s"
     err.print(f"[dim]{summary}[/]")
     if args.save:
-        from ..store import StoreError, open_store
+        from ..store import StoreError
+        from ..trust.at_rest import open_store
         from .repo import NoteRepo
 
         if not from_store:
@@ -233,7 +235,7 @@ def cmd_draft(args: argparse.Namespace) -> int:
 
 
 def _records(files: list[Path], limit: int) -> list[tuple[str, dict]]:
-    from scribe.cli import UserError
+    from scribe.cli.common import UserError
 
     out = []
     for f in files:
@@ -279,7 +281,7 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from scribe.cli import UserError, console, err
+    from scribe.cli.common import UserError, console, err
 
     from .dialogue import segments_from_turns
     from .evaluation import SystemTotals, copy_transcript, note_checks, note_text, score

@@ -28,6 +28,7 @@ from ..models import Encounter, EncounterStatus, Note, Segment, utcnow
 from ..protocol import CloseCode, ErrorCode, ErrorEvent, WithdrawnEvent
 from ..store import AsyncStore, Store
 from ..trust.anchor import AnchorKeeper
+from ..trust.at_rest import open_store
 from ..trust.audit import Action as AuditAction
 from ..trust.audit import AuditLog, Outcome
 from ..trust.consent import ConsentError, ConsentPolicy, apply_withdrawal, purge_expired
@@ -46,7 +47,7 @@ class StreamServer:
     def __init__(self, settings: Settings, *, engine: Engine | None = None, store: Store | None = None):
         self.settings = settings
         self.engine = engine or Engine(settings)
-        self.store = AsyncStore(store or Store.from_settings(settings))
+        self.store = AsyncStore(store or open_store(settings))
         raw = self.store.store
         self.audit = AuditLog(raw)
         self.anchors = AnchorKeeper(self.store, self.audit, settings.trust.audit_anchor_interval_s)

@@ -435,7 +435,7 @@ def open_text(keyring: Keyring | None, stored: str, table: str, column: str, row
         return stored
     if keyring is None:
         raise KeyMissing(f"{table}.{column} of row {_row(row_key)} is encrypted but this store was opened without "
-                         "a key; open it with its keyring (scribe.store.open_store(settings))")
+                         "a key; open it with its keyring (scribe.trust.at_rest.open_store(settings))")
     return keyring.decrypt_text(stored, aad_for(table, column, row_key))
 
 
@@ -454,7 +454,7 @@ def open_bytes(keyring: Keyring | None, stored: bytes, table: str, column: str,
         return bytes(stored)
     if keyring is None:
         raise KeyMissing(f"{table}.{column} of row {_row(row_key)} is encrypted but this store was opened without "
-                         "a key; open it with its keyring (scribe.store.open_store(settings))")
+                         "a key; open it with its keyring (scribe.trust.at_rest.open_store(settings))")
     return keyring.decrypt(stored, aad_for(table, column, row_key))
 
 

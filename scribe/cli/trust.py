@@ -7,28 +7,17 @@ audit log (exports, token changes, rotations and purges are themselves auditable
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-
-def _actor(args: argparse.Namespace) -> str:
-    from .audit import as_code
-
-    name = getattr(args, "actor", None)
-    if not name:
-        try:
-            name = "cli:" + getpass.getuser()
-        except Exception:
-            name = "cli"
-    return as_code(name, "cli")
+from .common import cli_actor
 
 
 def _when(text: str | None, what: str) -> datetime | None:
-    from scribe.cli import UserError
+    from .common import UserError
 
     if not text:
         return None
@@ -40,8 +29,9 @@ def _when(text: str | None, what: str) -> datetime | None:
 
 
 def _open_store(args: argparse.Namespace):
-    from scribe.cli import UserError, settings_from_args
-    from scribe.store import StoreError, open_store
+    from .common import UserError, settings_from_args
+    from scribe.store import StoreError
+    from scribe.trust.at_rest import open_store
 
     settings = settings_from_args(args)
     try:
@@ -56,10 +46,10 @@ def _open_store(args: argparse.Namespace):
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Walk the chain and check it reaches the anchor; exit 1 whenever the tail cannot be
     proven (an intact chain with no anchor, or a shorter one, is not "intact")."""
-    from scribe.cli import UserError, console, err
+    from .common import UserError, console, err
 
-    from .anchor import AFTER_INVESTIGATING, REASON_HELP, anchor_file
-    from .audit import AuditLog
+    from ..trust.anchor import AFTER_INVESTIGATING, REASON_HELP, anchor_file
+    from ..trust.audit import AuditLog
 
     settings, store = _open_store(args)
     try:
@@ -90,9 +80,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from scribe.cli import err
+    from .common import err
 
-    from .audit import Action, AuditLog, Outcome
+    from ..trust.audit import Action, AuditLog, Outcome
 
     since, until = _when(args.since, "--since"), _when(args.until, "--until")
     _, store = _open_store(args)
@@ -112,7 +102,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
             detail["since"] = since.date().isoformat()
         if until:
             detail["until"] = until.date().isoformat()
-        audit.record(_actor(args), Action.export, "audit_log", "range", Outcome.success, detail)
+        audit.record(cli_actor(args), Action.export, "audit_log", "range", Outcome.success, detail)
     finally:
         store.close()
     err.print(f"{n} audit entries exported" + (f" to {args.output}" if args.output else ""))
@@ -123,10 +113,10 @@ def cmd_audit_anchor(args: argparse.Namespace) -> int:
     """Anchor the head: into the configured anchor file (replaced), or appended to ``--file``.
     Refused when the log does not reach that file's anchor, unless ``--force``, which is
     itself audited (``audit_anchor_reset``) before the new anchor is written."""
-    from scribe.cli import console, err
+    from .common import console, err
 
-    from .anchor import AFTER_INVESTIGATING, REASON_HELP, AnchorUnreadable, read_anchor_file
-    from .audit import Action, AnchorRefused, AuditLog, Outcome
+    from ..trust.anchor import AFTER_INVESTIGATING, REASON_HELP, AnchorUnreadable, read_anchor_file
+    from ..trust.audit import Action, AnchorRefused, AuditLog, Outcome
 
     settings, store = _open_store(args)
     try:
@@ -144,7 +134,7 @@ def cmd_audit_anchor(args: argparse.Namespace) -> int:
                 old = read_anchor_file(path)
             except AnchorUnreadable:
                 old = None
-            audit.record(_actor(args), Action.audit_anchor_reset, "audit_log", "anchor", Outcome.success,
+            audit.record(cli_actor(args), Action.audit_anchor_reset, "audit_log", "anchor", Outcome.success,
                          {"reason": exc.reason, "anchored_seq": old.seq if old else None,
                           "head_seq": audit.head()[0]})
             seq, digest = audit.anchor(path, append=append, force=True)
@@ -158,9 +148,9 @@ def cmd_audit_anchor(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
-    from scribe.cli import UserError, console
+    from .common import UserError, console
 
-    from .crypto import KeyMissing, write_key_file
+    from ..trust.crypto import KeyMissing, write_key_file
 
     try:
         key_id = write_key_file(args.output, overwrite=args.force)
@@ -176,9 +166,9 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def _keyring(settings: Any):
-    from scribe.cli import UserError
+    from .common import UserError
 
-    from .crypto import KeyMissing, Keyring
+    from ..trust.crypto import KeyMissing, Keyring
 
     try:
         return Keyring.from_settings(settings)
@@ -187,7 +177,7 @@ def _keyring(settings: Any):
 
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
-    from scribe.cli import console, settings_from_args
+    from .common import console, settings_from_args
 
     ring = _keyring(settings_from_args(args))
     console.print(f"primary {ring.primary_id}")
@@ -198,11 +188,11 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    from scribe.cli import UserError, console, settings_from_args
+    from .common import UserError, console, settings_from_args
     from scribe.store import EncryptionKeyError, Store, StoreError
 
-    from .audit import Action, AuditLog, Outcome
-    from .crypto import ENCRYPTED_COLUMNS, CryptoError, retire_rotated_keys, rotate
+    from ..trust.audit import Action, AuditLog, Outcome
+    from ..trust.crypto import ENCRYPTED_COLUMNS, CryptoError, retire_rotated_keys, rotate
 
     settings = settings_from_args(args)
     ring = _keyring(settings)
@@ -216,7 +206,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         except StoreError:
             raise exc from None
         try:
-            AuditLog(plain).record(_actor(args), Action.key_rotated, "key", ring.primary_id, Outcome.failed,
+            AuditLog(plain).record(cli_actor(args), Action.key_rotated, "key", ring.primary_id, Outcome.failed,
                                    {"error": EncryptionKeyError.__name__})
         finally:
             plain.close()
@@ -229,13 +219,13 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         try:
             report = rotate(store, ring, ENCRYPTED_COLUMNS, encrypt_plaintext=args.encrypt_plaintext)
         except CryptoError as exc:
-            AuditLog(store).record(_actor(args), Action.key_rotated, "key", ring.primary_id, Outcome.failed,
+            AuditLog(store).record(cli_actor(args), Action.key_rotated, "key", ring.primary_id, Outcome.failed,
                                    {"error": type(exc).__name__})
             raise UserError(f"rotation stopped (rows done so far are committed; fix and run again): {exc}") from None
         # Every registered column is now under the primary key: forget the old ids, so the
         # database refuses to open with an old key alone.
         retired = retire_rotated_keys(store, ring)
-        AuditLog(store).record(_actor(args), Action.key_rotated, "key", ring.primary_id, Outcome.success,
+        AuditLog(store).record(cli_actor(args), Action.key_rotated, "key", ring.primary_id, Outcome.success,
                                {"rewrapped": report.rewrapped, "encrypted": report.encrypted_plaintext})
         store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
@@ -253,17 +243,17 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_create(args: argparse.Namespace) -> int:
-    from scribe.cli import UserError, err
+    from .common import UserError, err
 
-    from .audit import AuditLog
-    from .tokens import Role, TokenStore
+    from ..trust.audit import AuditLog
+    from ..trust.tokens import Role, TokenStore
 
     _, store = _open_store(args)
     try:
         tokens = TokenStore(store, audit=AuditLog(store))
         try:
             token, info = tokens.create(args.clinician, Role.admin if args.admin else Role.clinician,
-                                        args.label or "", actor=_actor(args))
+                                        args.label or "", actor=cli_actor(args))
         except ValueError as exc:
             raise UserError(str(exc)) from None
     finally:
@@ -276,9 +266,9 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
 def cmd_tokens_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from scribe.cli import console
+    from .common import console
 
-    from .tokens import TokenStore
+    from ..trust.tokens import TokenStore
 
     _, store = _open_store(args)
     try:
@@ -298,14 +288,14 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_revoke(args: argparse.Namespace) -> int:
-    from scribe.cli import UserError, console
+    from .common import UserError, console
 
-    from .audit import AuditLog
-    from .tokens import TokenStore
+    from ..trust.audit import AuditLog
+    from ..trust.tokens import TokenStore
 
     _, store = _open_store(args)
     try:
-        done = TokenStore(store, audit=AuditLog(store)).revoke(args.token_id, actor=_actor(args))
+        done = TokenStore(store, audit=AuditLog(store)).revoke(args.token_id, actor=cli_actor(args))
     finally:
         store.close()
     if not done:
@@ -318,18 +308,18 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from scribe.cli import console
+    from .common import console
 
     from ..models import utcnow
-    from .audit import AuditLog
-    from .consent import purge_expired
+    from ..trust.audit import AuditLog
+    from ..trust.consent import purge_expired
 
     settings, store = _open_store(args)
     now = _when(args.now, "--now") or utcnow()
     audio_days = settings.trust.audio_retention_days if args.audio_days is None else args.audio_days
     draft_days = settings.trust.draft_retention_days if args.draft_days is None else args.draft_days
     try:
-        report = purge_expired(store, now, audio_days, draft_days, audit=AuditLog(store), actor=_actor(args),
+        report = purge_expired(store, now, audio_days, draft_days, audit=AuditLog(store), actor=cli_actor(args),
                                dry_run=args.dry_run)
     finally:
         store.close()
@@ -344,7 +334,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def register(sub: Any, bench_sub: Any) -> None:
+def register(sub: Any) -> None:
     def actor_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("--actor", help="who is acting, for the audit log (default cli:<user>)")
 

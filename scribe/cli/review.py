@@ -12,7 +12,7 @@ import os
 import sys
 
 
-def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "review",
         help="review, edit and sign notes in the terminal app",
@@ -37,7 +37,7 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from scribe.cli import UserError
+    from .common import UserError
 
     try:
         from tui.client import ApiError, ReviewClient
@@ -74,7 +74,7 @@ async def _check(client) -> None:
 async def _print_list(client, state: str | None) -> int:
     from rich.table import Table
 
-    from scribe.cli import console
+    from .common import console
     from scribe.review.models import ReviewState
 
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 
-def register(sub: Any, bench_sub: Any) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser("outbox", help="signed notes waiting for (or done with) delivery to the EHR",
                        description="Inspect and requeue deliveries of signed notes.")
     osub = p.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
@@ -40,15 +40,18 @@ def register(sub: Any, bench_sub: Any) -> None:
     p.add_argument("--max-wait", type=float, default=300.0, help="longest time to wait for retries (default 300 s)")
     p.set_defaults(func=cmd_deliver)
 
+
+def register_bench(bench_sub: Any) -> None:
     b = bench_sub.add_parser("fhir", help="sign → 201 latency and deliveries/s through the outbox",
-                             description="Start the local FHIR test server (Medplum, tests/fhir_server), sign notes "
-                                         "into a temporary store and deliver them through the outbox: prints sign-to-"
+                             description="Sign notes into a temporary store and deliver them through the outbox "
+                                         "to the FHIR server at --base-url: prints sign-to-"
                                          "201 latency p50/p95 (one at a time) and deliveries per second (a batch, at "
                                          "several worker concurrencies).")
     b.add_argument("-n", "--notes", type=int, default=200, help="notes in each throughput batch (default 200)")
     b.add_argument("--latency-notes", type=int, default=100, help="notes for the latency run (default 100)")
     b.add_argument("--concurrency", default="1,4,8", help="worker concurrencies to try (default 1,4,8)")
-    b.add_argument("--base-url", help="use this FHIR server instead of starting the local one (no auth)")
+    b.add_argument("--base-url", help="the FHIR R4 server to deliver to (no auth); scripts/bench_fhir.py starts "
+                                      "the local test server and passes it")
     b.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     b.set_defaults(func=cmd_bench_fhir)
 
@@ -57,9 +60,10 @@ def register(sub: Any, bench_sub: Any) -> None:
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    from scribe.cli import UserError, settings_from_args
+    from .common import UserError, settings_from_args
     from scribe.fhir.outbox import Outbox
-    from scribe.store import StoreError, open_store
+    from scribe.store import StoreError
+    from scribe.trust.at_rest import open_store
 
     settings = settings_from_args(args)
     try:
@@ -84,7 +88,7 @@ def _fmt_dt(dt: Any) -> str:
 def cmd_outbox_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from scribe.cli import console
+    from .common import console
 
     _, store, outbox = _open(args)
     try:
@@ -110,7 +114,7 @@ def cmd_outbox_list(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_show(args: argparse.Namespace) -> int:
-    from scribe.cli import UserError, console
+    from .common import UserError, console
 
     _, store, outbox = _open(args)
     try:
@@ -135,7 +139,7 @@ def cmd_outbox_show(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_retry(args: argparse.Namespace) -> int:
-    from scribe.cli import UserError, console
+    from .common import UserError, console
     from scribe.fhir.outbox import OutboxError
 
     _, store, outbox = _open(args)
@@ -150,7 +154,7 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
-    from scribe.cli import UserError, console, err
+    from .common import UserError, console, err
     from scribe.fhir.outbox import OutboxWorker
     from scribe.fhir.smart import SmartAuthError
 
@@ -183,26 +187,6 @@ def cmd_deliver(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- bench
-
-
-def _load_harness() -> Any:
-    import importlib.util
-
-    from scribe.cli import UserError
-
-    root = Path(__file__).resolve().parents[2]
-    path = root / "tests" / "fhir_server" / "harness.py"
-    if not path.is_file():
-        raise UserError("the FHIR bench needs the local test server (tests/fhir_server in a source checkout); "
-                        "or pass --base-url")
-    spec = importlib.util.spec_from_file_location("scribe_fhir_test_harness", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    import sys
-
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _bench_note(eid: str, i: int) -> Any:
@@ -292,21 +276,21 @@ async def _bench(base_url: str, args: argparse.Namespace, tmp: Path, server: Any
     return results
 
 
-def cmd_bench_fhir(args: argparse.Namespace) -> int:
+def cmd_bench_fhir(args: argparse.Namespace, server: Any = None) -> int:
+    """``server``: a local test server's handle (``scripts/bench_fhir.py`` starts Medplum's engine
+    from ``tests/fhir_server`` and passes it), to empty it between runs and count what it stored."""
     import os
     import platform
     import tempfile
 
-    from scribe.cli import console, err
+    from .common import UserError, console
 
+    base_url = args.base_url or (server.base_url if server is not None else None)
+    if not base_url:
+        raise UserError("the FHIR bench needs a FHIR R4 server: pass --base-url URL (no auth), or run "
+                        "'python scripts/bench_fhir.py' in a source checkout to start the local test server")
     with tempfile.TemporaryDirectory(prefix="scribe-bench-fhir-") as tmp:
-        if args.base_url:
-            results = asyncio.run(_bench(args.base_url, args, Path(tmp)))
-        else:
-            harness = _load_harness()
-            err.print("starting the local FHIR test server (Medplum 4.5.2) …")
-            with harness.run_fhir_server() as srv:
-                results = asyncio.run(_bench(srv.base_url, args, Path(tmp), srv))
+        results = asyncio.run(_bench(base_url, args, Path(tmp), server))
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     lat = results["latency_ms"]
     console.print(f"[bold]sign → 201[/] (n={lat['n']}, one at a time): p50 {lat['p50']:.1f} ms, "

@@ -1,4 +1,5 @@
-"""``scribe bench load``: the load drill as a command (figures, not pass/fail)."""
+"""``scribe bench asr`` and ``scribe bench load``: the benchmarks of the streaming service as
+commands (figures, not pass/fail)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .common import UserError, asr_args, console, err, recognizer_from_settings, settings_from_args
+
 DEFAULT_AUDIO = "samples/synth_dialogue_dev_01.flac"
 
 
-def register(sub: Any, bench_sub: Any) -> None:
+def register(sub: Any) -> None:
+    """``scribe bench …``: every benchmark under one verb (each feature's cmd lives with its
+    group)."""
+    from . import fhir, speakers
+
+    bench = sub.add_parser("bench", help="benchmarks (figures, not pass/fail)")
+    bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    p = bench_sub.add_parser("asr", help="streaming vs offline: WER, compute, commit latency, memory, concurrency",
+                        description="Transcribe evaluation audio offline and through the streaming path in the "
+                                    "same run and print WER (normalised, medical-term), compute per audio second, "
+                                    "commit latency after end of utterance, peak memory, and the number of "
+                                    "concurrent real-time streams sustained.")
+    p.add_argument("files", nargs="*", help="audio files with a .json manifest beside them "
+                                             "(default: ../shared/eval audio)")
+    p.add_argument("--max-seconds", type=float, default=0, help="use only the first N seconds of each file")
+    p.add_argument("--streams", default="1,2,4,6,8", help="concurrency levels to try (comma-separated; '' skips)")
+    p.add_argument("--stream-seconds", type=float, default=60.0, help="audio per stream in the concurrency test")
+    p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
+    asr_args(p)
+    p.set_defaults(func=cmd_bench_asr)
+
     p = bench_sub.add_parser(
         "load", help="N simulated clinicians stream real audio in real time for M minutes",
         description="Start a real 'scribe serve' (a child process on a free port, temporary data directory) "
@@ -29,10 +52,12 @@ def register(sub: Any, bench_sub: Any) -> None:
     p.add_argument("--token", help="API token for --url (env SCRIBE_TOKEN)")
     p.add_argument("--json", dest="json_out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_bench_load)
+    fhir.register_bench(bench_sub)
+    speakers.register_bench(bench_sub)
 
 
 def _audio_path(given: str | None) -> Path:
-    from scribe.cli import UserError
+    from .common import UserError
 
     if given:
         path = Path(given)
@@ -51,9 +76,9 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from scribe.cli import UserError, console, err
+    from .common import UserError, console, err
 
-    from .load import run_load
+    from ..bench.load import run_load
 
     if args.clinicians < 1 or args.minutes <= 0:
         raise UserError("--clinicians must be at least 1 and --minutes more than 0")
@@ -102,3 +127,10 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
         Path(args.json_out).write_text(json.dumps(result, indent=2), encoding="utf-8")
         err.print(f"figures written to {args.json_out}")
     return 1 if f["lost"] or f["audio_identical"] is False else 0
+
+
+def cmd_bench_asr(args: argparse.Namespace) -> int:
+    from ..bench.asr import run_asr_bench
+
+    settings = settings_from_args(args)
+    return run_asr_bench(args, settings, lambda: recognizer_from_settings(settings), console=console)

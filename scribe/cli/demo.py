@@ -17,6 +17,7 @@ downloads.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -24,8 +25,11 @@ import secrets
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
+
+from .common import UserError, asr_args, console, err, live_printer, recognizer_from_settings, settings_from_args
 
 
 def _free_port() -> int:
@@ -43,15 +47,14 @@ def _interactive(args) -> bool:
 def run_demo(args, *, console, err) -> int:
     from aiohttp import web
 
-    from .audio import FileSource
-    from .cli import UserError, _live_printer, recognizer_from_settings, settings_from_args
-    from .client import StreamClient
-    from .fhir.document import DocumentContext, build_document_reference
-    from .models import Consent
-    from .notes import render_markdown, render_text
-    from .protocol import DraftEvent, StartMessage
-    from .resources import samples_dir
-    from .service import Engine, StreamServer
+    from ..audio import FileSource
+    from ..client import StreamClient
+    from ..fhir.document import DocumentContext, build_document_reference
+    from ..models import Consent
+    from ..notes import render_markdown, render_text
+    from ..protocol import DraftEvent, StartMessage
+    from ..resources import samples_dir
+    from ..service import Engine, StreamServer
 
     sample = Path(args.sample) if args.sample else (samples_dir() or Path("samples")) / "synth_dialogue_dev_01.flac"
     if not sample.is_file():
@@ -66,7 +69,7 @@ def run_demo(args, *, console, err) -> int:
     settings.server.port = _free_port()
     err.print(f"[bold]scribe demo[/]: loading {settings.asr.model} …")
     engine = Engine(settings, recognizer=recognizer_from_settings(settings))
-    printer = _live_printer()
+    printer = live_printer()
     drafts = 0
 
     def on_event(event: object) -> None:
@@ -139,3 +142,22 @@ def run_demo(args, *, console, err) -> int:
     err.print(f"store: {settings.database_path}. Review and sign: scribe review (with the service running), "
               "or run this demo in a terminal.")
     return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("demo", help="run the whole job on the bundled sample encounter",
+                       description="Start the service on a free local port, stream the bundled sample encounter "
+                                   "through it (live transcript with speaker labels), wait for the evidence-linked "
+                                   "draft, and write transcript, note and FHIR DocumentReference to --out. In a "
+                                   "terminal it then opens the review app to check and sign the note.")
+    p.add_argument("--no-review", action="store_true", help="do not open the review app (always off without a terminal)")
+    p.add_argument("--sample", help="audio file to use instead of the bundled sample")
+    p.add_argument("--speed", type=float, default=0.0, help="playback speed (1 = real time, 0 = as fast as possible)")
+    p.add_argument("--out", default="scribe-demo", help="directory for the results (default ./scribe-demo)")
+    asr_args(p)
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Serve on a free port, stream the sample encounter through it, print the result."""
+    return run_demo(args, console=console, err=err)

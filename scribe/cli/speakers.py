@@ -6,9 +6,10 @@ import argparse
 
 
 def _repo(settings):
-    from ..cli import UserError
-    from ..store import StoreError, open_store
-    from .profiles import ProfileError, ProfileRepository, resolve_key
+    from .common import UserError
+    from ..store import StoreError
+    from ..trust.at_rest import open_store
+    from ..diarize.profiles import ProfileError, ProfileRepository, resolve_key
 
     try:
         key = resolve_key(settings)
@@ -21,7 +22,7 @@ def _record_mic(seconds: float):
     import numpy as np
 
     from ..audio import AudioError
-    from ..cli import UserError, err
+    from .common import UserError, err
 
     try:
         import sounddevice as sd
@@ -39,7 +40,7 @@ def _record_mic(seconds: float):
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from ..cli import UserError, console, settings_from_args
+    from .common import UserError, console, settings_from_args
 
     settings = settings_from_args(args)
     if args.delete:
@@ -53,8 +54,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if bool(args.file) == bool(args.mic):
         raise UserError("pass exactly one of an audio FILE or --mic")
     from ..audio import AudioError, load_audio
-    from .encoder import EncoderMissing, load_encoder
-    from .enroll import EnrolmentError, build_profile
+    from ..diarize.encoder import EncoderMissing, load_encoder
+    from ..diarize.enroll import EnrolmentError, build_profile
 
     try:
         audio = load_audio(args.file) if args.file else _record_mic(args.seconds)
@@ -68,17 +69,18 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_speakers(args: argparse.Namespace) -> int:
-    from ..cli import UserError, console
-    from .bench import run_speakers_bench
-    from .encoder import EncoderMissing
+    from ..bench.speakers import run_speakers_bench
+    from ..diarize.encoder import EncoderMissing
+    from .common import UserError, console, recognizer_from_settings, settings_from_args
 
+    settings = settings_from_args(args)
     try:
-        return run_speakers_bench(args, console=console)
+        return run_speakers_bench(args, settings, lambda: recognizer_from_settings(settings), console=console)
     except EncoderMissing as exc:
         raise UserError(str(exc)) from None
 
 
-def register(sub, bench_sub) -> None:
+def register(sub) -> None:
     p = sub.add_parser(
         "enroll", help="enrol (or delete) a clinician's voice profile for speaker labels",
         description="Store a clinician's voice profile (from ~30 s of them speaking alone) so their segments are "
@@ -91,6 +93,8 @@ def register(sub, bench_sub) -> None:
     p.add_argument("--delete", metavar="ID", help="delete the stored voice profile of this clinician")
     p.set_defaults(func=cmd_enroll)
 
+
+def register_bench(bench_sub) -> None:
     p = bench_sub.add_parser(
         "speakers", help="speaker attribution error with and without enrolment, and its compute",
         description="Transcribe evaluation dialogues with the streaming path, label speakers online and print the "

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..models import Segment, Speaker
-from .scoring import (
+from ..diarize.scoring import (
     Attribution,
     OtherLabels,
     align,
@@ -43,7 +43,7 @@ from .scoring import (
     tokens,
     true_roles,
 )
-from .visitor import Recording, VisitorCase, pick_visitor, visitor_sentences, voice_centroids, with_visitor
+from ..diarize.visitor import Recording, VisitorCase, pick_visitor, visitor_sentences, voice_centroids, with_visitor
 
 DEFAULT_FILES = [
     "../shared/eval/audio/synth_dialogue_dev_01.flac",
@@ -147,8 +147,8 @@ def enrolment_audio(segments: list[Segment], seg_truth: list[Speaker | None], au
 
 
 def run_case(recording: Recording, encoder, *, enrol: bool = True) -> CaseResult:
-    from .diarizer import label_segments
-    from .enroll import EnrolmentError, build_profile
+    from ..diarize.diarizer import label_segments
+    from ..diarize.enroll import EnrolmentError, build_profile
 
     segments, audio, ref = recording.segments, recording.audio, recording.reference
     t0 = time.process_time()
@@ -188,8 +188,8 @@ class VisitorResult:
 
 
 def run_visitor_case(case: VisitorCase, encoder) -> VisitorResult:
-    from .diarizer import label_segments
-    from .tracker import TrackerConfig
+    from ..diarize.diarizer import label_segments
+    from ..diarize.tracker import TrackerConfig
 
     out = {}
     for third in (False, True):
@@ -220,17 +220,17 @@ def visitor_cases(recordings: list[Recording], encoder) -> list[VisitorCase]:
     return cases
 
 
-def run_speakers_bench(args, *, console) -> int:
+def run_speakers_bench(args, settings, make_recognizer, *, console) -> int:
+    """``make_recognizer``: a factory for the configured recogniser (called only when a
+    transcript is not cached)."""
     from rich.table import Table
 
     from ..audio import load_audio
-    from ..cli import recognizer_from_settings, settings_from_args
-    from .encoder import load_encoder
+    from ..diarize.encoder import load_encoder
 
-    settings = settings_from_args(args)
     files = [Path(f) for f in (args.files or DEFAULT_FILES)]
     encoder = load_encoder()
-    recognizer = functools.cache(lambda: recognizer_from_settings(settings))
+    recognizer = functools.cache(make_recognizer)
     results: list[CaseResult] = []
     recordings: list[Recording] = []
     for path in files:
