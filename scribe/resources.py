@@ -22,15 +22,29 @@ def prompt_candidates() -> list[Path]:
     return candidates
 
 
-def prompts_dir() -> Path | None:
+def find_prompts_dir() -> Path | None:
+    """The first candidate that holds ``templates/`` (None: none does)."""
     for c in prompt_candidates():
         if (c / "templates").is_dir():
             return c
     return None
 
 
+def prompts_dir() -> Path:
+    """The built-in ``prompts/`` directory (one lookup for the whole project), or a clear error
+    naming where it looked."""
+    found = find_prompts_dir()
+    if found is not None:
+        return found
+    raise FileNotFoundError(
+        "scribe cannot find its prompts/ directory (templates and lexicons); looked in: "
+        + ", ".join(str(p) for p in prompt_candidates())
+        + ". Set SCRIBE_PROMPTS_DIR to the folder that holds templates/ and lexicon/."
+    )
+
+
 def default_lexicon_path() -> Path | None:
-    base = prompts_dir()
+    base = find_prompts_dir()
     return base / "lexicon" / "drugs.txt" if base else None
 
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..audio import SAMPLE_RATE
 from ..models import Segment, Word
 from .cleanup import collapse_loops, drop_overlap
 from .commit import HypWord, LocalAgreement, SegmenterConfig, UtteranceSegmenter
 from .whisper import Recognized, Recognizer
 
-SAMPLE_RATE = 16_000
 
 
 @dataclass(frozen=True)

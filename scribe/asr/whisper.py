@@ -24,12 +24,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..audio import SAMPLE_RATE
 from ..models import Word
 from .registry import ModelInfo, resolve_model
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 _TOKENS_PER_SECOND = 8
 """Token budget per audio second: fast speech is ~3–4 tokens/s, so 8 leaves room for
 punctuation and numbers while cutting a runaway loop short."""

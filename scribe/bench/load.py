@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..audio import SAMPLE_RATE
 from .stats import percentile
 
 FRAME_MS = 100
-SAMPLE_RATE = 16_000
 
 
 def free_port() -> int:

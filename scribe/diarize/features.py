@@ -14,7 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from ..audio import SAMPLE_RATE
+
 N_FFT = 400
 """25 ms analysis window."""
 HOP = 160

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..audio import SAMPLE_RATE
 from ..models import Segment, Speaker
 from .roles import is_question
 from .scoring import LabelledWord, align, hypothesis_words
 
-SAMPLE_RATE = 16000
 SAME_PERSON = 0.93
 """Voice-centroid cosine above which two recordings' speakers are taken to be one person
 (same-actor pairs in the dev recordings score 0.95–0.99, different people 0.59–0.91)."""

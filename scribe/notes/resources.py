@@ -17,25 +17,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..resources import prompt_candidates
-from ..resources import prompts_dir as _shared_prompts_dir
+from ..resources import prompts_dir  # re-exported: the one lookup, in scribe.resources
 from .text import Token, stem, tokenize
-
-ENV_VAR = "SCRIBE_PROMPTS_DIR"
-
-
-def prompts_dir() -> Path:
-    """The built-in ``prompts/`` directory, found by ``scribe.resources`` (one lookup for the
-    whole project), or a clear error naming where it looked."""
-    found = _shared_prompts_dir()
-    if found is not None:
-        return found
-    raise FileNotFoundError(
-        "scribe cannot find its prompts/ directory (templates and lexicons); looked in: "
-        + ", ".join(str(p) for p in prompt_candidates())
-        + f". Set {ENV_VAR} to the folder that holds templates/ and lexicon/."
-    )
-
 
 # ---------------------------------------------------------------- lexicons
 
