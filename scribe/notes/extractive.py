@@ -164,6 +164,8 @@ class IncrementalDrafter:
         self.guard = guard
         self.created_at = created_at
         self.state = DraftState(sentences={s.key: [] for s in self.template.sections})
+        self._ctx = GuardContext()
+        """The guard's view of the transcript, grown with each segment (never rebuilt)."""
         self._belief: dict[str, float] | None = None
         self._prev: Segment | None = None
         self._pending: _Pending | None = None
@@ -224,10 +226,13 @@ class IncrementalDrafter:
             if seg.index <= last.index:
                 raise ValueError(f"segment {seg.id} arrived after {last.id}; segments must come in order")
         self.state.segments.append(seg)
+        self._ctx.add_segment(seg)
         if not seg.text.strip():
             return
         prev = self._prev
-        self.state.facts.extend(segment_facts(seg, prev))
+        found = segment_facts(seg, prev)
+        self.state.facts.extend(found)
+        self._ctx.add_facts(found)
         self._process(seg)
         self._prev = seg
 
@@ -346,13 +351,8 @@ class IncrementalDrafter:
         section = self.template.section_for(category)
         sentence = Sentence(id=f"{seg.id}.{k}", text=text, evidence=evidence)
         if self.guard:
-            ctx = GuardContext(
-                segments={s.id: s for s in self.state.segments},
-                order=tuple(s.id for s in self.state.segments),
-                facts=tuple(self.state.facts),
-            )
             sec_model = Section(key=section.key, title=section.title)
-            flags = check_sentence(sentence, ctx, sec_model)
+            flags = check_sentence(sentence, self._ctx, sec_model)
             sentence = sentence.model_copy(update={"flags": merge_flags([], flags)})
         self.state.sentences[section.key].append(sentence)
 

@@ -28,7 +28,7 @@ substrings of the segment text. All functions are pure.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 from ..models import Evidence, Flag, FlagKind, Note, Section, Segment, Sentence
@@ -219,26 +219,62 @@ def link_evidence(
 # ------------------------------------------------------------------ context
 
 
-@dataclass(frozen=True)
+@dataclass
 class GuardContext:
-    """What the guard needs from the transcript, computed once per note."""
+    """What the guard needs from the transcript: built once per note and, while a visit is
+    drafted segment by segment, grown in place (``add_segment``/``add_facts``), so checking a
+    sentence costs the same in minute 30 as in minute 1. Facts are indexed by kind and name and
+    segments by position for the same reason."""
 
-    segments: Mapping[str, Segment]
-    order: tuple[str, ...]
-    facts: tuple[Fact, ...]
+    segments: dict[str, Segment] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
     instructions: str = ""
+    _position: dict[str, int] = field(default_factory=dict, repr=False)
+    _medications: list[Fact] = field(default_factory=list, repr=False)
+    _findings: dict[str, list[Fact]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.segments, self.order, facts = dict(self.segments), list(self.order), list(self.facts)
+        self._position = {sid: i for i, sid in enumerate(self.order)}
+        self.facts = []
+        self.add_facts(facts)
 
     @staticmethod
     def build(
         segments: Sequence[Segment], facts: Sequence[Fact] | None = None, instructions: str = ""
     ) -> "GuardContext":
-        segs = [s for s in segments]
+        segs = list(segments)
         return GuardContext(
             segments={s.id: s for s in segs},
-            order=tuple(s.id for s in segs),
-            facts=tuple(facts if facts is not None else extract_facts(segs)),
+            order=[s.id for s in segs],
+            facts=list(facts if facts is not None else extract_facts(segs)),
             instructions=instructions,
         )
+
+    def add_segment(self, segment: Segment) -> None:
+        if segment.id not in self._position:
+            self._position[segment.id] = len(self.order)
+            self.order.append(segment.id)
+        self.segments[segment.id] = segment
+
+    def add_facts(self, facts: Iterable[Fact]) -> None:
+        for f in facts:
+            self.facts.append(f)
+            if f.kind is FactKind.medication:
+                self._medications.append(f)
+            elif f.kind is FactKind.finding:
+                self._findings.setdefault(f.name, []).append(f)
+
+    def position(self, segment_id: str) -> int:
+        """Where a segment is in the transcript (0 for one the context does not hold)."""
+        return self._position.get(segment_id, 0)
+
+    def medications(self) -> list[Fact]:
+        return self._medications
+
+    def findings(self, name: str) -> list[Fact]:
+        return self._findings.get(name, [])
 
     def where(self, pred) -> list[str]:
         return [sid for sid in self.order if pred(self.segments[sid].text)]
@@ -373,7 +409,7 @@ def _check_dose_status(
 ) -> list[Flag]:
     flags = []
     cited_ids = {s.id for s in cited}
-    meds_facts = [f for f in ctx.facts if f.kind is FactKind.medication]
+    meds_facts = ctx.medications()
     for med in medications_in(text):
         status = _sentence_status(text, med.status, section)
         if status is MedStatus.unknown:
@@ -422,14 +458,14 @@ def _check_negation(text: str, cited: list[Segment], ctx: GuardContext) -> list[
         if (f.canonical, f.negated) in seen:
             continue
         seen.add((f.canonical, f.negated))
-        facts = [x for x in ctx.facts if x.kind is FactKind.finding and x.name == f.canonical]
+        facts = ctx.findings(f.canonical)
         local = [x for x in facts if cited_ids & set(x.segment_ids)]
         pool = local or facts
         pols = {x.negated for x in pool}
         ids = _fmt_ids(
             sorted(
                 {i for x in pool for i in x.segment_ids},
-                key=lambda i: ctx.order.index(i) if i in ctx.order else 0,
+                key=ctx.position,
             )
         )
         if not pols:
