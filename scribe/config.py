@@ -236,8 +236,6 @@ class FhirSettings(BaseModel):
     """Directory target: also write a transaction Bundle next to each DocumentReference."""
     timeout_s: float = 30.0
     connect_timeout_s: float = 10.0
-    request_retries: int = 3
-    """Attempts per request inside one delivery (429/5xx/connection errors)."""
     max_attempts: int = 40
     """Delivery attempts by the outbox before a transient failure is parked as failed."""
     backoff_base_s: float = 2.0

@@ -100,8 +100,8 @@ class Env:
         self.outbox = Outbox(self.store, targets=("fhir",), clock=clock)
         if encounter:
             self.outbox.set_context("enc-1", encounter=encounter)
-        self.client = FhirClient(base_url, auth=auth, sleep=no_sleep, retries=3)
-        self.target = FhirTarget(self.client, options, sleep=no_sleep)
+        self.client = FhirClient(base_url, auth=auth)
+        self.target = FhirTarget(self.client, options)
         self.worker = OutboxWorker(self.outbox, {"fhir": self.target}, lease_s=60)
 
     async def close(self) -> None:
@@ -217,22 +217,32 @@ async def test_server_down_during_sign_then_delivered_exactly_once(tmp_path: Pat
         await e.close()
 
 
-async def test_5xx_and_429_retried_with_backoff_honouring_retry_after(env: Env, fhir: FhirServer) -> None:
-    slept: list[float] = []
-
-    async def record_sleep(s: float) -> None:
-        slept.append(s)
-
-    env.target._sleep = record_sleep
+async def test_5xx_and_429_retried_by_the_worker_honouring_retry_after(env: Env, fhir: FhirServer,
+                                                                       clock: Clock) -> None:
+    """Retries live in one layer: each failed try is one request, and the outbox worker
+    reschedules the delivery (persisted, so a restart keeps the wait), never sooner than the
+    server's Retry-After. The second try searches by identifier first, since the first POST
+    may have landed."""
     fhir.fail_next(1, status=429, retry_after=3, method="POST")
     fhir.fail_next(1, status=502, method="POST")
     env.outbox.sign(make_note(), "dr-lee")
     await env.worker.run_once()
     [d] = env.outbox.deliveries()
+    assert d.state == DeliveryState.queued and d.attempts == 1
+    assert d.next_attempt_at - clock.now >= timedelta(seconds=3)  # Retry-After: 3 honoured
+    assert [r["status"] for r in fhir.requests() if r["method"] == "POST"] == [429]  # one request per try
+    clock.advance(4)
+    await env.worker.run_once()
+    [d] = env.outbox.deliveries()
+    assert d.state == DeliveryState.queued and d.attempts == 2
+    clock.advance(3600)
+    await env.worker.run_once()
+    [d] = env.outbox.deliveries()
     assert d.state == DeliveryState.delivered and fhir.counts()["DocumentReference"] == 1
-    assert len(slept) == 2 and slept[0] >= 3  # Retry-After: 3 honoured
     statuses = [r["status"] for r in fhir.requests() if r["method"] == "POST"]
     assert statuses == [429, 502, 201]
+    events = [e.event for e in env.outbox.ledger(d.id)]
+    assert events.count("post_failed") == 2 and "searched" in events
 
 
 async def test_long_retry_after_is_persisted_not_slept(env: Env, fhir: FhirServer, clock: Clock) -> None:
@@ -247,10 +257,14 @@ async def test_long_retry_after_is_persisted_not_slept(env: Env, fhir: FhirServe
     assert env.outbox.deliveries()[0].state == DeliveryState.delivered
 
 
-async def test_lost_answer_with_ignored_conditional_create_still_one_document(env: Env, fhir: FhirServer) -> None:
+async def test_lost_answer_with_ignored_conditional_create_still_one_document(env: Env, fhir: FhirServer,
+                                                                            clock: Clock) -> None:
     fhir.configure(ignore_if_none_exist=True)  # like EHRs that ignore If-None-Exist
     fhir.fail_next(1, status=503, when="after", method="POST")  # created, but the answer is lost
     env.outbox.sign(make_note(), "dr-lee")
+    await env.worker.run_once()
+    assert env.outbox.deliveries()[0].state == DeliveryState.queued  # the worker tries again later
+    clock.advance(3600)
     await env.worker.run_once()
     [d] = env.outbox.deliveries()
     assert d.state == DeliveryState.delivered
@@ -480,7 +494,7 @@ async def test_wrong_smart_credentials_clear_error_parked(fhir: FhirServer, tmp_
 
 async def test_wrong_static_token_clear_error(fhir: FhirServer) -> None:
     fhir.configure(token="right-token")
-    async with FhirClient(fhir.base_url, auth=BearerAuth("wrong-token"), sleep=no_sleep) as client:
+    async with FhirClient(fhir.base_url, auth=BearerAuth("wrong-token")) as client:
         with pytest.raises(FhirAuthError) as exc:
             await client.search("DocumentReference", "")
     assert "refused the credentials (HTTP 401)" in str(exc.value) and "Check fhir.token" in str(exc.value)

@@ -4,11 +4,12 @@ What it adds over a bare HTTP session, and why:
 
 - **auth**: a static bearer token or SMART Backend Services (``scribe.fhir.smart``); a 401 with
   SMART drops the cached token and retries once with a fresh one (servers revoke early).
-- **retries**: 429/5xx/connection errors are retried with exponential backoff and jitter,
-  honouring ``Retry-After`` up to ``max_retry_after_s`` (a longer wait is handed back to the
-  outbox, which persists it instead of holding a worker). A POST that may have reached the
-  server is never blindly retried here (``retry=False``): the delivery target checks by
-  identifier first, so an EHR that ignores ``If-None-Exist`` still gets exactly one copy.
+- **no retries**: one request is one attempt. A 429/5xx/connection failure is reported as a
+  retryable ``FhirError`` carrying the server's ``Retry-After``; the delivery worker
+  (``scribe.fhir.outbox.OutboxWorker``) owns the retry policy — backoff, ``Retry-After``,
+  persistence across restarts — in one layer, and the delivery target checks by identifier
+  before any POST that may repeat an earlier one, so an EHR that ignores ``If-None-Exist``
+  still gets exactly one copy.
 - **errors in plain words**: a failed answer becomes a ``FhirError`` subclass whose message is
   the OperationOutcome's issues (``DocumentReference.status: Invalid code …``).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 from urllib.parse import urljoin
@@ -33,7 +34,7 @@ from scribe.fhir.errors import (
     FhirUnavailable,
     FhirValidationError,
 )
-from scribe.fhir.outcome import RETRYABLE_STATUS, backoff_delay, describe_http_error, parse_retry_after
+from scribe.fhir.outcome import RETRYABLE_STATUS, describe_http_error, parse_retry_after
 from scribe.fhir.smart import SmartAuthError, SmartBackendAuth
 
 log = logging.getLogger(__name__)
@@ -87,25 +88,15 @@ class FhirClient:
         auth: Auth = None,
         timeout_s: float = 30.0,
         connect_timeout_s: float = 10.0,
-        retries: int = 3,
-        backoff_base_s: float = 0.5,
-        backoff_max_s: float = 8.0,
-        max_retry_after_s: float = 30.0,
         session: aiohttp.ClientSession | None = None,
-        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"FHIR base URL must start with http:// or https://, got {base_url!r}")
         self.base_url = base_url.rstrip("/") + "/"
         self.auth = auth
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
-        self.retries = max(1, retries)
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
-        self.max_retry_after_s = max_retry_after_s
         self._session = session
         self._own_session = session is None
-        self._sleep = sleep
 
     @classmethod
     def from_settings(cls, fhir: Any, **overrides: Any) -> FhirClient:
@@ -135,8 +126,6 @@ class FhirClient:
             "auth": auth,
             "timeout_s": fhir.timeout_s,
             "connect_timeout_s": fhir.connect_timeout_s,
-            "retries": fhir.request_retries,
-            "max_retry_after_s": fhir.max_retry_after_s,
         }
         kwargs.update(overrides)
         return cls(fhir.base_url, **kwargs)
@@ -186,17 +175,14 @@ class FhirClient:
         *,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
-        retry: bool = True,
         action: str | None = None,
     ) -> FhirResponse:
-        """One FHIR interaction with auth, retries and error mapping; returns the 2xx response."""
+        """One FHIR interaction with auth and error mapping; returns the 2xx response or raises a
+        ``FhirError`` (``retryable`` and ``retry_after`` say what the caller's policy may do)."""
         action = action or f"{method} {path.split('?')[0]}"
         url = self.url(path)
-        attempts = self.retries if retry else 1
         refreshed = False
-        attempt = 0
         while True:
-            attempt += 1
             hdrs = {"Accept": FHIR_JSON, **(headers or {})}
             if json is not None:
                 hdrs["Content-Type"] = f"{FHIR_JSON}; charset=utf-8"
@@ -218,32 +204,26 @@ class FhirClient:
                 if status < 400:
                     log.debug("fhir %s -> %s in %.0f ms", action, status, elapsed * 1000)
                     return FhirResponse(status, resp_headers, body, elapsed)
-                log.info("fhir %s -> HTTP %s (attempt %d)", action, status, attempt)
+                log.info("fhir %s -> HTTP %s", action, status)
                 if status == 401 and isinstance(self.auth, SmartBackendAuth) and not refreshed:
                     # Token expired or revoked early: fetch a new one, once.
                     refreshed = True
                     self.auth.invalidate(hdrs.get("Authorization", "")[7:])
-                    attempt -= 1
                     continue
                 error = _http_error(status, body, resp_headers, action)
                 if isinstance(error, FhirAuthError) and isinstance(self.auth, BearerAuth):
                     error = FhirAuthError(f"{error.message}. Check fhir.token", status=status, outcome=body)
-            if not error.retryable or attempt >= attempts:
-                raise error
-            if error.retry_after is not None and error.retry_after > self.max_retry_after_s:
-                raise error  # the outbox persists a long wait instead of holding a worker
-            delay = backoff_delay(attempt, base=self.backoff_base_s, cap=self.backoff_max_s, retry_after=error.retry_after)
-            await self._sleep(delay)
+            raise error
 
     # -- interactions
 
     async def create(
-        self, resource: Mapping[str, Any], *, if_none_exist: str | None = None, retry: bool = False
+        self, resource: Mapping[str, Any], *, if_none_exist: str | None = None
     ) -> FhirResponse:
         """POST ``resource``; ``if_none_exist`` (``identifier=system|value``) makes it conditional."""
         headers = {"If-None-Exist": if_none_exist} if if_none_exist else {}
         rtype = resource["resourceType"]
-        return await self.request("POST", rtype, json=resource, headers=headers, retry=retry, action=f"create {rtype}")
+        return await self.request("POST", rtype, json=resource, headers=headers, action=f"create {rtype}")
 
     async def read(self, rtype: str, rid: str) -> FhirResponse:
         return await self.request("GET", f"{rtype}/{rid}", action=f"read {rtype}")

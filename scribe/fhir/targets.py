@@ -42,7 +42,6 @@ from scribe.fhir.document import (
     supersede,
 )
 from scribe.fhir.errors import DeliveryError, FhirConflict, FhirError
-from scribe.fhir.outcome import backoff_delay
 from scribe.models import SignedNote
 
 log = logging.getLogger(__name__)
@@ -367,18 +366,13 @@ class FhirTarget:
     """A FHIR R4 REST endpoint (the EHR)."""
 
     def __init__(self, client: Any, options: DocumentOptions | None = None, *, conditional_create: bool = True,
-                 retries: int = 3, backoff_base_s: float = 0.5, backoff_max_s: float = 8.0,
-                 max_retry_after_s: float = 30.0, name: str = "fhir",
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+                 name: str = "fhir") -> None:
+        """One delivery attempt per ``deliver`` call: a transient failure is raised (retryable,
+        with the server's ``Retry-After``) and the outbox worker decides when to try again."""
         self.client = client
         self.options = options or DocumentOptions()
         self.conditional_create = conditional_create
-        self.retries = max(1, retries)
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
-        self.max_retry_after_s = max_retry_after_s
         self.name = name
-        self._sleep = sleep
 
     @classmethod
     def from_settings(cls, fhir: Any) -> FhirTarget:
@@ -388,8 +382,6 @@ class FhirTarget:
             FhirClient.from_settings(fhir),
             DocumentOptions.from_settings(fhir),
             conditional_create=fhir.conditional_create,
-            retries=fhir.request_retries,
-            max_retry_after_s=fhir.max_retry_after_s,
         )
 
     async def aclose(self) -> None:
@@ -419,19 +411,16 @@ class FhirTarget:
             raise DeliveryError(f"the note cannot be turned into a FHIR document: {exc}") from None
         ident = doc["identifier"][0]
         rid: str | None = None
-        attempt = 0
-        while rid is None:
-            attempt += 1
-            if job.attempted_before:
-                # A POST may already have landed (lost answer, crash before the ledger write):
-                # look before writing again, whatever the server does with If-None-Exist.
-                found = await self._find(ident)
-                await job.ledger("searched", f"{len(found)} match(es) by identifier")
-                if found:
-                    rid = str(found[0]["id"])
-                    if len(found) > 1:
-                        log.warning("delivery %s: %d DocumentReferences share one identifier", job.delivery_id, len(found))
-                    break
+        if job.attempted_before:
+            # A POST may already have landed (lost answer, crash before the ledger write):
+            # look before writing again, whatever the server does with If-None-Exist.
+            found = await self._find(ident)
+            await job.ledger("searched", f"{len(found)} match(es) by identifier")
+            if found:
+                rid = str(found[0]["id"])
+                if len(found) > 1:
+                    log.warning("delivery %s: %d DocumentReferences share one identifier", job.delivery_id, len(found))
+        if rid is None:
             await job.ledger("post_started", ident["value"])
             job.attempted_before = True
             try:
@@ -439,14 +428,8 @@ class FhirTarget:
                     doc, if_none_exist=identifier_search(ident) if self.conditional_create else None
                 )
             except FhirError as exc:
-                if not exc.retryable or attempt >= self.retries:
-                    raise
-                if exc.retry_after is not None and exc.retry_after > self.max_retry_after_s:
-                    raise
                 await job.ledger("post_failed", exc.message)
-                await self._sleep(backoff_delay(attempt, base=self.backoff_base_s, cap=self.backoff_max_s,
-                                                retry_after=exc.retry_after))
-                continue
+                raise
             rid = resp.resource_id()
             if rid is None:
                 raise DeliveryError("the FHIR server accepted the document but returned no id", retryable=True)
