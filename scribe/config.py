@@ -237,11 +237,13 @@ class FhirSettings(BaseModel):
     timeout_s: float = 30.0
     connect_timeout_s: float = 10.0
     max_attempts: int = 40
-    """Delivery attempts by the outbox before a transient failure is parked as failed."""
+    """Attempts after which a delivery that fails *unexpectedly* (a bug, not the EHR being down)
+    is parked as failed; transient EHR failures (429, 5xx, unreachable) retry at the capped
+    backoff for as long as the outage lasts. Retries live in one layer, the outbox worker: the
+    client and the target make one attempt per delivery try."""
     backoff_base_s: float = 2.0
     backoff_max_s: float = 600.0
-    max_retry_after_s: float = 30.0
-    """Longest Retry-After slept inside a request; longer ones reschedule the delivery."""
+    """Exponential backoff between delivery tries (a server's Retry-After is honoured)."""
     lease_s: float = 120.0
     """How long a claimed delivery is owned by one worker before another may take it over."""
 
