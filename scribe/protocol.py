@@ -335,8 +335,10 @@ class ServerProtocol:
     def _text(self, text: str) -> list[Action]:
         try:
             raw = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except json.JSONDecodeError as exc:
             raise ProtocolError(ErrorCode.bad_json, f"message is not valid JSON ({exc.msg})") from None
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(ErrorCode.bad_json, f"message is not valid JSON ({exc.reason})") from None
         except RecursionError:
             raise ProtocolError(ErrorCode.bad_json, "message is nested too deeply") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):

@@ -10,8 +10,8 @@ can record that the segment was repaired.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -20,7 +20,8 @@ def _key(token: str) -> str:
     return "".join(ch for ch in token.lower() if ch.isalnum())
 
 
-def collapse_loops(tokens: Sequence[T], *, text_of=lambda t: t, keep: int = 2, max_n: int = 8) -> tuple[list[T], int]:
+def collapse_loops(tokens: Sequence[T], *, text_of: Callable[[Any], str] = lambda t: t, keep: int = 2,
+                   max_n: int = 8) -> tuple[list[T], int]:
     """Return ``tokens`` with n-gram loops cut to ``keep`` repeats, and how many were dropped."""
     items = list(tokens)
     keys = [_key(text_of(t)) for t in items]
@@ -51,7 +52,8 @@ def collapse_loops(tokens: Sequence[T], *, text_of=lambda t: t, keep: int = 2, m
     return out, dropped
 
 
-def drop_overlap(previous: Sequence[str], new: Sequence[T], *, text_of=lambda t: t, min_match: int = 3,
+def drop_overlap(previous: Sequence[str], new: Sequence[T], *, text_of: Callable[[Any], str] = lambda t: t,
+                 min_match: int = 3,
                  search: int = 15) -> tuple[list[T], int]:
     """Drop the start of ``new`` that repeats the end of ``previous`` (already committed).
 

@@ -50,6 +50,9 @@ class Recognized:
 class Recognizer(Protocol):
     """What the streaming transcriber needs from a speech recogniser."""
 
+    model: Any
+    """The decoder (faster-whisper's ``WhisperModel``, or a test double)."""
+
     @contextmanager
     def padded_encoder(self) -> Iterator[None]:
         """Decode with Whisper's standard 30 s padded windows inside the block (the offline
@@ -103,10 +106,10 @@ def load_lexicon(path: Path | None) -> list[str]:
     return terms
 
 
-def _trimmed_model_class():
+def _trimmed_model_class() -> type[Any]:
     from faster_whisper import WhisperModel
 
-    class _TrimmedWhisper(WhisperModel):
+    class _TrimmedWhisper(WhisperModel):  # type: ignore[misc]  # faster-whisper ships no types
         trim_margin_frames = 100  # keep 1 s of padding: the encoder sees where speech ends
         min_frames = 1000
         """The encoder sees at least 10 s (content + silence). Whisper was trained on 30 s
@@ -115,7 +118,7 @@ def _trimmed_model_class():
         trim_enabled = True
         _local = threading.local()
 
-        def encode(self, features: np.ndarray):
+        def encode(self, features: np.ndarray) -> Any:
             if not self.trim_enabled:
                 return super().encode(features)
             min_frames = getattr(self._local, "min_frames", None) or self.min_frames

@@ -28,7 +28,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from scribe.fhir.errors import DeliveryError
 from scribe.fhir.outcome import backoff_delay
@@ -174,7 +174,7 @@ class Outbox:
 
     @property
     def db(self) -> sqlite3.Connection:
-        return self.store.db
+        return cast(sqlite3.Connection, self.store.db)
 
     # ------------------------------------------------------------------ listeners
 
@@ -489,7 +489,7 @@ class Outbox:
         return [LedgerEntry(r[0], r[1], _dt(r[2]) or utcnow(), r[3], r[4]) for r in rows]
 
     def pending_count(self) -> int:
-        return self.db.execute("SELECT count(*) FROM deliveries WHERE state IN ('queued', 'in_flight')").fetchone()[0]
+        return int(self.db.execute("SELECT count(*) FROM deliveries WHERE state IN ('queued', 'in_flight')").fetchone()[0])
 
     def next_due_at(self) -> datetime | None:
         # Only rows not waiting behind an earlier one (see claim_due): the blocker's time counts.
@@ -718,7 +718,8 @@ class OutboxWorker:
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         if self.astore is not None:
-            return await self.astore.call(fn, *args)
+            result: T = await self.astore.call(fn, *args)
+            return result
         return fn(*args)
 
     async def run_once(self) -> int:

@@ -112,4 +112,4 @@ def backoff_delay(
     delay = exp / 2 + r * exp / 2
     if retry_after is not None:
         delay = max(delay, retry_after)
-    return delay
+    return float(delay)

@@ -34,7 +34,9 @@ class RefSpec:
 
     def search_token(self) -> str:
         """``identifier=`` query part (system optional), escaped and URL-encoded."""
-        esc = lambda s: re.sub(r"([\\|,$])", r"\\\1", s)
+        def esc(s: str) -> str:
+            return re.sub(r"([\\|,$])", r"\\\1", s)
+
         token = f"{esc(self.system)}|{esc(self.value or '')}" if self.system else esc(self.value or "")
         return "identifier=" + quote(token, safe=":/|")
 

@@ -388,7 +388,7 @@ class FhirTarget:
         await self.client.aclose()
 
     def _location(self, rid: str) -> str:
-        return self.client.url(f"DocumentReference/{rid}")
+        return str(self.client.url(f"DocumentReference/{rid}"))
 
     async def deliver(self, job: DeliveryJob) -> DeliveryResult:
         if job.action == "retract":
@@ -396,7 +396,8 @@ class FhirTarget:
         return await self._create(job)
 
     async def _find(self, identifier: Mapping[str, str]) -> list[dict[str, Any]]:
-        return await self.client.search("DocumentReference", identifier_search(identifier))
+        found: list[dict[str, Any]] = await self.client.search("DocumentReference", identifier_search(identifier))
+        return found
 
     async def _create(self, job: DeliveryJob) -> DeliveryResult:
         from scribe.fhir.resolve import resolve_encounter, resolve_patient
