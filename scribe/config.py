@@ -289,10 +289,12 @@ class SpeakersSettings(BaseModel):
 
     enabled: bool = True
     key: SecretStr | None = None
-    """AES-256 key for stored voice profiles, base64 of 32 bytes (env SCRIBE_SPEAKERS__KEY).
-    Unset: a key file is used (``key_file``)."""
+    """Only to migrate: the key older versions sealed voice profiles with (base64 of 32 bytes,
+    env SCRIBE_SPEAKERS__KEY). Profiles are now sealed with the store's data key and rotate
+    with it; profiles under this old key are moved to it when the store opens."""
     key_file: Path | None = None
-    """Default ``<data_dir>/keys/speakers.key``, created 0600 on first use."""
+    """Only to migrate: the old key's file (default ``<data_dir>/keys/speakers.key`` if it
+    exists; never created now)."""
     revise_last: int = 12
     """How many recent segments may still have their speaker label revised."""
 

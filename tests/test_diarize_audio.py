@@ -137,8 +137,8 @@ def test_bad_enrolment_audio_gives_a_clear_error(encoder):
 def test_enroll_cli_stores_encrypted_refuses_bad_audio_and_deletes(tmp_path, monkeypatch, capsys):
     from scribe.cli import main
     from scribe.config import load_settings
-    from scribe.diarize.profiles import ProfileRepository, resolve_key
-    from scribe.store import Store
+    from scribe.diarize.profiles import ProfileRepository
+    from scribe.trust.at_rest import open_store
 
     monkeypatch.setenv("SCRIBE_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("SCRIBE_SPEAKERS__KEY", raising=False)
@@ -148,9 +148,9 @@ def test_enroll_cli_stores_encrypted_refuses_bad_audio_and_deletes(tmp_path, mon
     assert "silent" in capsys.readouterr().err
     assert main(["enroll", "--clinician", "dr-a", str(SAMPLES / "synth_dictation_dev_01.flac")]) == 0
     settings = load_settings()
-    repo = ProfileRepository(Store(settings.database_path), resolve_key(settings))
+    repo = ProfileRepository(open_store(settings))
     assert repo.get("dr-a").speech_seconds >= 20
-    assert (tmp_path / "keys" / "speakers.key").stat().st_mode & 0o077 == 0
+    assert not (tmp_path / "keys" / "speakers.key").exists()  # sealed with the store's data key
     assert main(["enroll", "--delete", "dr-a"]) == 0
     assert repo.get("dr-a") is None
     assert main(["enroll", "--delete", "dr-a"]) == 2

@@ -307,24 +307,66 @@ def _profile(cid="dr-a"):
 
 
 def test_profile_round_trip_is_encrypted_and_deletable(tmp_path):
-    store = Store(tmp_path / "s.db")
-    key = os.urandom(32)
-    repo = ProfileRepository(store, key)
+    from scribe.store import EncryptionKeyError
+    from scribe.trust.crypto import Keyring
+
+    store = Store(tmp_path / "s.db", keyring=Keyring(os.urandom(32)))
+    repo = ProfileRepository(store)
     repo.save(_profile())
     got = repo.get("dr-a")
     assert np.allclose(got.embedding, _profile().embedding)
     raw = store.db.execute("SELECT ciphertext FROM speaker_profiles").fetchone()[0]
     assert b"embedding" not in raw and b"dr-a" not in raw
-    with pytest.raises(ProfileError, match="cannot be decrypted"):
-        ProfileRepository(store, os.urandom(32)).get("dr-a")
+    with pytest.raises(EncryptionKeyError):  # another key does not even open the store
+        Store(tmp_path / "s.db", keyring=Keyring(os.urandom(32)))
+    with pytest.raises(ProfileError, match="encrypted store"):
+        ProfileRepository(Store(tmp_path / "plain.db"))
     # a ciphertext moved onto another clinician's row does not open (id is authenticated)
     with store.tx() as db:
         db.execute("INSERT INTO speaker_profiles SELECT 'dr-b', model, nonce, ciphertext, created_at "
                    "FROM speaker_profiles WHERE clinician_id='dr-a'")
-    with pytest.raises(ProfileError):
+    with pytest.raises(ProfileError, match="cannot be decrypted"):
         repo.get("dr-b")
     assert repo.delete("dr-a") and repo.get("dr-a") is None
     assert not repo.delete("dr-a")
+
+
+def test_profiles_rotate_with_the_data_key(tmp_path):
+    """One key ring for everything encrypted: after ``rotate`` and retiring the old key, a
+    profile opens with the new key alone."""
+    from scribe.trust.crypto import Keyring, rotate
+
+    old, new = os.urandom(32), os.urandom(32)
+    store = Store(tmp_path / "s.db", keyring=Keyring(old))
+    ProfileRepository(store).save(_profile())
+    report = rotate(store, Keyring(new, [old]))
+    assert report.rewrapped >= 1
+    store.keyring = Keyring(new)
+    assert np.allclose(ProfileRepository(store).get("dr-a").embedding, _profile().embedding)
+
+
+def test_profiles_under_the_old_speakers_key_are_moved_to_the_key_ring(tmp_path):
+    """What older versions wrote (AES-GCM under speakers.key, the nonce in its own column) is
+    re-sealed with the store's key ring when the repository opens with the old key; without
+    it, reading such a profile says what to do."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from scribe.trust.crypto import Keyring
+
+    store = Store(tmp_path / "s.db", keyring=Keyring(os.urandom(32)))
+    ProfileRepository(store)  # the table
+    legacy, nonce, profile = os.urandom(32), os.urandom(12), _profile()
+    ct = AESGCM(legacy).encrypt(nonce, profile.model_dump_json().encode(),
+                                ProfileRepository._legacy_aad("dr-a", profile.model))
+    with store.tx() as db:
+        db.execute("INSERT INTO speaker_profiles VALUES (?,?,?,?,?)",
+                   ("dr-a", profile.model, nonce, ct, profile.created_at.isoformat()))
+    with pytest.raises(ProfileError, match="old speakers key"):
+        ProfileRepository(store).get("dr-a")
+    moved = ProfileRepository(store, legacy).get("dr-a")
+    assert np.allclose(moved.embedding, profile.embedding)
+    assert store.db.execute("SELECT length(nonce) FROM speaker_profiles").fetchone()[0] == 0
+    assert ProfileRepository(store).get("dr-a") is not None  # no longer needs the old key
 
 
 def test_key_file_created_private_and_refused_when_readable(tmp_path):

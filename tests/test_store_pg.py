@@ -185,7 +185,9 @@ def test_repositories_work_on_both(store_url, tmp_path):
     tokens = TokenStore(store, audit=audit)
     token, _ = tokens.create("dr-a", Role.clinician)
     assert tokens.authenticate(token).clinician_id == "dr-a"
-    profiles = ProfileRepository(store, os.urandom(32))
+    from scribe.trust.crypto import Keyring
+
+    profiles = ProfileRepository(Store(store_url, keyring=Keyring(os.urandom(32))))  # biometric: keyed only
     profiles.save(SpeakerProfile.from_embedding("dr-a", "m", np.ones(8, np.float32), speech_seconds=3, windows=2))
     assert profiles.get("dr-a").clinician_id == "dr-a"
     store.append_frames("e2", [(0, b"\x01\x00" * 100)])
@@ -221,7 +223,7 @@ def _in_threads(n: int, fn: Callable[[int], object]) -> list[object]:
 
 
 def _all_components(store: Store) -> None:
-    from scribe.diarize.profiles import ProfileRepository
+    from scribe.diarize.profiles import MIGRATIONS as PROFILE_MIGRATIONS
     from scribe.fhir.outbox import Outbox
     from scribe.notes.repo import NoteRepo
     from scribe.review.service import ReviewService
@@ -233,7 +235,7 @@ def _all_components(store: Store) -> None:
     ReviewService(store, repo, outbox)
     audit = AuditLog(store)
     TokenStore(store, audit=audit)
-    ProfileRepository(store, b"k" * 32)
+    store.migrate_component("speakers", PROFILE_MIGRATIONS)  # the voice profiles' table
 
 
 def test_replicas_starting_together_migrate_once(pg_url):

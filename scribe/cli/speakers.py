@@ -9,11 +9,10 @@ def _repo(settings):
     from .common import UserError
     from ..store import StoreError
     from ..trust.at_rest import open_store
-    from ..diarize.profiles import ProfileError, ProfileRepository, resolve_key
+    from ..diarize.profiles import ProfileError, ProfileRepository, legacy_key
 
     try:
-        key = resolve_key(settings)
-        return ProfileRepository(open_store(settings), key)
+        return ProfileRepository(open_store(settings), legacy_key(settings))
     except (ProfileError, StoreError) as exc:
         raise UserError(str(exc)) from None
 

@@ -1,16 +1,16 @@
 """Enrolled clinician voice profiles, stored encrypted (a voiceprint is biometric data).
 
-Each profile is a 256-d embedding plus metadata, serialised and sealed with AES-256-GCM
-(``cryptography``), a fresh 96-bit nonce per write, and the clinician id + model id as
-associated data, so a ciphertext copied onto another clinician's row fails to open. The
-table (``speaker_profiles``) lives in the main store under the ``speakers`` component.
+Each profile is a 256-d embedding plus metadata, serialised and sealed with the store's key ring
+(``scribe.trust.crypto``: AES-256-GCM, the table, column and clinician id as associated data, so
+a ciphertext copied onto another clinician's row fails to open). It is one of the store's
+encrypted columns, so ``scribe keys rotate`` re-encrypts profiles with everything else, and a
+store without a data key refuses to hold them. The table (``speaker_profiles``) lives in the
+main store under the ``speakers`` component.
 
-The key, in order of precedence:
-1. ``SCRIBE_SPEAKERS__KEY`` / ``[speakers] key`` — base64 of 32 random bytes;
-2. the key file ``[speakers] key_file`` (default ``<data_dir>/keys/speakers.key``), created on
-   first use with ``os.urandom(32)``, mode 0600 in a 0700 directory, and refused if it is
-   readable by group or others.
-Losing the key makes stored profiles unreadable (clinicians re-enrol); nothing else depends on it.
+Older versions sealed profiles with a key of their own (``[speakers] key`` /
+``SCRIBE_SPEAKERS__KEY``, or ``<data_dir>/keys/speakers.key``). Such rows (their ``nonce``
+column is not empty) are moved under the key ring when the repository opens, if that old key is
+still configured or its file still exists; otherwise reading one says to re-enrol.
 """
 
 from __future__ import annotations
@@ -94,54 +94,82 @@ def _decode_key(raw: bytes | str, where: str) -> bytes:
     return key
 
 
-def resolve_key(settings) -> bytes:
-    """The AES key per the precedence above, from a ``Settings`` object."""
+def legacy_key(settings) -> bytes | None:
+    """The key older versions sealed profiles with, if it is still configured or its file still
+    exists (never created): only to move those profiles under the store's key ring."""
     sp = settings.speakers
     if sp.key is not None:
         return _decode_key(sp.key.get_secret_value().strip(), "SCRIBE_SPEAKERS__KEY / [speakers] key")
-    return _key_from_file(sp.key_file or settings.data_dir / "keys" / "speakers.key")
+    path = Path(sp.key_file or settings.data_dir / "keys" / "speakers.key").expanduser()
+    return _key_from_file(path) if path.is_file() else None
 
 
 class ProfileRepository:
-    """Encrypted speaker profiles in the store (``speakers`` component)."""
+    """Encrypted speaker profiles in the store (``speakers`` component), under its key ring."""
 
-    def __init__(self, store, key: bytes):
+    TABLE, COLUMN = "speaker_profiles", "ciphertext"
+
+    def __init__(self, store, legacy: bytes | None = None):
+        if getattr(store, "keyring", None) is None:
+            raise ProfileError("voice profiles are biometric data and are stored only in an encrypted store: "
+                               "open the store with its data key (scribe.trust.at_rest.open_store)")
+        self.store = store
+        store.migrate_component("speakers", MIGRATIONS)
+        self._legacy = legacy
+        if legacy is not None:
+            self._move_legacy(legacy)
+
+    @staticmethod
+    def _legacy_aad(clinician_id: str, model: str) -> bytes:
+        return json.dumps(["scribe.speaker_profile.v1", clinician_id, model]).encode()
+
+    def _move_legacy(self, key: bytes) -> None:
+        """Re-seal profiles written under the old speakers key with the store's key ring."""
+        from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         if len(key) != 32:
-            raise ProfileError("the speaker profile key must be 32 bytes")
-        self.store = store
-        self._aead = AESGCM(key)
-        store.migrate_component("speakers", MIGRATIONS)
-
-    @staticmethod
-    def _aad(clinician_id: str, model: str) -> bytes:
-        return json.dumps(["scribe.speaker_profile.v1", clinician_id, model]).encode()
+            raise ProfileError("the old speaker profile key must be 32 bytes")
+        aead = AESGCM(key)
+        rows = self.store.db.execute(
+            "SELECT clinician_id, model, nonce, ciphertext FROM speaker_profiles WHERE length(nonce) > 0"
+        ).fetchall()
+        for clinician_id, model, nonce, ct in rows:
+            try:
+                plain = aead.decrypt(bytes(nonce), bytes(ct), self._legacy_aad(clinician_id, model))
+            except InvalidTag:
+                continue  # another key's row: reading it says to re-enrol
+            self.save(SpeakerProfile.model_validate_json(plain))
 
     def save(self, profile: SpeakerProfile) -> None:
-        nonce = os.urandom(12)
-        ct = self._aead.encrypt(nonce, profile.model_dump_json().encode(), self._aad(profile.clinician_id, profile.model))
+        from ..trust.crypto import seal_bytes
+
+        sealed = seal_bytes(self.store.keyring, profile.model_dump_json().encode(), self.TABLE, self.COLUMN,
+                            (profile.clinician_id,))
         with self.store.tx() as db:
             db.execute(
                 "INSERT INTO speaker_profiles (clinician_id, model, nonce, ciphertext, created_at) VALUES (?,?,?,?,?) "
                 "ON CONFLICT (clinician_id) DO UPDATE SET model=excluded.model, nonce=excluded.nonce, "
                 "ciphertext=excluded.ciphertext, created_at=excluded.created_at",
-                (profile.clinician_id, profile.model, nonce, ct, profile.created_at.isoformat()),
+                (profile.clinician_id, profile.model, b"", sealed, profile.created_at.isoformat()),
             )
 
     def get(self, clinician_id: str) -> SpeakerProfile | None:
-        from cryptography.exceptions import InvalidTag
+        from ..trust.crypto import CryptoError, open_bytes
 
         row = self.store.db.execute(
-            "SELECT model, nonce, ciphertext FROM speaker_profiles WHERE clinician_id = ?", (clinician_id,)
+            "SELECT nonce, ciphertext FROM speaker_profiles WHERE clinician_id = ?", (clinician_id,)
         ).fetchone()
         if row is None:
             return None
-        model, nonce, ct = row
+        nonce, ct = row
+        if nonce:
+            raise ProfileError(f"the voice profile of {clinician_id} was stored under an old speakers key that is not "
+                               "configured here; set speakers.key or speakers.key_file to it once, or re-enrol")
         try:
-            plain = self._aead.decrypt(nonce, ct, self._aad(clinician_id, model))
-        except InvalidTag:
-            raise ProfileError(f"the voice profile of {clinician_id} cannot be decrypted with this key "
+            plain = open_bytes(self.store.keyring, bytes(ct), self.TABLE, self.COLUMN, (clinician_id,))
+        except CryptoError:
+            raise ProfileError(f"the voice profile of {clinician_id} cannot be decrypted with this store's keys "
                                "(wrong key or tampered row); delete it and re-enrol") from None
         return SpeakerProfile.model_validate_json(plain)
 

@@ -75,11 +75,11 @@ class Engine:
         if self.speaker_encoder is None:
             return None
         from ..diarize.diarizer import OnlineDiarizer
-        from ..diarize.profiles import ProfileError, ProfileRepository, resolve_key
+        from ..diarize.profiles import ProfileError, ProfileRepository, legacy_key
 
         profile = None
         try:
-            repo = ProfileRepository(store, resolve_key(self.settings))
+            repo = ProfileRepository(store, legacy_key(self.settings))
             profile = repo.get(clinician_id)
         except (ProfileError, OSError, ValueError) as exc:
             log.warning("voice profile unavailable; roles are inferred: %s", type(exc).__name__)

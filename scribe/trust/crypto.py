@@ -327,6 +327,7 @@ ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
     EncryptedColumn("review_events", "reason", ("seq",), text=True),
     EncryptedColumn("delivery_signatures", "note", ("id",), text=True),
     EncryptedColumn("delivery_signatures", "retract_reason", ("id",), text=True),
+    EncryptedColumn("speaker_profiles", "ciphertext", ("clinician_id",), text=False),
 )
 """Every column that holds PHI content (audio, transcript, note text, clinician-typed text),
 in one list: what the store and the repositories encrypt is exactly what ``rotate`` and the
