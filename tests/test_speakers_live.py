@@ -38,6 +38,7 @@ async def test_two_voices_are_labelled_live_and_stored(live_server: RunningServe
     # what the client holds after applying live revisions equals what the server stored
     held = [client.segments[i].speaker for i in sorted(client.segments)]
     assert held == [s.speaker for s in transcript.segments]
+
     assert [s.speaker for s in open_store(settings).segments("enc-voices")] == held
     assert all(isinstance(e, SpeakersEvent) for e in events if getattr(e, "type", "") == "speakers")
 
@@ -75,6 +76,23 @@ async def test_a_visitor_is_labelled_other_live(live_server: RunningServer, sett
     # what the client holds after applying live revisions equals what the server stored
     held = [client.segments[i].speaker for i in sorted(client.segments)]
     assert held == [s.speaker for s in transcript.segments]
+
+
+async def test_live_labels_use_the_audio_in_memory_not_the_store(live_server: RunningServer):
+    """The labeller embeds each segment from the audio the session just gave the transcriber;
+    nothing is read back (and decrypted) from the store for it during an ordinary visit."""
+    labellers = []
+
+    def grab(event) -> None:
+        session = live_server.server.sessions.get("enc-mem")
+        if not labellers and session is not None and session.conn.labeller is not None:
+            labellers.append(session.conn.labeller)
+
+    transcript = await StreamClient(live_server.url, start_msg("enc-mem"), token=TOKEN, on_event=grab).run(
+        FileSource(DIALOGUE, speed=0).chunks())
+    assert transcript.segments and labellers
+    assert labellers[0].store_reads == 0
+    assert {s.speaker for s in transcript.segments} == {Speaker.clinician, Speaker.patient}
     assert [s.speaker for s in open_store(settings).segments("enc-visitor")] == held
 
 
@@ -132,3 +150,20 @@ def test_offline_transcribe_uses_one_speaker_per_channel(tmp_path, capsys, monke
     result = attribution(reference_words([(s["speaker"], s["text"]) for s in turns]),
                          hypothesis_words(transcript.segments))
     assert result.error <= 0.05, result
+
+
+async def test_live_labels_use_the_audio_in_memory_not_the_store(live_server: RunningServer):
+    """The labeller embeds each segment from the audio the session just gave the transcriber;
+    nothing is read back (and decrypted) from the store for it during an ordinary visit."""
+    labellers = []
+
+    def grab(event) -> None:
+        session = live_server.server.sessions.get("enc-mem")
+        if not labellers and session is not None and session.conn.labeller is not None:
+            labellers.append(session.conn.labeller)
+
+    transcript = await StreamClient(live_server.url, start_msg("enc-mem"), token=TOKEN, on_event=grab).run(
+        FileSource(DIALOGUE, speed=0).chunks())
+    assert transcript.segments and labellers
+    assert labellers[0].store_reads == 0
+    assert {s.speaker for s in transcript.segments} == {Speaker.clinician, Speaker.patient}

@@ -1,9 +1,11 @@
 """Speaker labels for one live encounter: the online labeller, fed each committed segment with
-its own audio, and the short stereo buffer a two-channel recording is labelled from.
+its own audio.
 
 The labeller runs on the ASR thread pool (it embeds audio); a failure never stops
-transcription — the segment keeps ``unknown``. A segment's audio is taken from memory when it
-is still held (two-channel input) and read back from the store otherwise.
+transcription — the segment keeps ``unknown``. A segment's audio is taken from the recent audio
+the session already holds in memory (what it just gave the transcriber, and both channels of a
+two-channel recording), so it is not read back and decrypted from the store; only audio older
+than ``RECENT_S`` (a resumed encounter's warm-up) comes from the store.
 """
 
 from __future__ import annotations
@@ -22,9 +24,34 @@ from ..store import AsyncStore
 
 log = logging.getLogger(__name__)
 
-STEREO_KEEP_S = 120
-"""Seconds of two-channel audio kept for the labeller (a segment is labelled seconds after it
-ends; older stereo is dropped and the labeller falls back to the mixdown)."""
+RECENT_S = 120
+"""Seconds of audio kept for the labeller (a segment is labelled seconds after it ends)."""
+
+
+class RecentAudio:
+    """The last ``RECENT_S`` seconds of one signal, as (start sample, samples) chunks."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[tuple[int, np.ndarray]] = deque()
+
+    def add(self, start: int, samples: np.ndarray) -> None:
+        if not len(samples):
+            return
+        if self.chunks and start < self.chunks[-1][0] + len(self.chunks[-1][1]):
+            self.chunks.clear()  # not contiguous (a re-read from the store): start again
+        self.chunks.append((start, samples))
+        while self.chunks and self.chunks[-1][0] - self.chunks[0][0] > RECENT_S * SAMPLE_RATE:
+            self.chunks.popleft()
+
+    def slice(self, a: int, b: int) -> np.ndarray | None:
+        """Samples ``[a, b)`` if all of them are held, else None."""
+        if not self.chunks or self.chunks[0][0] > a:
+            return None
+        end = self.chunks[-1][0] + len(self.chunks[-1][1])
+        if end < b - SAMPLE_RATE // 100:  # a segment may end within 10 ms of what was decoded
+            return None
+        parts = [c[max(0, a - s):max(0, b - s)] for s, c in self.chunks if s < b and s + len(c) > a]
+        return np.concatenate(parts) if parts else None
 
 
 class Labeller:
@@ -36,9 +63,12 @@ class Labeller:
         self.executor = executor
         self.encounter_id = encounter_id
         self.channels = channels
-        self.stereo: deque[tuple[int, np.ndarray]] = deque()
-        """Two-channel input: the last ``STEREO_KEEP_S`` of (start sample, (n, 2) float32); the
-        store and the recogniser get the mixdown."""
+        self.store_reads = 0
+        """Segments whose audio had to be read back from the store (not held in memory)."""
+        self.mono = RecentAudio()
+        """What the transcriber was given (the mixdown of two-channel input)."""
+        self.stereo = RecentAudio()
+        """Two-channel input: both channels as (n, 2) float32, for labels by channel."""
 
     @property
     def hold(self) -> int:
@@ -53,23 +83,21 @@ class Labeller:
 
     def keep_stereo(self, start: int, chunks: list[np.ndarray]) -> None:
         for chunk in chunks:
-            self.stereo.append((start, int16_to_float(chunk)))
+            self.stereo.add(start, int16_to_float(chunk))
             start += len(chunk)
-        while self.stereo and self.stereo[-1][0] - self.stereo[0][0] > STEREO_KEEP_S * SAMPLE_RATE:
-            self.stereo.popleft()
 
-    def _stereo_slice(self, a: int, b: int) -> np.ndarray | None:
-        """Both channels of ``[a, b)`` if still held, else None (the labeller then uses the mix)."""
-        if not self.stereo or self.stereo[0][0] > a:
-            return None
-        parts = [c[max(0, a - s):max(0, b - s)] for s, c in self.stereo if s < b and s + len(c) > a]
-        return np.concatenate(parts) if parts else None
+    def keep(self, start: int, samples: np.ndarray) -> None:
+        """Mono audio (float32) the transcriber is about to decode, from sample ``start``."""
+        self.mono.add(start, samples)
 
     async def label(self, seg: Segment) -> tuple[Segment, dict[str, Speaker]]:
         """The segment with its speaker, and revisions of earlier labels."""
         a, b = int(seg.start * SAMPLE_RATE), int(seg.end * SAMPLE_RATE) + 1
-        audio = self._stereo_slice(a, b) if self.channels == 2 else None
+        audio = self.stereo.slice(a, b) if self.channels == 2 else None
         if audio is None:
+            audio = self.mono.slice(a, b)
+        if audio is None:
+            self.store_reads += 1
             audio = await self.store.audio_from(self.encounter_id, a, b)
         loop = asyncio.get_running_loop()
         try:

@@ -24,7 +24,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from ..asr.streaming import Committed, PartialText
-from ..audio import SAMPLE_RATE, Resampler, deinterleave, mixdown
+from ..audio import SAMPLE_RATE, Resampler, deinterleave, mixdown, pcm16_to_float
 from ..models import Encounter, EncounterStatus, Segment, Speaker, Transcript
 from ..protocol import (
     AckEvent,
@@ -345,7 +345,7 @@ class Connection:
         if not keep and self.queued_samples + n > self.max_queued_samples:
             return
         self.queued_samples += n
-        self.audio_q.put_nowait((start, np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0))
+        self.audio_q.put_nowait((start, pcm16_to_float(pcm)))
 
     async def persist_loop(self) -> None:
         """Write frames in batches, ack them, pass the audio on to the transcriber."""
@@ -400,6 +400,8 @@ class Connection:
                 if not len(missing):
                     raise RuntimeError(f"audio {cursor}..{upto} missing from the store")
                 self.caught_up_from_store += len(missing)
+                if self.labeller is not None:
+                    self.labeller.keep(cursor, missing)
                 cursor += len(missing)
                 events = await loop.run_in_executor(
                     server.engine.executor, lambda a=missing: transcriber.feed(a, allow_partial=False)
@@ -426,6 +428,8 @@ class Connection:
             samples = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
             if not len(samples):
                 continue
+            if self.labeller is not None:
+                self.labeller.keep(cursor - len(samples), samples)
             allow_partial = self.audio_q.empty()
             events = await loop.run_in_executor(
                 server.engine.executor, lambda: transcriber.feed(samples, allow_partial=allow_partial)
