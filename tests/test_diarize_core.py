@@ -11,7 +11,7 @@ import pytest
 
 from scribe.diarize.encoder import plan_windows
 from scribe.diarize.profiles import ProfileError, ProfileRepository, SpeakerProfile, _key_from_file
-from scribe.diarize.roles import RoleEvidence, infer_clinician, is_question
+from scribe.diarize.roles import RoleEvidence, infer_clinician, sounds_like_question
 from scribe.diarize.scoring import attribution, hypothesis_words, reference_words
 from scribe.diarize.stereo import channels_separate, dominant_channel
 from scribe.diarize.tracker import Observation, SpeakerTracker, TrackerConfig
@@ -231,9 +231,9 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def test_question_detection():
-    assert is_question("Do you have any chest pain")
-    assert is_question("and how long has that been going on?")
-    assert not is_question("I have chest pain.")
+    assert sounds_like_question("Do you have any chest pain")
+    assert sounds_like_question("and how long has that been going on?")
+    assert not sounds_like_question("I have chest pain.")
 
 
 def test_role_inference_prefers_the_questioner_and_planner():

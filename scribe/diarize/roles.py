@@ -38,7 +38,10 @@ _YOU = {"you", "your", "you're", "you've", "yours", "yourself"}
 _ME = {"i", "i'm", "i've", "my", "me", "mine", "myself", "i'd"}
 
 
-def is_question(text: str) -> bool:
+def sounds_like_question(text: str) -> bool:
+    """Looser than ``notes.facts.is_question`` on purpose: the recogniser often drops the "?",
+    so an opener ("do you", "have you") counts too. For guessing who asks (the clinician), not
+    for deciding what a note sentence says."""
     t = text.strip().lower()
     return t.endswith("?") or bool(_QUESTION_OPENERS.match(t))
 
@@ -59,7 +62,7 @@ class RoleEvidence:
         words = _WORD.findall(low)
         self.segments += 1
         self.words += len(words)
-        self.questions += is_question(text) or "?" in text
+        self.questions += sounds_like_question(text) or "?" in text
         self.plans += bool(_PLAN.search(low))
         self.you += sum(w in _YOU for w in words)
         self.me += sum(w in _ME for w in words)

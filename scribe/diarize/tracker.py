@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..models import Speaker
-from .roles import RoleEvidence, infer_clinician, is_question
+from .roles import RoleEvidence, infer_clinician, sounds_like_question
 
 
 @dataclass(frozen=True)
@@ -356,7 +356,7 @@ class SpeakerTracker:
         the other (the next segment of the two)? One is not enough: a dictation's stray
         "any…"-sentence, or one question-shaped mis-recognition, would split a lone voice."""
         seq = [(int(c), idx[k]) for k, c in enumerate(assign.tolist()) if c in (a, b)]
-        answered = sum(x != y and is_question(self.items[i].obs.text) for (x, i), (y, _) in zip(seq, seq[1:]))
+        answered = sum(x != y and sounds_like_question(self.items[i].obs.text) for (x, i), (y, _) in zip(seq, seq[1:]))
         return answered >= self.config.min_answered
 
     def _enrol_mismatch(self, prof: np.ndarray | None, X: np.ndarray, assign: np.ndarray, a: int = 0,

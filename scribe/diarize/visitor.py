@@ -24,7 +24,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..models import Segment, Speaker
-from .roles import is_question
+from .roles import sounds_like_question
 from .scoring import LabelledWord, align, hypothesis_words
 
 SAME_PERSON = 0.93
@@ -60,7 +60,7 @@ class VisitorCase:
 def visitor_sentences(rec: Recording, *, count: int = 6, min_s: float = 2.5) -> list[int]:
     """Indices of the first ``count`` patient statements (not questions) of ``min_s`` or more."""
     out = [i for i, (s, r) in enumerate(zip(rec.segments, rec.segment_roles))
-           if r == Speaker.patient and s.end - s.start >= min_s and not is_question(s.text)]
+           if r == Speaker.patient and s.end - s.start >= min_s and not sounds_like_question(s.text)]
     return out[:count]
 
 

@@ -44,10 +44,6 @@ class Change:
     after: str | None = None
 
 
-def open_flags(note: Note) -> int:
-    return len(note.open_flags)
-
-
 def kept_evidence(text: str, evidence: Sequence[Evidence], segments: Sequence[Segment]) -> list[Evidence]:
     """The old evidence items whose segment still supports ``text`` (by the guard's linker)."""
     cited_ids = {e.segment_id for e in evidence}

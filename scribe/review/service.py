@@ -17,7 +17,7 @@ from typing import Any
 from ..models import Delivery, EncounterStatus, Note, SignedNote, utcnow
 from ..store import Store
 from ..trust.crypto import open_text, seal_text
-from .edits import Change, EditError, apply_edits, open_flags, resolve_flag, review_state
+from .edits import Change, EditError, apply_edits, resolve_flag, review_state
 from .models import (
     AmendRequest,
     DeliveryView,
@@ -147,7 +147,7 @@ class ReviewService:
             segment_count=enc.segment_count,
             draft_version=latest[0] if latest else None,
             sentences=len(note.sentences()) if note else 0,
-            open_flags=open_flags(note) if note else 0,
+            open_flags=len(note.open_flags) if note else 0,
             signed_version=signed[-1].version if signed else None,
             delivery=delivery,
         )
@@ -184,7 +184,7 @@ class ReviewService:
             raise ReviewError(f"encounter {encounter_id} has no draft yet; {hint}", status=404)
         version, note = latest
         return DraftView(encounter_id=encounter_id, version=version, note=note, state=summary.state,
-                         open_flags=open_flags(note), progress=self.progress.get(encounter_id))
+                         open_flags=len(note.open_flags), progress=self.progress.get(encounter_id))
 
     def deliveries(self, encounter_id: str) -> DeliveryView:
         self._encounter(encounter_id)
@@ -292,7 +292,7 @@ class ReviewService:
         if summary.state in (ReviewState.signed, ReviewState.delivered, ReviewState.failed):
             signed = self._signed(encounter_id)
             return SignResult(signed=signed[-1], deliveries=self._deliveries(encounter_id))
-        n_open = open_flags(note)
+        n_open = len(note.open_flags)
         if n_open:
             raise ReviewError(
                 f"cannot sign: {n_open} flag{'s' if n_open != 1 else ''} still open. Resolve each one (edit the "
