@@ -717,13 +717,34 @@ class AsyncStore:
             return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
         return await loop.run_in_executor(self._executor, lambda: retrying(fn, *args, **kwargs))
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.store, name)
+    # The store's calls the service awaits, typed (anything else: ``call(store.method, …)``).
 
-        async def run(*args: Any, **kwargs: Any) -> Any:
-            return await self.call(method, *args, **kwargs)
+    async def get_encounter(self, encounter_id: str) -> Encounter | None:
+        return await self.call(self.store.get_encounter, encounter_id)
 
-        return run
+    async def list_encounters(self, clinician_id: str | None = None, limit: int = 200) -> list[Encounter]:
+        return await self.call(self.store.list_encounters, clinician_id, limit)
+
+    async def open_encounter(self, encounter_id: str, **fields: Any) -> tuple[Encounter, bool]:
+        return await self.call(self.store.open_encounter, encounter_id, **fields)
+
+    async def set_status(self, encounter_id: str, status: EncounterStatus) -> None:
+        await self.call(self.store.set_status, encounter_id, status)
+
+    async def append_frames(self, encounter_id: str, frames: Iterable[tuple[int, bytes]]) -> tuple[int, int]:
+        return await self.call(self.store.append_frames, encounter_id, list(frames))
+
+    async def audio_from(self, encounter_id: str, sample: int, end: int | None = None) -> np.ndarray:
+        return await self.call(self.store.audio_from, encounter_id, sample, end)
+
+    async def commit_segments(self, encounter_id: str, segments: Iterable[Segment], committed_until: int) -> None:
+        await self.call(self.store.commit_segments, encounter_id, list(segments), committed_until)
+
+    async def segments(self, encounter_id: str, since: int = 0) -> list[Segment]:
+        return await self.call(self.store.segments, encounter_id, since)
+
+    async def relabel_segments(self, encounter_id: str, speakers: dict[str, Speaker]) -> int:
+        return await self.call(self.store.relabel_segments, encounter_id, speakers)
 
     def close(self) -> None:
         self._executor.submit(self.store.close).result()
