@@ -1,7 +1,7 @@
 """``scribe`` — the command line: one module per verb group, assembled here.
 
     capture.py   transcribe, stream, record        service.py  serve, config, models
-    demo.py      demo                              notes       draft, eval notes
+    demo.py      demo                              notes.py    draft, eval notes
     review.py    review                            fhir.py     outbox, deliver, bench fhir
     speakers.py  enroll, bench speakers            trust.py    audit, keys, tokens, purge
     bench.py     bench asr, bench load
@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from .. import __version__
-from . import bench, capture, demo, fhir, review, service, speakers, trust
+from . import bench, capture, demo, fhir, notes, review, service, speakers, trust
 from .common import UserError, err
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,17 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scribe {__version__}")
     parser.add_argument("--config", type=Path, help="TOML configuration file (env SCRIBE_CONFIG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (demo, capture, service, review, fhir, speakers, trust):
+    for group in (demo, capture, service, notes, review, fhir, speakers, trust, bench):
         group.register(sub)
-    _notes().register(sub, None)  # draft, eval
-    bench.register(sub)
     return parser
-
-
-def _notes():
-    from ..notes import cli as notes_cli
-
-    return notes_cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 
-def register(sub: Any, bench_sub: Any) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser(
         "draft",
         help="draft a note from an encounter or a transcript file",
@@ -68,7 +68,7 @@ def _writer_args(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from scribe.cli.common import settings_from_args
+    from .common import settings_from_args
 
     settings = settings_from_args(args)
     n = settings.notes
@@ -83,9 +83,9 @@ def _settings(args: argparse.Namespace):
 
 
 def _template(settings, name: str | None):
-    from scribe.cli.common import UserError
+    from .common import UserError
 
-    from .templates import TemplateError, load_template
+    from ..notes.templates import TemplateError, load_template
 
     try:
         return load_template(name or settings.notes.template, site_dir=settings.notes.templates_dir)
@@ -96,9 +96,9 @@ def _template(settings, name: str | None):
 
 
 def _writer(settings, name: str | None):
-    from scribe.cli.common import UserError
+    from .common import UserError
 
-    from .writers import WriterError, writer_from_settings
+    from ..notes.writers import WriterError, writer_from_settings
 
     try:
         return writer_from_settings(settings, name)
@@ -108,10 +108,10 @@ def _writer(settings, name: str | None):
 
 def _load_source(settings, source: str):
     """(transcript, from_store)."""
-    from scribe.cli.common import UserError
+    from .common import UserError
 
     from ..models import Transcript
-    from .sources import TranscriptError, load_transcript
+    from ..notes.sources import TranscriptError, load_transcript
 
     path = Path(source)
     if path.suffix in (".json", ".jsonl") or path.exists():
@@ -142,7 +142,7 @@ def _load_source(settings, source: str):
 def _audit_transcript_read(store, encounter_id: str, segments: int) -> None:
     """``read`` of ``transcript`` by ``cli:<user>``, as ``GET …/transcript`` records it."""
     from ..trust.audit import Action, AuditLog, Outcome, as_code
-    from ..cli.common import cli_actor
+    from .common import cli_actor
 
     AuditLog(store).record(cli_actor(argparse.Namespace()), Action.read, "transcript", as_code(encounter_id, "invalid-id"),
                            Outcome.success, {"segments": segments, "via": "cli_draft"})
@@ -152,11 +152,11 @@ def _audit_transcript_read(store, encounter_id: str, segments: int) -> None:
 
 
 def cmd_draft(args: argparse.Namespace) -> int:
-    from scribe.cli.common import UserError, console, err
+    from .common import UserError, console, err
 
-    from .extractive import UnsupportedLanguage
-    from .render import render_markdown, render_text
-    from .writers import WriterError, write_note
+    from ..notes.extractive import UnsupportedLanguage
+    from ..notes.render import render_markdown, render_text
+    from ..notes.writers import WriterError, write_note
 
     settings = _settings(args)
     template = _template(settings, args.template)
@@ -217,7 +217,7 @@ def cmd_draft(args: argparse.Namespace) -> int:
     if args.save:
         from ..store import StoreError
         from ..trust.at_rest import open_store
-        from .repo import NoteRepo
+        from ..notes.repo import NoteRepo
 
         if not from_store:
             err.print("[yellow]--save: the note is stored under encounter id "
@@ -238,7 +238,7 @@ def cmd_draft(args: argparse.Namespace) -> int:
 
 
 def _records(files: list[Path], limit: int) -> list[tuple[str, dict]]:
-    from scribe.cli.common import UserError
+    from .common import UserError
 
     out = []
     for f in files:
@@ -291,11 +291,11 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from scribe.cli.common import UserError, console, err
+    from .common import UserError, console, err
 
-    from .dialogue import segments_from_turns
-    from .evaluation import SystemTotals, copy_transcript, note_checks, note_text, score
-    from .writers import ExtractiveWriter, ModelMissing, WriterError
+    from ..notes.dialogue import segments_from_turns
+    from ..notes.evaluation import SystemTotals, copy_transcript, note_checks, note_text, score
+    from ..notes.writers import ExtractiveWriter, ModelMissing, WriterError
 
     settings = _settings(args)
     template = _template(settings, args.template)
