@@ -69,6 +69,12 @@ class Word(_Model):
     probability: float = Field(ge=0.0, le=1.0)
 
 
+LOW_CONFIDENCE_WORD = 0.5
+"""Word probability below which the review app marks a word and the guard flags a drug name,
+dose or number that rests on it (``low_confidence_word``). Measured with
+``scripts/bench_word_confidence.py`` on the dev audio (docs/benchmarks.md)."""
+
+
 class Segment(_Model):
     """A committed stretch of transcript: stable once emitted, never revised in text.
 

@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from ..models import Evidence, Flag, FlagKind, Note, Section, Segment, Sentence
+from ..models import LOW_CONFIDENCE_WORD, Evidence, Flag, FlagKind, Note, Section, Segment, Sentence, Word
 from .facts import (
     Fact,
     FactKind,
@@ -72,8 +72,9 @@ GUARD_KINDS = frozenset(
         FlagKind.degenerate_output,
     }
 )
-LOW_CONFIDENCE = 0.5
-"""Recogniser word probability below which a supporting drug name or number is flagged."""
+LOW_CONFIDENCE = LOW_CONFIDENCE_WORD
+"""Recogniser word probability below which a supporting drug name or number is flagged (the
+measured default, shared with the review app's word marks)."""
 
 _CURRENT_SECTIONS = ("medication", "subjective", "interval", "background", "history", "hpi", "pmh")
 _PLAN_SECTIONS = ("plan", "recommend")
@@ -507,30 +508,67 @@ def _check_placement(text: str, section: Section | None) -> list[Flag]:
     return flags
 
 
-def _check_low_confidence(text: str, cited: list[Segment], threshold: float) -> list[Flag]:
+def _word_spans(seg: Segment) -> list[tuple[Word, int, int]]:
+    """Each of ``seg.words`` with its character span in ``seg.text`` (found in order; a word the
+    text no longer holds is left out)."""
+    out, pos, low = [], 0, seg.text.lower()
+    for w in seg.words:
+        t = w.text.strip().lower()
+        i = low.find(t, pos) if t else -1
+        if i >= 0:
+            out.append((w, i, i + len(t)))
+            pos = i + len(t)
+    return out
+
+
+def _check_low_confidence(text: str, sentence: Sentence, cited: list[Segment], threshold: float) -> list[Flag]:
+    """A drug name, dose or number in the sentence that the cited evidence spoke only with words
+    the recogniser gave a probability below ``threshold``: within the quoted span, the words of a
+    drug-lexicon match with the sentence's generic, of a quantity that supports one of the
+    sentence's, or equal to one of its number or drug tokens."""
+    if threshold <= 0:
+        return []
     toks = tokenize(text)
     lex = drug_lexicon()
+    generics = {lex.generic_of(m.canonical) for m in lex.find(toks)}
+    claims = find_quantities(text, toks)
     wanted = {t.norm for m in lex.find(toks) for t in toks[m.start : m.end]}
     wanted |= {t.norm for t in toks if t.kind == "num"}
-    for q in find_quantities(text, toks):
-        wanted |= {t.norm for t in tokenize(q.text)}
+    for q in claims:
+        wanted |= {t.norm for t in tokenize(q.text) if t.kind == "num"}
+    if not generics and not claims and not wanted:
+        return []
     flags = []
     for seg in cited:
-        for w in seg.words:
+        if not seg.words:
+            continue
+        quoted = [
+            (i, i + len(ev.quote))
+            for ev in sentence.evidence
+            if ev.segment_id == seg.id and ev.quote and (i := seg.text.find(ev.quote)) >= 0
+        ] or [(0, len(seg.text))]
+        stoks = tokenize(seg.text)
+        spoken = [(m.char_start, m.char_end) for m in lex.find(stoks) if lex.generic_of(m.canonical) in generics]
+        spoken += [(q.start, q.end) for q in find_quantities(seg.text, stoks) if any(supports(q, c) for c in claims)]
+        for w, a, b in _word_spans(seg):
+            if w.probability >= threshold or not any(a < e and s < b for s, e in quoted):
+                continue
             norm = re.sub(r"[^\w'/.+-]", "", w.text.lower()).strip(".")
-            if (
-                norm
-                and w.probability < threshold
-                and (norm in wanted or _drug_generics(norm) & _drug_generics(text))
-            ):
+            if any(a < e and s < b for s, e in spoken) or (norm and norm in wanted):
                 flags.append(
                     _flag(
                         FlagKind.low_confidence_word,
-                        f"The recogniser was unsure of “{w.text.strip()}” in {seg.id} (p={w.probability:.2f}); check the recording.",
+                        f"“{w.text.strip()}” in {seg.id} at {_clock(w.start)} was heard with low confidence "
+                        f"(p={w.probability:.2f}); listen to the recording before signing.",
                         w.text.strip(),
                     )
                 )
     return flags
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(max(0.0, seconds), 60)
+    return f"{int(m)}:{s:04.1f}"
 
 
 def _check_degenerate(text: str, earlier: set[str], instructions: str) -> list[Flag]:
@@ -620,7 +658,7 @@ def check_sentence(
     flags += _check_dose_status(text, cited, section, ctx)
     flags += _check_negation(text, cited, ctx)
     flags += _check_placement(text, section)
-    flags += _check_low_confidence(text, cited, low_confidence)
+    flags += _check_low_confidence(text, sentence, cited, low_confidence)
     flags += _check_degenerate(text, earlier or set(), ctx.instructions)
     return _unique(flags)
 

@@ -3,6 +3,7 @@ open and resolved flags."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.reactive import reactive
@@ -11,7 +12,25 @@ from textual.widgets import Static
 from scribe.models import Segment, Sentence
 
 from ..format import evidence_text
+from .confidence import mark_segment_text
 from .pane import Pane
+
+
+def _marked_evidence(sentence: Sentence | None, segments: dict[str, Segment]) -> Text:
+    """``evidence_text`` with the words the recogniser was unsure of marked in each quote."""
+    out = evidence_text(sentence, segments)
+    pos = 0
+    for ev in sentence.evidence if sentence else ():
+        seg = segments.get(ev.segment_id)
+        quote = ev.quote.strip()
+        at = out.plain.find(f"“{quote}”", pos)
+        if at < 0:
+            continue
+        pos = at + len(quote) + 2
+        start = seg.text.find(quote) if seg and seg.words and quote else -1
+        if seg is not None and start >= 0:
+            mark_segment_text(out, at + 1, seg, start, start + len(quote))
+    return out
 
 
 class EvidencePane(Pane):
@@ -44,4 +63,4 @@ class EvidencePane(Pane):
         if self.segments is None:
             self._text.update("")
             return
-        self._text.update(evidence_text(self.sentence, {s.id: s for s in self.segments}))
+        self._text.update(_marked_evidence(self.sentence, {s.id: s for s in self.segments}))

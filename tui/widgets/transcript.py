@@ -12,8 +12,19 @@ from textual.widgets.option_list import Option, OptionDoesNotExist
 from scribe.models import Segment
 from scribe.review.models import ReviewState
 
-from ..format import segment_prompt
+from ..format import Hanging, segment_prompt
+from .confidence import mark_segment_text
 from .pane import Pane
+
+
+def _prompt(seg: Segment) -> Hanging:
+    """The transcript line, with the words the recogniser was unsure of marked."""
+    prompt = segment_prompt(seg)
+    if seg.words:
+        said = seg.text.strip()
+        lead = len(seg.text) - len(seg.text.lstrip())
+        mark_segment_text(prompt.body, len(prompt.body.plain) - len(said), seg, lead, lead + len(said))
+    return prompt
 
 
 class TranscriptPane(Pane):
@@ -42,14 +53,14 @@ class TranscriptPane(Pane):
         if old and new and new[: len(old)] == old:  # more of the same visit: append, keep the cursor
             added = new[len(old):]
             if added:
-                self._list.add_options([Option(segment_prompt(s), id=s.id) for s in added])
+                self._list.add_options([Option(_prompt(s), id=s.id) for s in added])
                 if self.state is ReviewState.recording:
                     self._list.highlighted = self._list.option_count - 1
             return
         self._list.clear_options()
         if new is None:
             return
-        self._list.add_options([Option(segment_prompt(s), id=s.id) for s in new])
+        self._list.add_options([Option(_prompt(s), id=s.id) for s in new])
         if not new:
             self._list.add_option(Option(Text("Nothing transcribed yet.", style="dim"), disabled=True))
         self._show_cited()
