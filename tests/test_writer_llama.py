@@ -355,3 +355,25 @@ async def test_live_engine_missing_stores_the_extractive_draft_and_says_why(live
     assert "pip install llama-cpp-python" in errors[0].message
     stored = NoteRepo(open_store(settings)).latest("enc-noengine")
     assert stored is not None and stored.writer == "extractive" and stored.sentences()
+
+
+def test_note_threads_leave_out_cores_busy_with_other_work():
+    assert llama_mod.idle_threads(2, load=0.1) == 2
+    assert llama_mod.idle_threads(2, load=1.1) == 1
+    assert llama_mod.idle_threads(2, load=7.0) == 1
+    assert llama_mod.idle_threads(16, load=3.2) == 13
+
+
+def test_facts_the_model_left_out_come_back_as_note_language_statements():
+    from scribe.notes.extractive import draft
+    from scribe.notes.facts import extract_facts
+    from scribe.notes.register import is_note_language
+    from scribe.notes.writers.conversation import fill_omissions
+
+    drafted = draft(VISIT, encounter_id="e4")
+    kept = {s.key: [] for s in SOAP.sections}
+    added = fill_omissions(kept, drafted, extract_facts(VISIT))
+    back = [x for v in kept.values() for x in v]
+    assert added == len(back) and added >= 1
+    assert all(is_note_language(x.text) and x.evidence for x in back)
+    assert fill_omissions(kept, drafted, extract_facts(VISIT)) == 0  # idempotent: now covered

@@ -39,8 +39,16 @@ from functools import lru_cache
 from pathlib import Path
 
 from ...models import Evidence, FlagKind, Note, Section, Segment, Sentence, Speaker
-from ..facts import Fact, FactKind, findings_in
-from ..guard import GuardContext, check_sentence, evidence_for, link_evidence, spoken_values
+from ..facts import Fact, FactKind, dedupe_facts, findings_in
+from ..guard import (
+    OMISSION_KINDS,
+    GuardContext,
+    _covers,
+    check_sentence,
+    evidence_for,
+    link_evidence,
+    spoken_values,
+)
 from ..numbers import find_quantities, supports
 from ..register import register_issues
 from ..resources import prompts_dir
@@ -370,6 +378,34 @@ def verify_line(
     return Verdict(sentence, "repaired" if repairs else "kept", repairs)
 
 
+def fill_omissions(kept: dict[str, list[Sentence]], drafted: Note, facts: Sequence[Fact]) -> int:
+    """Put back what the model left out: for each medication, vital, lab or finding that no kept
+    sentence states, the extractive draft's statement of it (same segment, states the fact),
+    if that statement is note language. Adds to ``kept`` in place; returns how many.
+
+    A small model summarises by leaving things out (fact recall fell from 79 % to 59 % on
+    ACI-Bench dev without this); the extractive statements are already evidence-linked and
+    guard-checked, so this costs no verification and adds no claim nobody made."""
+    have = [x for v in kept.values() for x in v]
+    added = 0
+    for f in dedupe_facts(x for x in facts if x.kind in OMISSION_KINDS):
+        if _covers(f, have):
+            continue
+        ids = set(f.segment_ids)
+        for sec in drafted.sections:
+            if sec.key not in kept:
+                continue
+            hit = next((x for x in sec.sentences
+                        if ids & {e.segment_id for e in x.evidence} and x not in have
+                        and _covers(f, [x]) and not register_issues(x.text)), None)
+            if hit is not None:
+                kept[sec.key].append(hit)
+                have.append(hit)
+                added += 1
+                break
+    return added
+
+
 def has_clinical_content(base: Note, facts: Sequence[Fact]) -> bool:
     """Whether the visit said anything a note could hold: the extractive draft kept a statement
     or a clinical fact (drug, vital, lab, finding) was extracted. Silence, noise and small talk
@@ -385,6 +421,7 @@ __all__ = [
     "Written",
     "default_llama_prompt",
     "fact_note",
+    "fill_omissions",
     "has_clinical_content",
     "load_llama_prompt",
     "note_grammar",

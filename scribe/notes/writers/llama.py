@@ -44,12 +44,14 @@ from typing import Any
 from ...models import Note, Section, Segment, Sentence
 from ..extractive import IncrementalDrafter
 from ..guard import GuardContext, check_note
+from ..register import is_note_language
 from ..templates import Template
 from .base import ModelMissing, WriterError, WriterStats
 from .conversation import (
     LlamaPrompt,
     NoteParser,
     default_llama_prompt,
+    fill_omissions,
     has_clinical_content,
     note_grammar,
     prompt_head,
@@ -100,6 +102,21 @@ def gguf_path(name: str, cache_dir: Path) -> Path:
 # ------------------------------------------------------------------ the runtime seam
 
 
+def idle_threads(cores: int, load: float | None = None) -> int:
+    """Threads for writing the note: the cores not busy with other work (1-minute load average),
+    at least 1. llama.cpp's threads wait for each other at every layer, so one thread that
+    another process keeps off its core stalls them all: on the 2-core test machine with one
+    core busy elsewhere, 2 threads generated at 4.8 tokens/s and 1 thread at 9.2."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+    return max(1, min(cores, int(cores - load + 0.5)))
+
+
+
+
 @dataclass
 class GenResult:
     text: str
@@ -109,6 +126,8 @@ class GenResult:
     completion_tokens: int
     seconds: float
     first_token_s: float | None
+    masked: int = 0
+    """Steps where the grammar rejected the greedy token and the whole vocabulary was masked."""
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -231,7 +250,7 @@ class LlamaRuntime:
                 decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
                 parts: list[str] = []
                 first = None
-                n = 0
+                n = masked = 0
                 for _ in range(max_tokens):
                     logits = np.ctypeslib.as_array(L.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
                     tok = int(np.argmax(logits))
@@ -239,6 +258,7 @@ class LlamaRuntime:
                     arr = L.llama_token_data_array(data=one, size=1, selected=-1, sorted=False)
                     L.llama_sampler_apply(sampler, ctypes.byref(arr))
                     if not np.isfinite(one[0].logit):  # rejected: mask the whole vocabulary
+                        masked += 1
                         full["logit"] = logits
                         arr = L.llama_token_data_array(
                             data=full.ctypes.data_as(L.llama_token_data_p), size=n_vocab, selected=-1, sorted=False
@@ -264,7 +284,7 @@ class LlamaRuntime:
                     on_text(rest)
             finally:
                 L.llama_sampler_free(sampler)
-            return GenResult("".join(parts), len(tokens), evaluated, n, time.perf_counter() - t0, first)
+            return GenResult("".join(parts), len(tokens), evaluated, n, time.perf_counter() - t0, first, masked)
 
 
 _RUNTIMES: dict[tuple[str, int, int], LlamaRuntime] = {}
@@ -290,7 +310,7 @@ class LlamaConfig:
     cache_dir: Path = Path(".")
     n_ctx: int = 8192
     threads: int = 0
-    """Threads after stop (0: every core)."""
+    """Threads after stop (0: the cores not busy with other work, see ``idle_threads``)."""
     visit_threads: int = 1
     """Threads while the visit is recorded (live transcription needs the rest)."""
     max_tokens: int = 900
@@ -449,7 +469,7 @@ class LlamaSession:
             def run(tokens=tokens, grammar=grammar, queue=queue, budget=budget) -> Any:
                 try:
                     return rt.generate(tokens, grammar=grammar, max_tokens=budget,
-                                       threads=self.cfg.threads or rt.threads, on_text=on_text)
+                                       threads=self.cfg.threads or idle_threads(rt.threads), on_text=on_text)
                 finally:
                     loop.call_soon_threadsafe(queue.put_nowait, None)
 
@@ -465,6 +485,9 @@ class LlamaSession:
                 raise WriterError(f"the llama note writer failed: {type(exc).__name__}") from None
             take(parser.flush())
             yield self._assemble(base, kept, reached)
+            log.info("llama section %s: evaluated=%d completion=%d masked=%d %.1fs first=%.2fs",
+                     tsec.key, result.evaluated, result.completion_tokens, result.masked, result.seconds,
+                     result.first_token_s or 0.0)
             budget -= result.completion_tokens
             evaluated += result.evaluated
             if first_token is None and result.first_token_s is not None:
@@ -487,13 +510,15 @@ class LlamaSession:
                  self.stats.calls, evaluated, self.stats.completion_tokens, self.stats.generate_seconds,
                  self.stats.lm_sentences, outcomes.get("dropped", 0), outcomes.get("repaired", 0))
         # A section the model left empty (or whose every sentence failed verification) while
-        # the extractive pass found statements for it keeps those statements: verified,
-        # evidence-linked, if not as well phrased. Nothing said is lost to a weak model.
-        drafted = {sec.key: sec.sentences for sec in base.sections}
+        # the extractive pass found statements for it keeps those of them that are note
+        # language: verified, evidence-linked, if not as well phrased; and a fact no sentence
+        # states comes back as its extractive statement (fill_omissions).
+        drafted = {sec.key: [x for x in sec.sentences if is_note_language(x.text)] for sec in base.sections}
         empty = [k for k, v in kept.items() if not v and drafted.get(k)]
         for k in empty:
             kept[k] = list(drafted[k])
         self.stats.extra["sections_from_extractive"] = float(len(empty))
+        self.stats.extra["statements_from_extractive"] = float(fill_omissions(kept, base, facts))
         final = self._assemble(base, kept, set(kept))
         yield check_note(final, segments, facts=facts, instructions=instructions)
 
@@ -553,5 +578,6 @@ __all__ = [
     "LlamaWriter",
     "engine_available",
     "gguf_path",
+    "idle_threads",
     "load_runtime",
 ]
