@@ -110,6 +110,17 @@ def test_the_biased_drug_the_issue_names() -> None:
     assert [f.kind for f in checked.sentences()[0].flags] == [FlagKind.low_confidence_word]
 
 
+def test_a_low_confidence_drug_name_is_flagged_in_the_draft() -> None:
+    """The default drafter (extractive) runs the guard: the draft's sentence carries the flag."""
+    from scribe.notes import draft
+
+    note = draft([segment({"apixaban": 0.2})], encounter_id="enc-lc")
+    flagged = [s for s in note.sentences() if any(f.kind is FlagKind.low_confidence_word for f in s.flags)]
+    assert flagged and "apixaban" in flagged[0].text and note.open_flags
+    assert not [f for s in draft([segment()], encounter_id="enc-lc").sentences() for f in s.flags
+                if f.kind is FlagKind.low_confidence_word]
+
+
 def test_a_check_again_keeps_the_clinicians_decision() -> None:
     seg = segment({"apixaban": 0.2})
     checked = check_note(note_with("Start apixaban 5 mg twice daily.", seg), [seg])
