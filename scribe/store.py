@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from .db import SQLITE, is_conflict, parse_target, redact
 from .db import connect as connect_database
+from .audio import pcm16_to_float
 from .models import Consent, Encounter, EncounterStatus, Segment, Speaker, utcnow
 from .trust.crypto import (
     CryptoError,
@@ -603,7 +604,7 @@ class Store:
         first_start = rows[0][0]
         pcm = b"".join(self._open_field(open_bytes, r[1], "frames", "pcm", (encounter_id, r[2]), "audio frame")
                        for r in rows)
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        samples = pcm16_to_float(pcm)
         lo = max(0, sample - first_start)
         return samples[lo : max(lo, upper - first_start)]
 
