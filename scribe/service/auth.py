@@ -180,16 +180,6 @@ class Gate:
                               "encounter", audit_id(eid), Outcome.denied, {"method": request.method})
         return json_error(404, not_found)
 
-    def audit_delivery(self, delivery: Any) -> None:
-        """Outbox listener (runs on the store thread after each committed state change):
-        a delivered or finally failed note is an audited ``deliver``."""
-        state = getattr(delivery.state, "value", delivery.state)
-        if state not in ("delivered", "failed"):
-            return
-        self.audit.record("scribe", AuditAction.deliver, "encounter", audit_id(delivery.encounter_id),
-                          Outcome.success if state == "delivered" else Outcome.failed,
-                          {"target": audit_id(str(delivery.target)), "version": getattr(delivery, "version", 0) or 0})
-
     _AUDITED_POSTS = {"sign": AuditAction.sign, "amend": AuditAction.update, "draft": AuditAction.create,
                       "resolve": AuditAction.update, "retry": AuditAction.deliver}
 
