@@ -244,7 +244,9 @@ def smol():
     from pathlib import Path
 
     path = llama_mod.gguf_path("smollm2-135m", Path("."))
-    return llama_mod.LlamaRuntime(path, n_ctx=4096, threads=2)
+    rt = llama_mod.LlamaRuntime(path, n_ctx=4096, threads=2)
+    yield rt
+    rt.close()
 
 
 @needs_engine

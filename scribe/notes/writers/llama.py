@@ -22,6 +22,10 @@ Two parts:
 Nothing from nothing: when the extractive pass found no clinical content (silence, small talk)
 no model is called and the note is empty ("Nothing recorded." under every heading).
 
+Limitation: one llama.cpp context (one KV cache) per process. Two visits recorded at once are
+fed in turn and evict each other's cached prefix, so the second one's note re-reads its
+transcript after stop (correct, but slower); a context per visit is the next step.
+
 Engine or model missing: ``finish()`` raises ``ModelMissing`` naming the fix; the server then
 stores the extractive draft and tells the clinician (``draft_failed``), the CLI says what to
 install. Nothing is ever downloaded.
@@ -30,6 +34,7 @@ install. Nothing is ever downloaded.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import logging
 import os
@@ -166,6 +171,11 @@ class LlamaRuntime:
         """Every model call runs here, one at a time (feeding and writing share one KV cache)."""
         log.info("note model %s loaded by llama.cpp in %.1f s", path.name, self.load_seconds)
 
+    def close(self) -> None:
+        with self.lock:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.llm.close()
+
     # -- tokens ------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
@@ -291,12 +301,23 @@ _RUNTIMES: dict[tuple[str, int, int], LlamaRuntime] = {}
 _RUNTIMES_LOCK = threading.Lock()
 
 
+def _close_all() -> None:
+    """Free the models before the interpreter tears down llama_cpp's module (otherwise its
+    ``__del__`` runs with the module half gone and prints a traceback at exit)."""
+    with _RUNTIMES_LOCK:
+        for rt in _RUNTIMES.values():
+            rt.close()
+        _RUNTIMES.clear()
+
+
 def load_runtime(path: Path, *, n_ctx: int, threads: int) -> LlamaRuntime:
     """The process-wide runtime for this GGUF (loaded on first use, then shared)."""
     key = (str(path), n_ctx, threads)
     with _RUNTIMES_LOCK:
         rt = _RUNTIMES.get(key)
         if rt is None:
+            if not _RUNTIMES:
+                atexit.register(_close_all)
             rt = _RUNTIMES[key] = LlamaRuntime(path, n_ctx=n_ctx, threads=threads)
         return rt
 
