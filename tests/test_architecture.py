@@ -1,7 +1,7 @@
 """The layout holds: arrows point down, with no import cycles, and product code never reaches into
-``tests/``. Read from the source (every ``import``, including those inside functions, which are
-still dependencies; only ``if TYPE_CHECKING:`` blocks are left out), so a cycle is caught before
-it bites at import time.
+``tests/``. Read from the source (every ``import``, including those inside functions and under
+``if TYPE_CHECKING:``, which are still dependencies of the design), so a cycle is caught before it
+bites at import time.
 
     cli, bench  →  service  →  asr, diarize, notes, fhir, trust, review  →  store, db  →  values
 """
@@ -30,13 +30,9 @@ def _modules() -> dict[str, Path]:
 def _imports(path: Path, name: str) -> set[str]:
     """Every module name ``path`` imports (absolute; relative imports resolved)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-                   for n in ast.walk(node)}
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -45,8 +41,9 @@ def _imports(path: Path, name: str) -> set[str]:
                 prefix = ".".join(base + ([node.module] if node.module else []))
             else:
                 prefix = node.module or ""
-            # ``from pkg import mod`` depends on pkg.mod; ``from pkg import name`` on pkg (the
-            # caller walks a name that is not a module up to its package)
+            # ``from pkg import name`` depends on pkg (its ``__init__`` runs), and on pkg.name
+            # when that is a module
+            found.add(prefix)
             found.update(f"{prefix}.{a.name}" for a in node.names)
     return found
 

@@ -17,7 +17,8 @@ DEFAULT_AUDIO = "samples/synth_dialogue_dev_01.flac"
 def register(sub: Any) -> None:
     """``scribe bench …``: every benchmark under one verb (each feature's cmd lives with its
     group)."""
-    from . import fhir, speakers
+    from .fhir import register_bench as fhir_bench
+    from .speakers import register_bench as speakers_bench
 
     bench = sub.add_parser("bench", help="benchmarks (figures, not pass/fail)")
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
@@ -52,8 +53,8 @@ def register(sub: Any) -> None:
     p.add_argument("--token", help="API token for --url (env SCRIBE_TOKEN)")
     p.add_argument("--json", dest="json_out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_bench_load)
-    fhir.register_bench(bench_sub)
-    speakers.register_bench(bench_sub)
+    fhir_bench(bench_sub)
+    speakers_bench(bench_sub)
 
 
 def _audio_path(given: str | None) -> Path:

@@ -15,7 +15,15 @@ import argparse
 from pathlib import Path
 
 from .. import __version__
-from . import bench, capture, demo, fhir, notes, review, service, speakers, trust
+from .bench import register as bench_commands
+from .capture import register as capture_commands
+from .demo import register as demo_commands
+from .fhir import register as fhir_commands
+from .notes import register as notes_commands
+from .review import register as review_commands
+from .service import register as service_commands
+from .speakers import register as speakers_commands
+from .trust import register as trust_commands
 from .common import UserError, err
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scribe {__version__}")
     parser.add_argument("--config", type=Path, help="TOML configuration file (env SCRIBE_CONFIG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (demo, capture, service, notes, review, fhir, speakers, trust, bench):
-        group.register(sub)
+    for register in (demo_commands, capture_commands, service_commands, notes_commands, review_commands,
+                     fhir_commands, speakers_commands, trust_commands, bench_commands):
+        register(sub)
     return parser
 
 

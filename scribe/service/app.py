@@ -56,7 +56,7 @@ class StreamServer:
         self.consent_policy = ConsentPolicy(max_age=timedelta(hours=settings.trust.consent_max_age_hours))
         self.sessions: dict[str, Session] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._finishing: set[Connection] = set()
+        self.finishing: set[Connection] = set()
         self._purger: asyncio.Task[None] | None = None
         self.review: ReviewContext | None = None
         """The review API's context: built at startup on the store's thread (schema migrations)."""
@@ -160,7 +160,7 @@ class StreamServer:
             await session.ws.close(code=CloseCode.going_away, message=b"server shutting down")
         # Stopped encounters still transcribing after their client left: their audio is in
         # the store, so a restart (or the client's resume) finishes them; cancel here.
-        for conn in list(self._finishing):
+        for conn in list(self.finishing):
             await conn.cancel_tasks()
         await self.anchors.stop()
 

@@ -6,8 +6,6 @@ Each handler runs after the ``Gate`` has authenticated the caller and scoped the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
 from ..audio import SAMPLE_RATE
@@ -16,13 +14,11 @@ from ..trust.audit import Action as AuditAction
 from ..trust.audit import Outcome
 from ..trust.consent import ConsentError
 from .auth import PRINCIPAL, audit_id, json_error
-
-if TYPE_CHECKING:
-    from .app import StreamServer
+from .host import Host
 
 
 class EncountersApi:
-    def __init__(self, service: StreamServer):
+    def __init__(self, service: Host):
         self.service = service
 
     def add_routes(self, app: web.Application) -> None:

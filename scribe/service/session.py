@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType, web
@@ -56,10 +56,8 @@ from ..trust.tokens import Principal, can_access
 from .auth import audit_id
 from .drafting import DraftRunner
 from .engine import StreamingTranscriber
+from .host import Host
 from .labelling import Labeller
-
-if TYPE_CHECKING:
-    from .app import StreamServer
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +100,7 @@ class Connection:
     it catches up. Memory stays flat however far behind the transcriber falls.
     """
 
-    def __init__(self, server: StreamServer, ws: web.WebSocketResponse, principal: Principal):
+    def __init__(self, server: Host, ws: web.WebSocketResponse, principal: Principal):
         self.server = server
         self.ws = ws
         self.principal = principal
@@ -182,7 +180,7 @@ class Connection:
         elif isinstance(action, Stop):
             if self.session is not None:
                 self.session.finishing = True
-            self.server._finishing.add(self)
+            self.server.finishing.add(self)
             await self.persist_q.put(_EOS)
         elif isinstance(action, Withdraw):
             await self.server.withdraw_consent(self.encounter_id or "", self.principal.clinician_id, via=self)
@@ -573,7 +571,7 @@ class Connection:
                 except (asyncio.CancelledError, Exception):
                     pass
         await self.cancel_tasks()
-        self.server._finishing.discard(self)
+        self.server.finishing.discard(self)
         if self.session is not None:
             self.session.done.set()
             if self.server.sessions.get(self.session.encounter_id) is self.session:
