@@ -211,22 +211,23 @@ async def get_draft(request: web.Request, ctx: ReviewContext, principal: str | N
     return _json(await ctx.call(ctx.service.draft, request.match_info["id"]))
 
 
-async def put_draft(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
+async def _new_draft_version(request: web.Request, ctx: ReviewContext, principal: str | None,
+                             model: type[M], change: Callable[..., Any]) -> web.Response:
+    """A request that writes a new draft version (an edit, a resolved flag, an amendment):
+    validate the body, name the actor, apply it, tell the live clients."""
     eid = request.match_info["id"]
-    update = await _body(request, DraftUpdate)
-    actor = _actor(request, principal, update.actor)
-    view = await ctx.call(ctx.service.update_draft, eid, update, actor)
+    req = await _body(request, model)
+    view = await ctx.call(change, eid, req, _actor(request, principal, getattr(req, "actor", None)))
     ctx.hub.publish(LiveEvent(type="draft", encounter_id=eid, data={"version": view.version}))
     return _json(view)
+
+
+async def put_draft(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
+    return await _new_draft_version(request, ctx, principal, DraftUpdate, ctx.service.update_draft)
 
 
 async def resolve_flag(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
-    eid = request.match_info["id"]
-    req = await _body(request, FlagResolution)
-    actor = _actor(request, principal, req.actor)
-    view = await ctx.call(ctx.service.resolve, eid, req, actor)
-    ctx.hub.publish(LiveEvent(type="draft", encounter_id=eid, data={"version": view.version}))
-    return _json(view)
+    return await _new_draft_version(request, ctx, principal, FlagResolution, ctx.service.resolve)
 
 
 async def sign(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
@@ -240,12 +241,7 @@ async def sign(request: web.Request, ctx: ReviewContext, principal: str | None) 
 
 
 async def amend(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:
-    eid = request.match_info["id"]
-    req = await _body(request, AmendRequest)
-    actor = _actor(request, principal, req.actor)
-    view = await ctx.call(ctx.service.amend, eid, req, actor)
-    ctx.hub.publish(LiveEvent(type="draft", encounter_id=eid, data={"version": view.version}))
-    return _json(view)
+    return await _new_draft_version(request, ctx, principal, AmendRequest, ctx.service.amend)
 
 
 async def deliveries(request: web.Request, ctx: ReviewContext, principal: str | None) -> web.Response:

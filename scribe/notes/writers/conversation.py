@@ -32,7 +32,6 @@ model copies its prompt's example). No I/O here.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -51,7 +50,7 @@ from ..guard import (
 )
 from ..numbers import find_quantities, supports
 from ..register import register_issues
-from ..resources import prompts_dir
+from .phrasing import read_prompt_file
 from ..templates import Template, TemplateError, TemplateSection
 from ..text import content_stems, tokenize
 
@@ -90,16 +89,7 @@ class LlamaPrompt:
 
 def load_llama_prompt(path: Path | str | None = None) -> LlamaPrompt:
     """The note prompt (``prompts/lm/llama_note.toml``, a readable file); errors name the file."""
-    p = Path(path) if path else prompts_dir() / "lm" / "llama_note.toml"
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TemplateError(p, "file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise TemplateError(p, f"TOML syntax error: {e}") from None
-    missing = [k for k in ("system", "transcript_header", "tail") if not isinstance(data.get(k), str)]
-    if missing:
-        raise TemplateError(p, f"missing required field(s): {', '.join(missing)}")
+    p, data = read_prompt_file(path, "llama_note.toml", ("system", "transcript_header", "tail"))
     return LlamaPrompt(data["system"].strip(), data["transcript_header"].strip(), data["tail"].rstrip(), str(p))
 
 

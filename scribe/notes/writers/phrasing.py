@@ -49,18 +49,25 @@ class PhrasePrompt:
     source: str = "<string>"
 
 
-def load_phrase_prompt(path: Path | str | None = None) -> PhrasePrompt:
-    """The section-phrasing prompt (a readable TOML file); errors name the file."""
-    p = Path(path) if path else prompts_dir() / "lm" / "phrase_section.toml"
+def read_prompt_file(path: Path | str | None, default_name: str, fields: tuple[str, ...]) -> tuple[Path, dict[str, str]]:
+    """An LM prompt file (``prompts/lm/<default_name>`` unless ``path``): readable TOML whose
+    ``fields`` are strings. Errors name the file and what is wrong with it."""
+    p = Path(path) if path else prompts_dir() / "lm" / default_name
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TemplateError(p, "file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise TemplateError(p, f"TOML syntax error: {e}") from None
-    missing = [k for k in ("system", "user") if not isinstance(data.get(k), str)]
+    missing = [k for k in fields if not isinstance(data.get(k), str)]
     if missing:
         raise TemplateError(p, f"missing required field(s): {', '.join(missing)}")
+    return p, {k: data[k] for k in fields}
+
+
+def load_phrase_prompt(path: Path | str | None = None) -> PhrasePrompt:
+    """The section-phrasing prompt (a readable TOML file); errors name the file."""
+    p, data = read_prompt_file(path, "phrase_section.toml", ("system", "user"))
     return PhrasePrompt(system=data["system"].strip(), user=data["user"].strip(), source=str(p))
 
 
