@@ -10,7 +10,6 @@ from typing import NamedTuple
 
 from rich.text import Text
 from textual import on
-from textual.app import ComposeResult
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import OptionList
@@ -19,7 +18,7 @@ from textual.widgets.option_list import Option
 from scribe.review.models import DraftView, ReviewState
 
 from ..format import flag_prompt
-from .pane import Pane
+from .pane import ListPane
 
 
 class FlagRef(NamedTuple):
@@ -40,7 +39,7 @@ class FlagRef(NamedTuple):
         return cls(sid, int(idx))
 
 
-class FlagsPane(Pane):
+class FlagsPane(ListPane):
     """The open flags of ``view``."""
 
     class FlagHighlighted(Message):
@@ -62,16 +61,7 @@ class FlagsPane(Pane):
     """``None`` until the encounter has loaded (an empty list, not "no open flags")."""
 
     def __init__(self, *, id: str = "flags-box") -> None:
-        super().__init__("Flags", id=id, heading_id="flags-title")
-        self._list = OptionList(id="flags")
-
-    @property
-    def body(self) -> OptionList:
-        return self._list
-
-    def compose(self) -> ComposeResult:
-        yield self._label
-        yield self._list
+        super().__init__("Flags", id=id, list_id="flags", heading_id="flags-title")
 
     @property
     def highlighted_flag(self) -> FlagRef | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual import on
-from textual.app import ComposeResult
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import OptionList
@@ -18,14 +17,14 @@ from textual.widgets.option_list import Option, OptionDoesNotExist
 from scribe.review.models import DraftView, ReviewState
 
 from ..format import sentence_prompt
-from .pane import Pane
+from .pane import ListPane
 
 WAITING_STATES = (ReviewState.recording, ReviewState.drafting)
 SECTION_MARK = "§"
 """Section headings' option ids start with this; they are never a cursor position."""
 
 
-class NotePane(Pane):
+class NotePane(ListPane):
     """The draft under review."""
 
     class SentenceHighlighted(Message):
@@ -49,16 +48,7 @@ class NotePane(Pane):
     """The sentence id to highlight."""
 
     def __init__(self, *, id: str = "note-col") -> None:
-        super().__init__("Note", id=id, heading_id="note-title")
-        self._list = OptionList(id="note")
-
-    @property
-    def body(self) -> OptionList:
-        return self._list
-
-    def compose(self) -> ComposeResult:
-        yield self._label
-        yield self._list
+        super().__init__("Note", id=id, list_id="note", heading_id="note-title")
 
     def watch_view(self) -> None:
         self._render_note()

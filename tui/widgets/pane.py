@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Self
 
+from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widget import Widget
-from textual.widgets import Label
+from textual.widgets import Label, OptionList
 
 
 class Pane(Vertical):
@@ -37,3 +38,19 @@ class Pane(Vertical):
         """Focusing a pane focuses its body (the pane itself is only a frame)."""
         self.body.focus(scroll_visible)
         return self
+
+
+class ListPane(Pane):
+    """A pane whose body is one ``OptionList`` (the note, the flags, the transcript)."""
+
+    def __init__(self, heading: str, *, id: str, list_id: str, heading_id: str | None = None) -> None:
+        super().__init__(heading, id=id, heading_id=heading_id)
+        self._list = OptionList(id=list_id)
+
+    @property
+    def body(self) -> OptionList:
+        return self._list
+
+    def compose(self) -> ComposeResult:
+        yield self._label
+        yield self._list

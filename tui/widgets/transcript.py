@@ -4,9 +4,7 @@ evidence of the sentence under the note cursor otherwise."""
 from __future__ import annotations
 
 from rich.text import Text
-from textual.app import ComposeResult
 from textual.reactive import reactive
-from textual.widgets import OptionList
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from scribe.models import Segment
@@ -14,7 +12,7 @@ from scribe.review.models import ReviewState
 
 from ..format import Hanging, segment_prompt
 from .confidence import mark_segment_text
-from .pane import Pane
+from .pane import ListPane
 
 
 def _prompt(seg: Segment) -> Hanging:
@@ -27,7 +25,7 @@ def _prompt(seg: Segment) -> Hanging:
     return prompt
 
 
-class TranscriptPane(Pane):
+class TranscriptPane(ListPane):
     """Shows ``segments``; highlights the first of ``cited`` that it holds, or the newest line
     when segments arrive during a recording."""
 
@@ -38,16 +36,7 @@ class TranscriptPane(Pane):
     state: reactive[ReviewState | None] = reactive(None, init=False)
 
     def __init__(self, *, id: str = "transcript-col") -> None:
-        super().__init__("Transcript", id=id)
-        self._list = OptionList(id="transcript")
-
-    @property
-    def body(self) -> OptionList:
-        return self._list
-
-    def compose(self) -> ComposeResult:
-        yield self._label
-        yield self._list
+        super().__init__("Transcript", id=id, list_id="transcript")
 
     def watch_segments(self, old: tuple[Segment, ...] | None, new: tuple[Segment, ...] | None) -> None:
         if old and new and new[: len(old)] == old:  # more of the same visit: append, keep the cursor
