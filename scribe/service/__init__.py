@@ -1,6 +1,7 @@
 """The service: the one composition root (``app``) and the I/O shells it wires together.
 
     app.py             StreamServer: builds everything once; lifecycle; consent withdrawal
+    host.py            Host: what a connection or a handler may ask of the service
     engine.py          the shared models and thread pools; per-encounter factories
     auth.py            Gate: authentication, rate limits, scoping, request audit; TLS
     session.py         one websocket recording (protocol, persist, transcribe)
