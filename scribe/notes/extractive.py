@@ -7,6 +7,12 @@ in the template section its kind maps to, with the exact span of the segment as 
 Questions answered yes/no become one sentence with both turns as evidence ("Denies fever and
 chills." for "any fever or chills?" / "no"). Medication changes go to the plan.
 
+A dictation (one voice speaking the note's structure: "assessment and plan, number one, …") is
+not reclassified: the drafter feeds every segment to a ``DictationDrafter`` as well, and while
+its evidence says "dictation" the note is the dictated one, headings, numbered items and
+wording kept (``dictation.py``). The classifier path keeps running, so the note is the
+conversation's again the moment the evidence turns (a second voice, questions).
+
 It runs incrementally: ``IncrementalDrafter.add(segment)`` does all the work for that segment
 and returns the partial note, so ``finish()`` only assembles it and lists omissions; the note is
 the same however the segments were batched (``draft(segments)`` is the one-shot form). Every
@@ -23,6 +29,7 @@ from typing import Iterable, Sequence
 
 from ..models import Evidence, Note, Section, Segment, Sentence, Speaker, utcnow
 from .classifier import DIVISIONS, SectionClassifier, features, load_classifier
+from .dictation import DictationDrafter
 from .facts import (
     Fact,
     MedStatus,
@@ -151,6 +158,7 @@ class IncrementalDrafter:
         language: str = "en",
         guard: bool = True,
         created_at: datetime | None = None,
+        dictation: bool = True,
     ):
         if language and not language.lower().startswith("en"):
             raise UnsupportedLanguage(
@@ -171,6 +179,12 @@ class IncrementalDrafter:
         self._pending: _Pending | None = None
         self._counts: dict[str, int] = {}
         self._finished = False
+        self.dictation: DictationDrafter | None = (
+            DictationDrafter(encounter_id, self.template, created_at=created_at) if dictation else None
+        )
+        """The same segments parsed as a dictation; its note replaces the classified one while
+        ``is_dictation`` (``dictation=False`` turns the route off)."""
+        self._dictation_flags: dict = {}
 
     # ------------------------------------------------------------------ public
 
@@ -185,14 +199,27 @@ class IncrementalDrafter:
         return self.partial()
 
     def partial(self) -> Note:
+        if self.is_dictation:
+            return self._dictated()
         return self._note(omitted=[])
 
     def finish(self) -> Note:
         """The note: sections in template order, every sentence with evidence, omissions listed."""
         self._finished = True
         self._pending = None
-        note = self._note(omitted=[])
+        note = self._dictated(final=True) if self.is_dictation else self._note(omitted=[])
         return note.model_copy(update={"omissions": omissions(note, self.state.facts)})
+
+    @property
+    def is_dictation(self) -> bool:
+        """Is what has been heard so far a dictation (``dictation.DictationEvidence.verdict``)?"""
+        return self.dictation is not None and self.dictation.is_dictation
+
+    def _dictated(self, *, final: bool = False) -> Note:
+        """The dictated note, guard-checked against the transcript so far: a partial re-checks
+        only sentences that changed; the final one checks every sentence against all of it."""
+        assert self.dictation is not None
+        return self.dictation.note(self._ctx if self.guard else None, cache=None if final else self._dictation_flags)
 
     @property
     def facts(self) -> list[Fact]:
@@ -227,6 +254,8 @@ class IncrementalDrafter:
                 raise ValueError(f"segment {seg.id} arrived after {last.id}; segments must come in order")
         self.state.segments.append(seg)
         self._ctx.add_segment(seg)
+        if self.dictation is not None:
+            self.dictation.add(seg)
         if not seg.text.strip():
             return
         prev = self._prev
@@ -366,6 +395,7 @@ def draft(
     language: str = "en",
     guard: bool = True,
     created_at: datetime | None = None,
+    dictation: bool = True,
 ) -> Note:
     """One-shot extractive note (the same note ``IncrementalDrafter`` gives segment by segment).
 
@@ -378,6 +408,7 @@ def draft(
         language=language,
         guard=guard,
         created_at=created_at,
+        dictation=dictation,
     )
     d.extend(segments)
     return d.finish()
