@@ -79,8 +79,19 @@ _HEADINGS: dict[str, tuple[str, ...]] = {
         "a/p", "a&p",
     ),
 }
+_FUNCTION_WORDS = frozenset({"of", "on", "in", "and", "an", "&"})
+"""Inside a heading of three words or more, a recogniser swaps these ("history on present
+illness", "assessment in plan"); the heading is still that heading."""
+
+
+def _heading_key(words: Sequence[str]) -> tuple[str, ...]:
+    if len(words) < 3:
+        return tuple(words)
+    return tuple("·" if 0 < i < len(words) - 1 and w in _FUNCTION_WORDS else w for i, w in enumerate(words))
+
+
 _HEADING_WORDS: list[tuple[tuple[str, ...], str]] = sorted(
-    ((tuple(p.split()), cat) for cat, phrases in _HEADINGS.items() for p in phrases),
+    ((_heading_key(p.split()), cat) for cat, phrases in _HEADINGS.items() for p in phrases),
     key=lambda x: -len(x[0]),
 )
 
@@ -120,6 +131,11 @@ _PUNCT_COMMANDS: list[tuple[tuple[str, ...], str]] = [
 ]
 _BREAK_COMMANDS = [("new", "paragraph"), ("next", "paragraph"), ("new", "line")]
 _SCRATCH_COMMANDS = [("scratch", "that"), ("delete", "that"), ("strike", "that"), ("undo", "that")]
+_SCRATCH_HEARD = [(a, b) for a in ("scratch", "scratched", "cratch") for b in ("that", "mat", "matt", "at", "dat")]
+"""How a recogniser writes "scratch that" (measured: "Scratch Matt", "Cratch mat"); these count
+only where the command can stand: followed by punctuation or the end of the utterance."""
+_COLON_HEARD = frozenset({"colon", "colin", "colen", "cologne"})
+"""A spoken "colon" right after a heading, as a recogniser writes it ("Chief complaint, Colin …")."""
 
 # "period" and "colon" are also nouns ("last menstrual period", "the sigmoid colon")
 _NOUN_BEFORE = frozenset(
@@ -146,7 +162,8 @@ _QUESTION_OPENER = re.compile(
 
 # a number spoken "1 ,000" / "1,000" / "98.6" is one token; "-byed" (a recogniser's fragment) is a word
 _TOKEN = re.compile(
-    r"\d{1,3}(?:\s?,\d{3})+(?:\.\d+)?"
+    r"(?i:\b(?:mr|mrs|ms|dr|prof|st|jr|sr|vs|approx|e\.g|i\.e)\.(?=\s|$))"
+    r"|\d{1,3}(?:\s?,\d{3})+(?:\.\d+)?"
     r"|#\d+"
     r"|\d+(?:[.:/-]\d+)*(?:[a-zA-Z%][\w%/-]*)?"
     r"|[A-Za-z][\w'’&/.-]*[\w'’-]|[A-Za-z]"
@@ -379,9 +396,12 @@ class DictationDrafter:
                 k += 1
             return k
 
-        def match(k: int, phrases: Sequence[tuple[tuple[str, ...], str]]) -> tuple[int, str] | None:
+        def match(
+            k: int, phrases: Sequence[tuple[tuple[str, ...], str]],
+            key: Callable[[Sequence[str]], tuple[str, ...]] = tuple,
+        ) -> tuple[int, str] | None:
             for phrase, value in phrases:
-                if words_at(k, len(phrase)) == phrase:
+                if key(words_at(k, len(phrase))) == phrase:
                     return k + len(phrase), value
             return None
 
@@ -432,7 +452,7 @@ class DictationDrafter:
                 if words_at(k, 2) == ("all", "right"):
                     k = skip_punct(k + 2, ",")
                 # a spoken heading
-                hit = match(k, _HEADING_WORDS)
+                hit = match(k, _HEADING_WORDS, _heading_key)
                 if hit is not None and boundary(hit[0]):
                     end, category = hit
                     self._push(_Entry("heading", [Piece(seg.text[toks[k].start:toks[end - 1].end], seg.id,
@@ -459,6 +479,10 @@ class DictationDrafter:
                     continue
             # commands anywhere
             hit = match(i, [(p, "") for p in _SCRATCH_COMMANDS])
+            if hit is None:
+                hit = match(i, [(p, "") for p in _SCRATCH_HEARD])
+                if hit is not None and not (hit[0] >= n or toks[hit[0]].text in ".,;!"):
+                    hit = None
             if hit is not None:
                 self._scratch()
                 ev.commands += 1
@@ -493,12 +517,14 @@ class DictationDrafter:
             self._open.append(Piece(t.text, seg.id, t.start, t.end))
             at_start = False
             i += 1
-        self._close()  # the recogniser's segment is an utterance: it ends the sentence
+        # A segment is one stretch of speech, not one sentence: the recogniser ends a finished
+        # sentence with a full stop (and then it is closed already); without one the sentence
+        # runs on into the next segment ("… tenderness over the" / "distal phalanx.").
 
     def _after_mark(self, toks: list[_Token], k: int, skip_punct: Callable[[int], int]) -> int:
         """After a heading: skip its punctuation and a spoken "colon"/"period"/"comma"."""
         k = skip_punct(k)
-        if k < len(toks) and toks[k].norm in ("colon", "period", "comma"):
+        if k < len(toks) and (toks[k].norm in ("period", "comma") or toks[k].norm in _COLON_HEARD):
             self.evidence.commands += 1
             k = skip_punct(k + 1)
         return k
