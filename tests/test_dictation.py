@@ -452,3 +452,47 @@ def test_spoken_commands_survive_the_recogniser(recognizer):
     assert [p[:3] for p in plan[:2]] == ["1. ", "2. "], plan
     assert "milligram" in plan[0] and "weeks" in plan[1]
     assert_evidence_exact(note, segments)
+
+
+@pytest.mark.slow
+async def test_the_service_stores_a_dictated_draft(live_server, settings):
+    """Through the whole service (websocket, streaming recogniser, speaker labels, draft
+    runner, store): the stored draft of the dictation sample is the dictated note."""
+    from scribe.audio import FileSource
+    from scribe.client import StreamClient
+    from scribe.models import Consent
+    from scribe.notes.repo import NoteRepo
+    from scribe.protocol import StartMessage
+    from scribe.trust.at_rest import open_store
+
+    from conftest import TOKEN
+
+    start = StartMessage(encounter_id="enc-dictated", clinician_id="dr-a", patient_ref="Patient/p1",
+                         consent=Consent.recorded_now("dr-a"))
+    client = StreamClient(live_server.url, start, token=TOKEN, wait_for_draft=True)
+    transcript = await client.run(FileSource(SAMPLES / "synth_dictation_dev_01.flac", speed=0).chunks())
+    assert {s.speaker for s in transcript.segments} <= {Speaker.clinician, Speaker.unknown}
+    note = NoteRepo(open_store(settings)).latest("enc-dictated")
+    assert note is not None and note.writer == "dictation", note
+    plan = texts(note, "plan")
+    assert [p[:3] for p in plan] == ["1. ", "2. ", "3. "], plan
+    assert texts(note, "subjective") == texts(note, "objective") == texts(note, "assessment") == []
+
+
+def test_heading_words_in_prose_are_not_headings():
+    note = note_of("History of present illness. History of hypertension.", "Plan is to continue lisinopril.",
+                   "Exam shows a healed scar.")
+    assert texts(note, "subjective") == ["History of hypertension.", "Plan is to continue lisinopril.",
+                                         "Exam shows a healed scar."]
+
+
+def test_the_ways_an_item_is_spoken_and_the_wording_fixes():
+    note = note_of(
+        "Assessment and plan. Problem number 1, asthma. #2 eczema. 3) uh obesity, metformin 1 ,000 milligrams.",
+        "Next problem, i think insomnia. Item 7, gout.",
+        "Plan. Follow up open paren sooner if needed close paren semicolon labs today.",
+    )
+    assert texts(note, "plan") == [
+        "1. Asthma.", "2. Eczema.", "3. Obesity, metformin 1,000 milligrams.", "4. I think insomnia.", "7. Gout.",
+        "Follow up (sooner if needed); labs today.",
+    ]
