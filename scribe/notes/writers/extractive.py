@@ -24,7 +24,10 @@ class ExtractiveSession:
 
 
 class ExtractiveWriter:
-    """Utterances placed in sections and cleaned up, every one with its evidence. No model."""
+    """Utterances placed in sections and cleaned up, every one with its evidence. No model.
+
+    A dictation comes back as dictated (headings, numbered items, wording; ``writer`` is
+    ``"dictation"``): the drafter routes it, see ``scribe/notes/dictation.py``."""
 
     name = "extractive"
     streams = False
