@@ -183,10 +183,12 @@ class LlamaSettings(BaseModel):
 class NotesSettings(BaseModel):
     """Note drafting."""
 
-    writer: Literal["extractive", "llama", "openai", "transformers"] = "extractive"
-    """``extractive`` (no model, the default), ``llama`` (a GGUF model in llama.cpp writes the
-    note from the conversation), ``transformers`` or ``openai`` (an LM phrases the extracted,
-    evidence-linked bullets). The guard re-checks every LM sentence."""
+    writer: Literal["extractive", "llama", "openai", "transformers"] = "llama"
+    """``llama`` (the default: a GGUF model in llama.cpp writes the note from the conversation,
+    during the visit and after stop; falls back to the extractive draft when the engine or model
+    is missing), ``extractive`` (no model: evidence-linked transcript statements under the
+    headings), ``transformers`` or ``openai`` (an LM phrases the extracted, evidence-linked
+    bullets). The guard re-checks every LM sentence."""
     template: str = "soap"
     templates_dir: Path | None = None
     """A folder of the site's own ``*.toml`` templates (same name as a built-in replaces it)."""
@@ -199,6 +201,15 @@ class NotesSettings(BaseModel):
     transformers: TransformersSettings = Field(default_factory=TransformersSettings)
 
 
+    write_during_visit: bool = True
+    """Write sections while the visit goes on (every ``write_every_s`` of conversation, with
+    ``visit_threads``); after stop only the sections the end of the visit changed are written."""
+    write_every_s: float = Field(90.0, gt=0)
+    """Seconds of conversation between two writing passes during the visit."""
+    after_stop_limit_s: float = Field(60.0, ge=0)
+    """After stop the model writes for at most this long (0: no limit); a section it has not
+    finished keeps the extractive pass's statements (note language only), so a machine too
+    slow for the model still gets its draft in bounded time."""
 class FhirSettings(BaseModel):
     """FHIR delivery of signed notes (scribe.fhir). With no ``base_url`` the embedded default
     target writes each delivered note as FHIR JSON under ``out_dir``."""

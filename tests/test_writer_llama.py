@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -148,10 +149,14 @@ class ScriptedRuntime:
 
     threads = 1
 
-    def __init__(self, sections: dict[str, str]):
+    def __init__(self, sections: dict[str, str], more: dict[str, str] | None = None):
         self.sections = sections
+        self.more = more or {}
+        self.line_s = 0.0
+        """What the model adds when asked to continue a section it wrote earlier."""
         self.fed: list[int] = []
         self.calls: list[str] = []
+        self.prompts: list[int] = []
         self.executor = ThreadPoolExecutor(max_workers=1)
 
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
@@ -161,19 +166,27 @@ class ScriptedRuntime:
         self.fed.append(len(tokens))
         return len(tokens)
 
-    def generate(self, tokens, *, grammar, max_tokens, threads, on_text):
-        title = re.search(r'^s0 ::= "([^"]+):', grammar, re.M).group(1)
-        key = next(s.key for s in SOAP.sections if s.title == title)
-        self.calls.append(key)
-        text = f"{title}:\n" + self.sections.get(key, "")
+    def generate(self, tokens, *, grammar, max_tokens, threads, on_text, stop=None):
+        m = re.match(r"# sections: (\w+)( \(continued\))?", grammar)
+        key, continuing = m.group(1), bool(m.group(2))
+        self.calls.append(key + "+" if continuing else key)
+        self.prompts.append(len(tokens))
+        if continuing:
+            text = self.more.get(key, "")
+        else:
+            text = f"{SOAP.section(key).title}:\n" + self.sections.get(key, "")
         for i in range(0, len(text), 7):
+            if stop is not None and stop():
+                return GenResult(text[:i], len(tokens), 5, i // 4, 0.01, 0.001, aborted=True)
             on_text(text[i : i + 7])
+            if self.line_s and "\n" in text[i : i + 7]:
+                time.sleep(self.line_s)  # a line takes a model this long: the reader keeps up
         return GenResult(text, len(tokens), 5, len(text) // 4, 0.01, 0.001)
 
 
-def scripted_writer(sections):
-    rt = ScriptedRuntime(sections)
-    return LlamaWriter(LlamaConfig(model="unused"), runtime=rt), rt
+def scripted_writer(sections, more=None, **config):
+    rt = ScriptedRuntime(sections, more)
+    return LlamaWriter(LlamaConfig(model="unused", **config), runtime=rt), rt
 
 
 async def test_session_keeps_verified_sentences_and_drops_an_invented_number():
@@ -194,6 +207,127 @@ async def test_session_keeps_verified_sentences_and_drops_an_invented_number():
     assert all(s.evidence and {e.segment_id for e in s.evidence} <= ids for s in note.sentences())
     assert all(".llama" in s.id for s in note.sentences())
     assert stats.extra["dropped"] >= 1 and rt.fed  # the visit was fed during add()
+
+
+def spaced(segments, gap: float):
+    """The same visit with ``gap`` seconds between segment starts (a long visit, in test time)."""
+    return [s.model_copy(update={"start": i * gap, "end": i * gap + gap * 0.9}) for i, s in enumerate(segments)]
+
+
+async def test_sections_are_written_during_the_visit_and_continued_after_stop():
+    """Every 90 s of conversation the sections with something new to say are written, or
+    continued where the model wrote them before; at stop only what the end of the visit
+    changed is asked of the model, and what it wrote earlier is verified like the rest."""
+    writer, rt = scripted_writer({
+        "subjective": "- Right knee pain for 3 days after a twisting injury. [2]\n",
+        "objective": "- The right knee is swollen but stable. [7]\n",
+        "assessment": "- Right knee sprain. [8]\n",
+        "plan": "- Ibuprofen 400 mg three times a day. [8]\n- Follow up in 2 weeks. [8]\n",
+    }, more={"subjective": "- Denies fever. [3, 4]\n"}, write_every_s=90.0)
+    session = writer.start("e-inc", SOAP)
+    visit = spaced(VISIT, 30.0)  # 8 segments, 30 s apart: a 4-minute visit
+    during: list[list[str]] = []
+    for s in visit:
+        session.add(s)
+        await session.settle()
+        during.append(list(rt.calls))
+    assert during[2] == [] and during[3] == ["subjective"]  # the first pass: once 90 s had passed
+    assert "subjective+" in during[-1]  # a later pass continued it rather than writing it again
+    assert during[-1].count("subjective") == 1
+    written_during = list(rt.calls)
+    sub = session.drafts["subjective"]
+    assert [w.text for w in sub.written] == ["Right knee pain for 3 days after a twisting injury.", "Denies fever."]
+    note = None
+    async for note in session.finish():
+        pass
+    after = rt.calls[len(written_during):]
+    assert "subjective" not in after  # never written twice
+    assert "plan" in after  # the plan was said last: written after stop
+    assert session.stats.extra["sections_after_stop"] == len(after)
+    assert session.stats.extra["sections_reused"] + session.stats.extra["sections_continued"] >= 1
+    text = render_text(note)
+    assert "Right knee pain for 3 days" in text and "Denies fever." in text and "Follow up in 2 weeks." in text
+    assert all(s.evidence for s in note.sentences())
+
+
+async def test_a_section_being_written_at_stop_gives_way():
+    """Stop during a writing pass: the pass ends at once, what it wrote is thrown away, and the
+    section is written after stop from the whole visit."""
+    import threading
+
+    writer, rt = scripted_writer({"subjective": "- Right knee pain for 3 days after a twisting injury. [2]\n"},
+                                 write_every_s=1.0)
+    real_generate = rt.generate
+    blocked = threading.Event()
+    saw_stop = threading.Event()
+
+    def generate(tokens, *, stop=None, **kw):
+        if not blocked.is_set():  # the first call is the pass during the visit: it hangs until stop
+            blocked.set()
+            for _ in range(500):
+                if stop is not None and stop():
+                    saw_stop.set()
+                    return GenResult("Subjective:\n- Right kn", len(tokens), 5, 3, 0.01, 0.001, aborted=True)
+                threading.Event().wait(0.01)
+            raise AssertionError("the writing pass was never told to stop")
+        return real_generate(tokens, stop=stop, **kw)
+
+    rt.generate = generate
+    session = writer.start("e-stop", SOAP)
+    for s in spaced(VISIT, 30.0)[:3]:
+        session.add(s)
+    await asyncio.get_running_loop().run_in_executor(None, blocked.wait, 5)
+    assert blocked.is_set()
+    note = None
+    async for note in session.finish():
+        pass
+    assert saw_stop.is_set() and "subjective" not in session.drafts
+    assert rt.calls.count("subjective") == 1  # written after stop, by the real call
+    assert "Right knee pain for 3 days" in render_text(note)
+
+
+async def test_a_rambling_section_is_cut_short():
+    """Three lines in a row that fail verification end the section call: the model is writing
+    what the visit did not say, and every such line costs seconds after stop."""
+    bad = "".join(f"- Blood pressure {120 + i}/80 and heart rate {60 + i}. [7]\n" for i in range(5))
+    writer, rt = scripted_writer({"objective": bad + "- The right knee is swollen but stable. [7]\n"})
+    rt.line_s = 0.2
+    note, stats = await write_note(writer, VISIT, encounter_id="e-ramble", template=SOAP)
+    assert stats.extra["sections_halted_rambling"] == 1
+    objective = next(sec for sec in note.sections if sec.key == "objective")
+    assert not any("swollen but stable" in s.text for s in objective.sentences if ".llama" in s.id)  # never reached
+    assert "Blood pressure" not in render_text(note)
+    assert rt.calls == ["subjective", "objective", "assessment", "plan"]  # the next sections still run
+
+
+async def test_past_the_time_limit_the_extractive_statements_stand_in():
+    """A machine too slow for the model still gets its draft in bounded time: past
+    ``after_stop_limit_s`` no more sections are written, and those left keep the extractive
+    pass's statements that are note language."""
+    writer, rt = scripted_writer({"plan": "- Follow up in 2 weeks. [8]\n"}, after_stop_limit_s=1e-9)
+    note, stats = await write_note(writer, VISIT, encounter_id="e-slow", template=SOAP)
+    assert rt.calls == [] and stats.extra["after_stop_limit_hit"] == 1
+    from scribe.notes.register import is_note_language
+
+    assert note.sentences() and all(is_note_language(s.text) and s.evidence for s in note.sentences())
+
+
+async def test_a_dictation_is_kept_as_dictated_and_no_model_rewrites_it():
+    """The default writer is the llama writer, so a dictation must keep its structure through
+    it too: the dictated note comes back, the model writes nothing, during the visit or after."""
+    import json
+
+    from conftest import SAMPLES
+
+    manifest = json.loads((SAMPLES / "synth_dictation_dev_01.json").read_text())
+    segments = [Segment(id=Segment.make_id(i), index=i, start=x["start"] * 20, end=x["end"] * 20, text=x["text"],
+                        speaker=Speaker.clinician) for i, x in enumerate(manifest["segments"])]  # a long dictation
+    writer, rt = scripted_writer({"plan": "- Follow up in 2 weeks. [1]\n"}, write_every_s=30.0)
+    note, stats = await write_note(writer, segments, encounter_id="e-dict", template=SOAP)
+    assert rt.calls == [] and stats.extra["dictation"] == 1
+    assert note.writer == "dictation"
+    plan = [x.text for sec in note.sections if sec.key == "plan" for x in sec.sentences]
+    assert [p.split(".")[0] for p in plan] == ["1", "2", "3"] and "doxycycline 100 milligrams" in plan[0]
 
 
 @pytest.mark.parametrize(
@@ -309,7 +443,8 @@ async def test_real_model_session_feeds_during_the_visit_and_cites_the_transcrip
 
 @needs_engine
 @pytest.mark.slow
-async def test_live_encounter_ends_with_an_llm_draft_whose_every_sentence_has_evidence(live_server, settings):
+async def test_live_encounter_ends_with_an_llm_draft_whose_every_sentence_has_evidence(live_server, settings,
+                                                                                        monkeypatch):
     from scribe.audio import FileSource
     from scribe.client import StreamClient
     from scribe.notes.repo import NoteRepo
@@ -323,6 +458,42 @@ async def test_live_encounter_ends_with_an_llm_draft_whose_every_sentence_has_ev
     notes.writer = "llama"
     notes.llama.model = "smollm2-135m"
     notes.llama.max_tokens = 300
+    notes.llama.write_every_s = 30.0  # the 100 s sample: sections are written during the visit too
+    # The real model, with one invented line slipped into what it writes for the Objective: the
+    # live path must keep it out of the note (the guard's number check, on the server's path).
+    real_load = llama_mod.load_runtime
+    injected = []
+
+    class Inventing:
+        def __init__(self, rt):
+            self.rt = rt
+
+        def __getattr__(self, name):
+            return getattr(self.rt, name)
+
+        def generate(self, tokens, *, grammar, on_text, **kw):
+            if not grammar.startswith("# sections: objective"):
+                return self.rt.generate(tokens, grammar=grammar, on_text=on_text, **kw)
+            line = "- Blood pressure 171/104 and heart rate 131. [2]\n"
+            pending = {"heading": "continued" not in grammar.split("\n")[0], "seen": ""}
+
+            def slip_in(piece: str) -> None:  # the invented line comes right after the heading
+                if pending["heading"] is None:
+                    return on_text(piece)
+                if not pending["heading"]:
+                    pending["heading"] = None
+                    injected.append(line)
+                    return on_text(line + piece)
+                head, nl, rest = piece.partition("\n")
+                if not nl:
+                    return on_text(piece)
+                pending["heading"] = None
+                injected.append(line)
+                on_text(head + nl + line + rest)
+
+            return self.rt.generate(tokens, grammar=grammar, on_text=slip_in, **kw)
+
+    monkeypatch.setattr(llama_mod, "load_runtime", lambda *a, **kw: Inventing(real_load(*a, **kw)))
     events = []
     client = StreamClient(live_server.url, start_msg("enc-llama"), token=TOKEN, on_event=events.append,
                           wait_for_draft=True)
@@ -333,6 +504,7 @@ async def test_live_encounter_ends_with_an_llm_draft_whose_every_sentence_has_ev
     ids = {s.id for s in transcript.segments}
     sentences = final.note.sentences()
     assert sentences and all(s.evidence and {e.segment_id for e in s.evidence} <= ids for s in sentences)
+    assert injected and not any("171/104" in s.text or "131" in s.text for s in sentences)  # caught
     assert NoteRepo(open_store(settings)).latest("enc-llama") == final.note
 
 
@@ -357,6 +529,19 @@ async def test_live_engine_missing_stores_the_extractive_draft_and_says_why(live
     assert "pip install llama-cpp-python" in errors[0].message
     stored = NoteRepo(open_store(settings)).latest("enc-noengine")
     assert stored is not None and stored.writer == "extractive" and stored.sentences()
+
+
+def test_the_default_writer_is_llama_with_the_packaged_model(monkeypatch, tmp_path):
+    from scribe.config import Settings
+    from scribe.notes.writers import writer_from_settings
+
+    monkeypatch.delenv("SCRIBE_NOTES__WRITER", raising=False)  # conftest pins the rest of the suite
+    monkeypatch.delenv("SCRIBE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    s = Settings()
+    assert s.notes.writer == "llama" and s.notes.llama.model == "qwen2.5-coder-1.5b"
+    w = writer_from_settings(s)
+    assert isinstance(w, LlamaWriter) and w.config.write_during_visit and w.config.after_stop_limit_s > 0
 
 
 def test_note_threads_leave_out_cores_busy_with_other_work():

@@ -44,6 +44,35 @@ def _interactive(args) -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
 
 
+def _prepare_note_model(settings, err) -> None:
+    """Load the note model before the visit, with a progress bar for the first run's assembly
+    (the packaged GGUF is ~1.1 GB copied from its PyPI parts once); when it cannot load, say so:
+    the draft will then be the extractive one (the service falls back by itself)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from ..notes.writers import ModelMissing, WriterError, writer_from_settings
+
+    writer = writer_from_settings(settings)
+    prepare = getattr(writer, "prepare", None)
+    if prepare is None:
+        return
+    err.print(f"loading the note model {settings.notes.llama.model} (llama.cpp) …")
+    with Progress(TextColumn("assembling the note model (first run only)"), BarColumn(), DownloadColumn(),
+                  console=err, transient=True) as progress:
+        task = None
+
+        def show(done: int, total: int) -> None:
+            nonlocal task
+            if task is None:
+                task = progress.add_task("assemble", total=total)
+            progress.update(task, completed=done)
+
+        try:
+            prepare(show)
+        except (ModelMissing, WriterError) as exc:
+            err.print(f"[yellow]the note model is unavailable[/]: {exc}. The draft will be the extractive one.")
+
+
 def run_demo(args, *, console, err) -> int:
     from aiohttp import web
 
@@ -69,6 +98,7 @@ def run_demo(args, *, console, err) -> int:
     settings.server.port = _free_port()
     err.print(f"[bold]scribe demo[/]: loading {settings.asr.model} …")
     engine = Engine(settings, recognizer=recognizer_from_settings(settings))
+    _prepare_note_model(settings, err)
     printer = live_printer()
     drafts = 0
 

@@ -269,17 +269,22 @@ def _peak_rss_mb() -> float:
 async def _draft_timed(writer, segments, rec_id: str, template) -> tuple[Any, Any, float, float]:
     """(note, stats, seconds in add() per segment, seconds from stop to the final draft).
 
-    A writer that feeds the conversation to its model in the background during the visit
-    (``settle()``: the llama writer) is allowed to catch up before the clock starts, as it does
-    in a live visit where speech arrives far slower than the model reads it."""
+    A writer that works in the background during the visit (``settle()``: the llama writer
+    reads the transcript and writes sections as the visit goes on) is paced as in a live visit,
+    where speech arrives far slower than the model reads it: after each segment it is allowed
+    to finish what that segment started before the next one comes. How much model time that
+    took, against the visit's length, is reported (``lm_busy_during_visit_pct``): above 100 %
+    the model would fall behind a real visit."""
     session = writer.start(rec_id, template)
-    t0 = time.perf_counter()
-    for s in segments:
-        session.add(s)
-    per_seg = (time.perf_counter() - t0) / max(1, len(segments))
     settle = getattr(session, "settle", None)
-    if settle is not None:
-        await settle()
+    in_add = 0.0
+    for s in segments:
+        t0 = time.perf_counter()
+        session.add(s)
+        in_add += time.perf_counter() - t0
+        if settle is not None:
+            await settle()
+    per_seg = in_add / max(1, len(segments))
     t1 = time.perf_counter()
     note = None
     async for note in session.finish():
@@ -336,6 +341,12 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
                 t.lm_sentences += stats.lm_sentences
                 t.repaired += stats.repaired
                 t.peak_rss_mb = max(t.peak_rss_mb, _peak_rss_mb())
+                visit_lm = stats.extra.get("feed_seconds", 0.0) + stats.extra.get("visit_write_seconds", 0.0)
+                if visit_lm:
+                    t.visit_lm_seconds += visit_lm
+                    t.visit_seconds += segments[-1].end if segments else 0.0
+                if "sections_after_stop" in stats.extra:
+                    t.sections_after_stop.append(stats.extra["sections_after_stop"])
             progress.advance(task)
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -367,7 +378,8 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
         cols = [("system", "system"), ("R-1", "rouge1"), ("R-2", "rouge2"), ("R-L", "rougeL"),
                 ("fact rec", "fact_recall"), ("fact prec", "fact_precision"), ("evid %", "evidence_linked_pct"),
                 ("flag %", "flagged_pct"), ("register %", "register_clean_pct"),
-                ("stop→draft s", "stop_to_draft_s_mean"), ("max s", "stop_to_draft_s_max"),
+                ("stop→draft p50 s", "stop_to_draft_s_p50"), ("p95 s", "stop_to_draft_s_p95"),
+                ("LM busy in visit %", "lm_busy_during_visit_pct"),
                 ("tok/s", "tokens_per_s"), ("peak MB", "peak_rss_mb")]
         for title, _ in cols:
             table.add_column(title, justify="left" if title == "system" else "right")

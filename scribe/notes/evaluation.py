@@ -148,6 +148,11 @@ class SystemTotals:
     repaired: int = 0
     peak_rss_mb: float = 0.0
     errors: int = 0
+    visit_seconds: float = 0.0
+    """Length of the visits drafted (segment time), for the share below."""
+    visit_lm_seconds: float = 0.0
+    """Model time spent while the visits were going on (reading the transcript, writing sections)."""
+    sections_after_stop: list[float] = field(default_factory=list)
 
     def add(self, s: Scores, checks: NoteChecks | None) -> None:
         self.n += 1
@@ -183,7 +188,12 @@ class SystemTotals:
             "register_clean_pct": 100 * self.register_clean / self.sentences if self.sentences else None,
             "stop_to_draft_s_mean": sum(std) / len(std) if std else None,
             "stop_to_draft_s_p50": std[len(std) // 2] if std else None,
+            "stop_to_draft_s_p95": std[min(len(std) - 1, int(0.95 * len(std)))] if std else None,
             "stop_to_draft_s_max": std[-1] if std else None,
+            "lm_busy_during_visit_pct": 100 * self.visit_lm_seconds / self.visit_seconds
+            if self.visit_lm_seconds and self.visit_seconds else None,
+            "sections_after_stop_mean": sum(self.sections_after_stop) / len(self.sections_after_stop)
+            if self.sections_after_stop else None,
             "incremental_ms_per_segment": 1000 * sum(self.incremental_per_segment) / len(self.incremental_per_segment)
             if self.incremental_per_segment else None,
             "tokens_per_s": self.completion_tokens / self.generate_seconds

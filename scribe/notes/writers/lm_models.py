@@ -23,6 +23,7 @@ import importlib.util
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +83,9 @@ def qwen_part_paths() -> list[Path]:
     return paths
 
 
-def assemble_qwen(cache_dir: Path) -> Path:
-    """Concatenate the chunks once into ``cache_dir`` and verify the sha256 (idempotent)."""
+def assemble_qwen(cache_dir: Path, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Concatenate the chunks once into ``cache_dir`` and verify the sha256 (idempotent).
+    ``progress(done, total)`` in bytes, for a progress bar (the first run copies ~1.1 GB)."""
     parts = qwen_part_paths()
     out = cache_dir / f"qwen2.5-coder-1.5b-instruct-q4_k_m-{QWEN_SHA256[:16]}.gguf"
     if out.is_file() and out.stat().st_size == sum(p.stat().st_size for p in parts):
@@ -93,12 +95,17 @@ def assemble_qwen(cache_dir: Path) -> Path:
              len(parts), out.name, QWEN_SIZE / 1e9)
     tmp = out.with_suffix(".part")
     h = hashlib.sha256()
+    total = sum(p.stat().st_size for p in parts)
+    done = 0
     with tmp.open("wb") as f:
         for p in parts:
             with p.open("rb") as src:
                 while block := src.read(1 << 22):
                     h.update(block)
                     f.write(block)
+                    done += len(block)
+                    if progress is not None:
+                        progress(done, total)
     if h.hexdigest() != QWEN_SHA256:
         tmp.unlink(missing_ok=True)
         raise WriterError(
