@@ -471,11 +471,12 @@ async def test_the_service_stores_a_dictated_draft(live_server, settings):
                          consent=Consent.recorded_now("dr-a"))
     client = StreamClient(live_server.url, start, token=TOKEN, wait_for_draft=True)
     transcript = await client.run(FileSource(SAMPLES / "synth_dictation_dev_01.flac", speed=0).chunks())
-    assert {s.speaker for s in transcript.segments} <= {Speaker.clinician, Speaker.unknown}
+    heard = [(str(s.speaker), s.text) for s in transcript.segments]
+    assert {s.speaker for s in transcript.segments} <= {Speaker.clinician, Speaker.unknown}, heard
     note = NoteRepo(open_store(settings)).latest("enc-dictated")
-    assert note is not None and note.writer == "dictation", note
+    assert note is not None and note.writer == "dictation", (heard, note)
     plan = texts(note, "plan")
-    assert [p[:3] for p in plan] == ["1. ", "2. ", "3. "], plan
+    assert [p[:3] for p in plan] == ["1. ", "2. ", "3. "], (heard, plan)
     assert texts(note, "subjective") == texts(note, "objective") == texts(note, "assessment") == []
 
 

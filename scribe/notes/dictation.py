@@ -432,7 +432,7 @@ class DictationDrafter:
 
         def boundary(k: int) -> bool:
             """Does a heading end at ``k``? Punctuation, the end, a spoken mark or an item."""
-            if k >= n or toks[k].text in ".,:;-":
+            if k >= n or toks[k].text in ".,:;-" or toks[k].norm in _COLON_HEARD:
                 return True
             if match(k, [(p, mark) for p, mark in _PUNCT_COMMANDS if mark in ".:,;"]) is not None:
                 return True
