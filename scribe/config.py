@@ -82,6 +82,11 @@ class AsrSettings(BaseModel):
     partial_interval_s: float = 2.0
     """How often to decode the open utterance for display (its last 6 s, with a short encoder
     window: a display hint, replaced by the committed text). 0 disables partials."""
+    early_commit_s: float = 2.0
+    """Once an utterance has run this long, re-decode its open audio at each short pause (~160 ms)
+    and commit the complete sentences and clauses heard before it: a long turn's early words do
+    not wait for its end (docs/benchmarks.md). Skipped while a stream is behind. 0 disables it
+    (one decode per utterance, at its end)."""
 
     def segmenter_config(self):
         """The utterance segmenter's configuration from these settings (one place for both

@@ -10,7 +10,14 @@ pieces, cut at the quietest recent window so a word is not split.
 
 ``LocalAgreement`` (GPU). Re-decode the open buffer every step and commit the longest prefix
 on which the last two hypotheses agree (Macháček et al., 2023). Lower latency inside long
-utterances, at several times the compute: right for a GPU, measured too costly on 2 CPU cores.
+utterances, at several times the compute: right for a GPU, measured too costly on 2 CPU cores
+as the only policy.
+
+``EarlyCommit`` joins the two on a CPU: short utterances are still decoded once at their end,
+but once an utterance has run a few seconds its open audio is re-decoded at each short pause
+(a breath between sentences, shorter than the silence that closes an utterance); the complete
+sentences and clauses before the pause, and the words two consecutive re-decodes agree on, are
+committed, so a long utterance's early words do not wait for its end (the latency tail).
 
 Both take plain numbers and lists and return plain values; they never see audio, models,
 threads or clocks, so the tests can drive them with any split of the input.
@@ -304,8 +311,10 @@ class LocalAgreement:
         self.committed: list[HypWord] = []
 
     def _fresh(self, hyp: list[HypWord]) -> list[HypWord]:
-        # Words that end before the commit point were already committed (allow 10 ms jitter).
-        return [w for w in hyp if w.end > self.committed_until + 0.01]
+        # Words centred before the commit point were already committed. The centre, not the
+        # end: a re-decode of the same audio often moves a committed word's end a little later,
+        # and that word must not be agreed on (committed) a second time.
+        return [w for w in hyp if (w.start + w.end) / 2 > self.committed_until]
 
     def update(self, hypothesis: list[HypWord]) -> list[HypWord]:
         hyp = self._fresh(hypothesis)
@@ -329,3 +338,120 @@ class LocalAgreement:
             self.committed_until = rest[-1].end
             self.committed.extend(rest)
         return rest
+
+
+# --------------------------------------------------------------------------- EarlyCommit
+
+
+def _sentence_end(word: str) -> bool:
+    return word.rstrip().endswith((".", "?", "!"))
+
+
+def _clause_end(word: str) -> bool:
+    return word.rstrip().endswith((".", "?", "!", ",", ";", ":"))
+
+
+class EarlyCommit:
+    """Early commits inside one open utterance, a sentence at a time.
+
+    The transcriber feeds hypotheses of the utterance's open audio (from ``decode_from``
+    seconds to now); ``update`` returns the groups of words now final. A word is final when two
+    consecutive hypotheses agree on it (LocalAgreement-2), or when it belongs to a complete
+    sentence or clause (ending in . ? ! , ; :) that ends before ``stable_until``, a pause the
+    speaker made after it: Whisper does not rewrite what it heard the speaker finish, and
+    committing it at once costs one decode instead of two a step apart (a step of
+    LocalAgreement is as long as the latency target). Final
+    words are grouped up to a sentence end, or all of them once they span ``max_pending_s`` (a
+    run-on turn still commits); words short of that wait in ``pending``. After a group is committed
+    ``decode_from`` moves to the gap after it, so the re-decoded audio stays a few seconds long
+    however long the utterance runs. When the utterance ends, ``close`` hands back the pending
+    words; the final decode covers only what was not agreed (words centred after
+    ``committed_until``). Committed words are never retracted.
+    """
+
+    def __init__(self, *, max_pending_s: float = 6.0, committed_until: float = 0.0):
+        self.max_pending_s = max_pending_s
+        self.min_probability = 0.3
+        """Least word probability in the last three words of a sentence committed on one hypothesis."""
+        self.agreement = LocalAgreement()
+        self.agreement.committed_until = committed_until
+        self.pending: list[HypWord] = []
+        self.decode_from: float | None = None
+        """Seconds: where the next decode of the open utterance starts (None: at its start)."""
+        self.hypotheses = 0
+        """Hypotheses fed for the open utterance (0: the utterance is decoded once, at its end)."""
+
+    @property
+    def committed_until(self) -> float:
+        """End of the last agreed word (pending ones included), seconds."""
+        return self.agreement.committed_until
+
+    @property
+    def unstable(self) -> list[HypWord]:
+        """The latest hypothesis's words past the agreed prefix (display only)."""
+        return list(self.agreement.previous)
+
+    def update(self, hypothesis: list[HypWord], *, stable_until: float | None = None) -> list[list[HypWord]]:
+        """Feed a hypothesis; return the groups of words committed by it. ``stable_until``
+        (seconds): complete sentences ending before it are final without a second hypothesis
+        (the speaker paused there, or the decode heard a second or more past it)."""
+        self.hypotheses += 1
+        self.pending.extend(self.agreement.update(hypothesis))
+        through = False
+        if stable_until is not None:
+            rest = self.agreement.previous
+            ends = [i for i, w in enumerate(rest)
+                    if _clause_end(w.text) and w.end <= stable_until and self._confident(rest[: i + 1])]
+            if ends:
+                done = rest[: ends[-1] + 1]
+                self.agreement.previous = rest[len(done) :]
+                self.agreement.committed_until = done[-1].end
+                self.pending.extend(done)
+                through = True
+        groups: list[list[HypWord]] = []
+        start = 0
+        for i, w in enumerate(self.pending):
+            if (_sentence_end(w.text) or w.end - self.pending[start].start >= self.max_pending_s
+                    or (through and i == len(self.pending) - 1)):
+                groups.append(self.pending[start : i + 1])
+                start = i + 1
+        self.pending = self.pending[start:]
+        if groups:
+            last = groups[-1][-1]
+            following = [w for w in hypothesis if (w.start + w.end) / 2 > last.end]
+            nxt = following[0].start if following else last.end
+            # Start the next decode in the gap after the committed words (not inside a word).
+            self.decode_from = max(self.decode_from or 0.0, (last.end + max(nxt, last.end)) / 2)
+        return groups
+
+    def _confident(self, words: list[HypWord]) -> bool:
+        """A sentence end Whisper heard, not one it made up at the edge of the audio: made-up
+        endings ("… are . Thank you.", a bare "Thanks.") come with low word probabilities
+        and zero-length words."""
+        last = words[-1]
+        return (last.end > last.start and any(ch.isalnum() for ch in last.text) and last.probability >= 0.5
+                and min(w.probability for w in words[-3:]) >= self.min_probability)
+
+    @property
+    def active(self) -> bool:
+        """Whether the open utterance has been re-decoded (then its final decode keeps only
+        the words past ``committed_until``)."""
+        return self.hypotheses > 0
+
+    def close(self, end: float, *, cut: bool = False) -> list[HypWord]:
+        """The utterance closed at ``end`` seconds: return the pending words to commit with its
+        final decode. ``cut``: it was cut there at the length cap and goes on, so pending words
+        past ``end`` stay pending (the caller moves ``decode_from`` to the cut)."""
+        if cut:
+            out = [w for w in self.pending if (w.start + w.end) / 2 <= end]
+            self.pending = self.pending[len(out) :]
+        else:
+            out, self.pending = self.pending, []
+            self.decode_from = None
+            self.hypotheses = 0
+        self.agreement.previous = []
+        return out
+
+    def committed(self, until: float) -> None:
+        """Audio up to ``until`` seconds is committed (by the final decode): never agree on it."""
+        self.agreement.committed_until = max(self.agreement.committed_until, until)

@@ -9,6 +9,7 @@ length of the visit.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,10 +17,9 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..models import Segment, Word
-from .cleanup import collapse_loops, drop_overlap
-from .commit import HypWord, LocalAgreement, SegmenterConfig, UtteranceSegmenter
+from .cleanup import _key, collapse_loops, drop_overlap
+from .commit import WINDOW, EarlyCommit, HypWord, LocalAgreement, SegmenterConfig, UtteranceSegmenter
 from .whisper import Recognized, Recognizer
-
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,31 @@ def _segments(
     return out
 
 
+def _drop_boundary_repeat(tail: list[str], words: list[HypWord], floor: float | None) -> list[HypWord]:
+    """Drop the first one to three words when they repeat the last committed ones and start
+    within half a second of the commit point: the same word decoded again with its timestamps
+    shifted past the point (word times move by 0.1–0.3 s between decodes of the same audio)."""
+    if not words or floor is None or words[0].start > floor + 0.5:
+        return words
+    done = [_key(t) for t in tail]
+    for n in (3, 2, 1):
+        if len(done) >= n and len(words) >= n and [_key(w.text) for w in words[:n]] == done[-n:]:
+            return words[n:]
+    return words
+
+
+def _boundary(r: Recognized, tail: list[str], floor: float | None) -> Recognized | None:
+    """``r`` without words centred before ``floor`` or repeating the committed tail across it."""
+    if floor is None or not r.words:
+        return r
+    words = [w for w in r.words if (w.start + w.end) / 2 >= floor]
+    kept = _drop_boundary_repeat(tail, words, floor)
+    if not kept:
+        return None
+    return Recognized(text=" ".join(w.text for w in kept), start=kept[0].start, end=kept[-1].end,
+                      words=tuple(kept), avg_logprob=r.avg_logprob, no_speech_prob=r.no_speech_prob)
+
+
 class _Buffer:
     """Audio kept in memory, addressed by encounter-time sample offsets."""
 
@@ -118,6 +143,14 @@ class _Buffer:
 class UtteranceTranscriber:
     """VAD-delimited utterances, each decoded once at end of speech (the CPU default).
 
+    ``early_commit_s`` > 0: once an utterance has run that long, its open audio is re-decoded
+    at each short pause (``pause_s`` below the VAD threshold, shorter than the silence that
+    closes an utterance) and the complete sentences and clauses heard before it are committed
+    (``commit.EarlyCommit``), so a long utterance's early words do not wait for its end; the
+    final decode then covers only what was not committed. Like partials, these re-decodes are
+    skipped when the caller is behind (``allow_partial=False``): under load the policy falls
+    back to one decode per utterance.
+
     ``origin`` and ``first_index`` let a stream resume mid-encounter: the server restarts the
     transcriber at the last committed sample with the next segment index, so resumed audio
     yields no duplicate and skips nothing.
@@ -134,6 +167,11 @@ class UtteranceTranscriber:
         partial_interval_s: float = 2.0,
         partial_window_s: float = 6.0,
         context_s: float = 0.0,
+        early_commit_s: float = 0.0,
+        pause_s: float = 0.16,
+        max_pending_s: float = 6.0,
+        early_context_s: float = 3.0,
+        pause_wait_s: float = 0.4,
     ):
         self.recognizer = recognizer
         self.vad = vad
@@ -152,23 +190,48 @@ class UtteranceTranscriber:
         self.partial_wall_s = 0.0
         """Audio sent for display-only partials, and the wall time those decodes took (the bench reports it)."""
         self.uncovered_tolerance_s = 1.0
+        self._probs: deque[float] = deque(maxlen=int(self.segmenter.config.max_windows * 1.5) + 64)
+        """Recent VAD probabilities (the last ends at ``segmenter.position``)."""
         self._tail: list[str] = []
         """The last committed words, to drop any that leak back in from lead-in audio."""
+        self.early_commit = int(early_commit_s * SAMPLE_RATE)
+        self.pause = max(1, round(pause_s * SAMPLE_RATE / WINDOW))
+        """Windows below the VAD threshold that make a pause worth a decode (~160 ms)."""
+        self.early_context = int(early_context_s * SAMPLE_RATE)
+        self.pause_wait = int(pause_wait_s * SAMPLE_RATE)
+        """The decode at a pause waits this long after it began: Whisper writes the last word
+        before a pause more reliably when it also hears what follows (speech or silence)."""
+        self._pause_decoded: int | None = None
+        self._pause_seen: int | None = None
+        self._quiet = 0
+        self.early = EarlyCommit(max_pending_s=max_pending_s, committed_until=origin / SAMPLE_RATE)
+        self._early_until = origin
+        """End of the last early-committed segment (a resume may start there)."""
+        self.early_seconds = 0.0
+        self.early_wall_s = 0.0
+        """Audio re-decoded for early commits, and the wall time it took (the bench reports it)."""
 
     @property
     def committed_until(self) -> int:
-        return self.segmenter.settled()
+        return max(self.segmenter.settled(), self._early_until)
 
     def feed(self, samples: np.ndarray, *, allow_partial: bool = True) -> list[TranscriberEvent]:
         self.buffer.append(samples)
         events: list[TranscriberEvent] = []
-        for utt in self.segmenter.feed(self.vad(samples)):
+        probs = self.vad(samples)
+        self._probs.extend(probs.tolist())
+        self._note_pauses(probs)
+        for utt in self.segmenter.feed(probs):
             events.append(self._commit(utt.start, utt.end, cut=utt.reason == "max_length"))
         if events or not self.segmenter.in_speech:
             self._last_partial = self.segmenter.position
-        if allow_partial and self.partial_interval > 0 and self.segmenter.in_speech:
-            start = self.segmenter.open_start()
-            pos = self.segmenter.position
+        start = self.segmenter.open_start()
+        pos = self.segmenter.position
+        pause = self._early_due(start, pos) if allow_partial and start is not None else None
+        if pause is not None and start is not None:
+            self._last_partial = pos
+            events.extend(self._agree(start, pos, pause))
+        elif allow_partial and self.partial_interval > 0 and self.segmenter.in_speech:
             if start is not None and pos - max(self._last_partial, start) >= self.partial_interval:
                 self._last_partial = pos
                 # Only the last few seconds: a partial is a display hint, and re-decoding the
@@ -193,21 +256,150 @@ class UtteranceTranscriber:
         events.append(Committed((), end))
         return events
 
-    def _commit(self, start: int, end: int, *, cut: bool = False) -> Committed:
-        lead = max(self.buffer.start, start - self.context)
-        audio = self.buffer.slice(lead, end)
+    def _early_due(self, start: int, pos: int) -> int | None:
+        """The sample where a new short pause began, if the open utterance is long enough to
+        re-decode there (None: not now)."""
+        if not self.early_commit or not (self.early.active or pos - start >= self.early_commit):
+            return None
+        pause = self._pause_seen
+        if (pause is not None and pause != self._pause_decoded and pos - pause >= self.pause_wait
+                and pause - self._decode_from(start) >= SAMPLE_RATE):
+            self._pause_decoded = pause
+            return pause
+        return None
+
+    def _note_pauses(self, probs: np.ndarray) -> None:
+        """Remember where the latest pause began (``pause`` windows below the VAD threshold,
+        stricter than the segmenter's hysteresis), also one a busy caller had no time to
+        decode at: the next decode still commits what was said before it."""
+        threshold = self.segmenter.config.threshold
+        first = self.segmenter.position - len(probs) * WINDOW
+        for k, p in enumerate(probs):
+            if p >= threshold:
+                self._quiet = 0
+                continue
+            self._quiet += 1
+            if self._quiet == self.pause:
+                self._pause_seen = first + (k + 1 - self.pause) * WINDOW
+
+    def _lead_in(self, start: int) -> int:
+        """Where a re-decode starts: ``early_context`` before the first uncommitted sentence
+        (the words there are dropped), so Whisper hears how the sentence began."""
+        return max(self.buffer.start, start, self._decode_from(start) - self.early_context)
+
+    def _voiced(self, start: int, end: int) -> int:
+        """VAD windows at or above the threshold between two samples (recent audio only)."""
+        last = (self.segmenter.position - self.segmenter.origin) // WINDOW  # window index past the newest
+        first = last - len(self._probs)
+        a = max(first, (start - self.segmenter.origin) // WINDOW)
+        b = min(last, (end - self.segmenter.origin + WINDOW - 1) // WINDOW)
+        threshold = self.segmenter.config.threshold
+        return sum(1 for i in range(a, b) if self._probs[i - first] >= threshold)
+
+    def _decode_from(self, start: int) -> int:
+        """Where a decode of the open utterance starts: after its early-committed sentences."""
+        lead = max(self.buffer.start, start)
+        if self.early.decode_from is not None:
+            lead = max(lead, int(self.early.decode_from * SAMPLE_RATE))
+        return lead
+
+    def _agree(self, start: int, pos: int, pause: int) -> list[TranscriberEvent]:
+        """Re-decode the open utterance at a pause; commit the complete sentences before it
+        and the words the previous decode agreed on."""
+        if pos - self._decode_from(start) < SAMPLE_RATE:
+            return []  # under a second since the last committed sentence: wait for more
+        lead = self._lead_in(start)
+        audio = self.buffer.slice(lead, pos)
         self.decoded_seconds += len(audio) / SAMPLE_RATE
+        self.early_seconds += len(audio) / SAMPLE_RATE
+        t0 = time.perf_counter()
         recognized = self.recognizer.transcribe(audio, offset=lead / SAMPLE_RATE, final=True)
-        segments = _segments(recognized, self.next_index, not_before=start / SAMPLE_RATE if lead < start else None,
-                             previous=self._tail)
+        self.early_wall_s += time.perf_counter() - t0
+        floor = self.early.committed_until
+        hyp = [HypWord(w.text, w.start, w.end, w.probability) for r in recognized for w in r.words
+               if (w.start + w.end) / 2 > floor]
+        hyp, _ = drop_overlap(self._tail, hyp, text_of=lambda w: w.text)  # lead-in words that leaked back
+        hyp = _drop_boundary_repeat(self._tail, hyp, floor)
+        events: list[TranscriberEvent] = []
+        # Word ends run up to ~0.3 s into a pause.
+        groups = self.early.update(hyp, stable_until=pause / SAMPLE_RATE + 0.3)
+        self.early.agreement.committed.clear()  # kept by LocalAgreement for the GPU path; unbounded here
+        for group in groups:
+            seg = self._word_segment(group)
+            if seg is not None:
+                self._early_until = max(self._early_until, int(round(seg.end * SAMPLE_RATE)))
+                events.append(Committed((seg,), self._early_until))
+        shown = self.early.pending + self.early.unstable
+        if shown:
+            events.append(PartialText(" ".join(w.text for w in shown), shown[0].start, pos / SAMPLE_RATE))
+        return events
+
+    def _word_segment(self, group: list[HypWord]) -> Segment | None:
+        """Agreed words as a segment (loops collapsed; None for punctuation alone)."""
+        words, _ = collapse_loops([Word(text=w.text, start=w.start, end=w.end, probability=w.probability)
+                                   for w in group], text_of=lambda w: w.text)
+        text = " ".join(w.text for w in words).strip()
+        if not any(ch.isalnum() for ch in text):
+            return None
+        self._tail = (self._tail + [w.text for w in words])[-30:]
+        index = self.next_index
+        self.next_index += 1
+        return Segment(id=Segment.make_id(index), index=index, start=words[0].start, end=words[-1].end,
+                       text=text, words=words)
+
+    def _commit(self, start: int, end: int, *, cut: bool = False) -> Committed:
+        early = self.early.active and self.early.committed_until > start / SAMPLE_RATE
+        if early and cut and end - self._decode_from(start) < self.segmenter.config.max_windows * WINDOW // 2:
+            # The length cap is for utterances decoded once; here only the audio since the last
+            # committed sentence is open, and it goes on (unless that too has run long).
+            self.segmenter.reopen(min(end, self._decode_from(start)))
+            return Committed((), self.committed_until)
+        if early:
+            # Part of this utterance was committed early: decode only from the last committed
+            # sentence and keep the words past the agreed ones.
+            lead = self._lead_in(start)
+            not_before: float | None = self.early.committed_until
+        else:
+            lead = max(self.buffer.start, start - self.context)
+            not_before = start / SAMPLE_RATE if lead < start else None
+        pending = self.early.close(end / SAMPLE_RATE, cut=cut)
+        recognized: list[Recognized] = []
+        if lead < end and (not early or self._voiced(lead, end) >= self.segmenter.config.min_speech_windows):
+            # (After early commits, a tail of padding and silence alone is not decoded: Whisper
+            # reads "Thank you." into it.)
+            audio = self.buffer.slice(lead, end)
+            self.decoded_seconds += len(audio) / SAMPLE_RATE
+            recognized = self.recognizer.transcribe(audio, offset=lead / SAMPLE_RATE, final=True)
+        first = self.next_index
+        if early:
+            recognized = [r for r in (_boundary(r, self._tail + [w.text for w in pending], not_before)
+                                      for r in recognized) if r is not None]
+        segments = _segments(recognized, first, not_before=not_before,
+                             previous=self._tail + [w.text for w in pending])
+        if pending:
+            # Agreed words short of a sentence end: they begin the sentence the final decode ends.
+            head, _ = collapse_loops([Word(text=w.text, start=w.start, end=w.end, probability=w.probability)
+                                      for w in pending], text_of=lambda w: w.text)
+            if segments:
+                seg = segments[0]
+                segments[0] = seg.model_copy(update={"start": head[0].start, "words": head + list(seg.words),
+                                                     "text": " ".join([w.text for w in head] + [seg.text])})
+            elif any(ch.isalnum() for w in head for ch in w.text):
+                segments = [Segment(id=Segment.make_id(first), index=first, start=head[0].start, end=head[-1].end,
+                                    text=" ".join(w.text for w in head), words=head)]
         self._tail = (self._tail + [w.text for seg in segments for w in seg.words])[-30:]
         if cut:
             covered = max((w.end for seg in segments for w in seg.words), default=start / SAMPLE_RATE)
+            if early:
+                covered = max(covered, self.early.committed_until)
             if end / SAMPLE_RATE - covered > self.uncovered_tolerance_s:
                 self.segmenter.reopen(int(covered * SAMPLE_RATE))
                 end = int(covered * SAMPLE_RATE)
+            if early:
+                self.early.decode_from = max(self.early.decode_from or 0.0, end / SAMPLE_RATE)
+        self.early.committed(end / SAMPLE_RATE)
         self.next_index += len(segments)
-        return Committed(tuple(segments), end)
+        return Committed(tuple(segments), max(end, self._early_until))
 
 
 class AgreementTranscriber:

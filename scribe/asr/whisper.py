@@ -167,6 +167,9 @@ class WhisperRecognizer:
             local_files_only=True,
         )
         self.beam_size = beam_size
+        self.fallback_temperature: float | None = 0.4
+        """One re-decode at this temperature when a final decode loops or is unsure; None: greedy
+        only (deterministic; ``scribe bench asr --greedy``)."""
         self.language = "en" if self.info.english_only else language
         use_hotwords = self.info.hotwords_help if hotwords is None else hotwords
         terms = load_lexicon(lexicon) if use_hotwords else []
@@ -239,7 +242,7 @@ class WhisperRecognizer:
             # One fallback only, and a token budget proportional to the audio: a looping
             # decode otherwise runs to 448 tokens at every temperature (measured: 34 s of
             # compute for 2.5 s of audio on a 2-core CPU).
-            temperature=[0.0, 0.4] if final else 0.0,
+            temperature=[0.0, self.fallback_temperature] if final and self.fallback_temperature else 0.0,
             max_new_tokens=int(10 + _TOKENS_PER_SECOND * len(audio) / SAMPLE_RATE),
             word_timestamps=final,
             without_timestamps=not final,  # timestamp mode was more accurate on utterances

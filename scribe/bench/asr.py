@@ -27,34 +27,41 @@ DEFAULT_FILES = [
 ]
 
 
-def _stream(settings, rec, audio: np.ndarray):
+def _stream(settings, rec, audio: np.ndarray, *, shed: bool = True):
+    """Stream ``audio`` through the server's transcriber on a simulated real-time clock: 100 ms
+    frames arrive in real time; each ``feed`` takes its measured wall time; a transcriber that
+    is behind gets what has queued (up to 2 s, as the server coalesces) without partials or
+    early re-decodes (as the server does; ``shed=False``: never, so which decodes run does not
+    depend on the machine's speed). Latency of a ``feed``'s commits: the clock when it returns
+    minus the end of the last committed word (one stream, no network)."""
     from ..asr.streaming import Committed, UtteranceTranscriber
     from ..asr.vad import StreamingVad
 
     asr = settings.asr
     cfg = asr.segmenter_config()
     tr = UtteranceTranscriber(rec, StreamingVad(), cfg, partial_interval_s=asr.partial_interval_s,
-                              context_s=asr.context_s)
-    segments, latencies = [], []
+                              context_s=asr.context_s, early_commit_s=asr.early_commit_s)
+    segments, latencies, lags = [], [], []
     t0 = time.process_time()
     w0 = time.perf_counter()
-    for i in range(0, len(audio), 1600):
+    clock, i, n = 0.0, 0, len(audio)
+    while i < n:
+        arrived = int(clock * 16000) // 1600 * 1600
+        j = min(n, max(i + 1600, min(arrived, i + 32000)) if shed else i + 1600)
         t = time.perf_counter()
-        events = tr.feed(audio[i:i + 1600])
-        decode = time.perf_counter() - t
-        fed_until = (i + len(audio[i:i + 1600])) / 16000
-        for e in events:
-            if isinstance(e, Committed) and e.segments:
-                segments += e.segments
-                speech_end = max(s.end for s in e.segments)
-                latencies.append(max(0.0, fed_until - speech_end) + decode)
+        events = tr.feed(audio[i:j], allow_partial=arrived <= j or not shed)
+        clock = max(clock, j / 16000) + time.perf_counter() - t
+        i = j
+        new = [seg for e in events if isinstance(e, Committed) for seg in e.segments]
+        if new:
+            segments += new
+            latencies.append(max(0.0, clock - max(seg.end for seg in new)))
+            lags += [max(0.0, clock - seg.end) for seg in new]
     for e in tr.flush():
         if isinstance(e, Committed):
             segments += e.segments
     _stream.last = tr  # the bench reads the partial-decode accounting from it
-    return segments, time.process_time() - t0, time.perf_counter() - w0, latencies
-
-
+    return segments, time.process_time() - t0, time.perf_counter() - w0, latencies, lags
 
 
 async def _concurrent_streams(settings, rec, audio: np.ndarray, level: int) -> dict:
@@ -155,6 +162,8 @@ def run_asr_bench(args, settings, recognizer, *, console) -> int:
     if not console.is_terminal:
         console.width = max(console.width, 160)  # a file or pipe gets the whole table
     rec = recognizer()
+    if getattr(args, "greedy", False):
+        rec.fallback_temperature = None  # deterministic decodes: compare policies, not dice
     scorer = medwer.Scorer()
     files = args.files or [f for f in DEFAULT_FILES if Path(f).is_file()]
     rows, results = [], []
@@ -171,8 +180,9 @@ def run_asr_bench(args, settings, recognizer, *, console) -> int:
         t0 = time.process_time()
         off = transcribe_samples(rec, audio)
         off_cpu = time.process_time() - t0
-        segs, st_cpu, st_wall, lat = _stream(settings, rec, audio)
+        segs, st_cpu, st_wall, lat, lags = _stream(settings, rec, audio, shed=not getattr(args, "greedy", False))
         partial_share = getattr(_stream.last, "partial_wall_s", 0.0) / st_wall if st_wall else 0.0
+        early_share = getattr(_stream.last, "early_wall_s", 0.0) / st_wall if st_wall else 0.0
         o = scorer.corpus([ref], [off.text])
         s = scorer.corpus([ref], [" ".join(x.text for x in segs)])
         lat_sorted = sorted(lat) or [float("nan")]
@@ -180,17 +190,30 @@ def run_asr_bench(args, settings, recognizer, *, console) -> int:
             "file": path.name, "audio_s": round(dur, 1),
             "offline_wer": o["wer"], "offline_med_wer": o["medical_wer"], "offline_cpu_per_s": off_cpu / dur,
             "stream_wer": s["wer"], "stream_med_wer": s["medical_wer"], "stream_cpu_per_s": st_cpu / dur,
-            "partials_share": partial_share,
+            "partials_share": partial_share, "early_share": early_share, "commits": len(lat),
             "latency_p50": lat_sorted[len(lat_sorted) // 2],
             "latency_p95": lat_sorted[min(len(lat_sorted) - 1, int(0.95 * len(lat_sorted)))],
+            "latency_max": lat_sorted[-1], "segment_lag_p95": percentile(lags, 0.95),
         }
+        if getattr(args, "live", False):
+            # One real-time stream of this file end to end (server, websocket, client).
+            import asyncio
+
+            console.print(f"{path.name}: live stream …", style="dim")
+            live = asyncio.run(_concurrent_streams(settings, rec, audio[: int(args.stream_seconds * 16000)], 1))
+            r.update({f"live_{k}": live[k] for k in ("commits", "latency_p50", "latency_p95", "latency_max")})
         results.append(r)
         rows.append(r)
         console.print(f"{path.name}: done", style="dim")
     table = Table(title=f"scribe bench asr — model {settings.asr.model}, {rec.device}/{rec.compute_type}")
     for col in ("file", "audio s", "offline WER", "stream WER", "offline med-WER", "stream med-WER",
-                "offline CPU-s/s", "stream CPU-s/s", "partials share", "commit p50 s", "commit p95 s"):
+                "offline CPU-s/s", "stream CPU-s/s", "partials share", "early share", "commits", "commit p50 s",
+                "commit p95 s", "commit max s", "segment lag p95 s"):
         table.add_column(col)
+    live_cols = bool(rows and "live_latency_p95" in rows[0])
+    if live_cols:
+        for col in ("live commits", "live p50 s", "live p95 s", "live max s"):
+            table.add_column(col)
 
     def f(x):
         return "—" if x is None else f"{x:.3f}"
@@ -198,14 +221,19 @@ def run_asr_bench(args, settings, recognizer, *, console) -> int:
     for r in rows:
         table.add_row(r["file"], f"{r['audio_s']:.0f}", f(r["offline_wer"]), f(r["stream_wer"]),
                       f(r["offline_med_wer"]), f(r["stream_med_wer"]), f(r["offline_cpu_per_s"]),
-                      f(r["stream_cpu_per_s"]), f"{r['partials_share']:.0%}", f(r["latency_p50"]),
-                      f(r["latency_p95"]))
+                      f(r["stream_cpu_per_s"]), f"{r['partials_share']:.0%}", f"{r['early_share']:.0%}",
+                      str(r["commits"]), f(r["latency_p50"]), f(r["latency_p95"]), f(r["latency_max"]),
+                      f(r["segment_lag_p95"]),
+                      *([str(r["live_commits"]), f(r["live_latency_p50"]), f(r["live_latency_p95"]),
+                         f(r["live_latency_max"])] if live_cols else []))
     console.print(table)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     console.print(f"peak RSS {peak:.0f} MiB. CPU-s/s is process CPU time per audio second (2 threads). "
-                  "Partials share: the part of the streaming decode time spent on display-only partials. "
-                  "Commit latency here is estimated (end-of-speech wait + decode, no network); the "
-                  "concurrency table below measures it end to end.")
+                  "Partials share: the part of the streaming decode time spent on display-only partials; "
+                  "early share: on re-decodes for early commits (asr.early_commit_s). Commit latency here is "
+                  "simulated (real-time arrival, measured decode times, one stream, no network): the end of "
+                  "a commit's last word to its commit; segment lag: the same for every segment. The live "
+                  "columns (--live) and the concurrency table measure it end to end.")
     concurrency = []
     levels = [int(x) for x in str(args.streams).split(",") if x.strip()]
     if levels and files:

@@ -33,6 +33,12 @@ def register(sub: Any) -> None:
     p.add_argument("--streams", default="1,2,4,6,8", help="concurrency levels to try (comma-separated; '' skips)")
     p.add_argument("--stream-seconds", type=float, default=60.0, help="audio per stream in the concurrency test")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
+    p.add_argument("--live", action="store_true", help="also stream each file (its first --stream-seconds) in "
+                                                       "real time through a server and report its commit latency")
+    p.add_argument("--greedy", action="store_true", help="deterministic decodes, to compare settings without "
+                                                         "run-to-run WER noise: no temperature fallback, and the "
+                                                         "streaming pass never sheds partials or early re-decodes "
+                                                         "(as on an idle machine)")
     asr_args(p)
     p.set_defaults(func=cmd_bench_asr)
 

@@ -122,6 +122,7 @@ class Engine:
             first_index=first_index,
             partial_interval_s=asr.partial_interval_s,
             context_s=asr.context_s,
+            early_commit_s=asr.early_commit_s,
         )
 
 
