@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scribe.models import FlagKind, Note, Segment, Speaker
 from scribe.notes.dialogue import segments_from_turns
@@ -497,3 +499,57 @@ def test_the_ways_an_item_is_spoken_and_the_wording_fixes():
         "1. Asthma.", "2. Eczema.", "3. Obesity, metformin 1,000 milligrams.", "4. I think insomnia.", "7. Gout.",
         "Follow up (sooner if needed); labs today.",
     ]
+
+
+
+HEADINGS_SAID = {  # spoken heading -> SOAP section
+    "History of present illness.": "subjective", "Review of systems:": "subjective",
+    "Physical exam,": "objective", "Labs:": "objective", "Impression.": "assessment",
+    "Assessment and plan.": "plan", "Plan:": "plan",
+}
+SENTENCES_SAID = [
+    "She reports two weeks of cough.", "Lungs are clear.", "Blood pressure 128/82.", "Continue lisinopril 10 mg.",
+    "Chest x-ray shows no infiltrate.", "Likely viral bronchitis.", "Return if fever develops.", "No rash.",
+]
+
+
+def expected_note(script: list[str]) -> dict[str, list[str]]:
+    """The rules of docs/dictation.md, written out plainly: a heading switches section and ends
+    an item; an item collects the sentences after it; text before any heading is history, a
+    list before any heading is the plan; an item with nothing in it is left out."""
+    out: dict[str, list[list[str]]] = {}
+    section, item, number = None, None, 0
+    for part in script:
+        if part in HEADINGS_SAID:
+            section, item, number = HEADINGS_SAID[part], None, 0
+        elif part == "ITEM":
+            number += 1
+            item = [f"{number}."]
+            out.setdefault(section or "plan", []).append(item)
+        elif item is not None:
+            item.append(part)
+        else:
+            out.setdefault(section or "subjective", []).append([part])
+    return {k: [" ".join(u) for u in units if len(u) > 1 or not u[0][0].isdigit()] for k, units in out.items()}
+
+
+@given(st.lists(st.one_of(st.sampled_from(sorted(HEADINGS_SAID)), st.sampled_from(SENTENCES_SAID), st.just("ITEM")),
+                min_size=1, max_size=14),
+       st.integers(min_value=1, max_value=4))
+@settings(max_examples=80, deadline=None)
+def test_every_dictated_sentence_lands_once_in_order_under_its_heading(script: list[str], per_segment: int):
+    """Property: whatever the order of headings, numbered items and sentences, and however they
+    are cut into segments, the note is exactly what the rules say: each sentence once, in
+    dictated order, under its heading, items numbered and whole."""
+    spoken, number = [], 0
+    for part in script:
+        if part in HEADINGS_SAID:
+            number = 0
+        if part == "ITEM":
+            number += 1
+            part = f"Number {number},"
+        spoken.append(part)
+    segments = segs(*[" ".join(spoken[i:i + per_segment]) for i in range(0, len(spoken), per_segment)])
+    note = draft_dictation("e", "soap", segments, guard=False)
+    got = {sec.key: [s.text for s in sec.sentences] for sec in note.sections if sec.sentences}
+    assert got == {k: v for k, v in expected_note(script).items() if v}, spoken

@@ -475,8 +475,7 @@ class DictationDrafter:
                                                      toks[k].start, toks[end - 1].end)], number=num))
                     ev.items += 1
                     i = skip_punct(end)
-                    at_start = False
-                    continue
+                    continue  # still at a start: "number one, number two" or "number one. Plan:"
             # commands anywhere
             hit = match(i, [(p, "") for p in _SCRATCH_COMMANDS])
             if hit is None:
