@@ -31,6 +31,7 @@ from .protocol import (
     PartialEvent,
     ReadyEvent,
     SegmentEvent,
+    RevisionEvent,
     SpeakersEvent,
     StartMessage,
     WithdrawnEvent,
@@ -106,6 +107,8 @@ class StreamClient:
         self.next_seq = 0
         self.source_done = False
         self.segments: dict[int, Segment] = {}
+        self.revisions: list[RevisionEvent] = []
+        """The record pass's revisions as they arrived (the final transcript has them applied)."""
         self.stats = ClientStats()
         self._new_frame = asyncio.Event()
         self._room = asyncio.Event()
@@ -250,6 +253,8 @@ class StreamClient:
                         self.segments.setdefault(event.segment.index, event.segment)
                     elif isinstance(event, SpeakersEvent):
                         self._apply_speakers(event)
+                    elif isinstance(event, RevisionEvent):
+                        self.revisions.append(event)
                     elif isinstance(event, PartialEvent):
                         self.stats.partials += 1
                     elif isinstance(event, ErrorEvent):

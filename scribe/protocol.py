@@ -176,6 +176,22 @@ class SpeakersEvent(_Event):
     revisions: list[SpeakerRevision]
 
 
+class RevisionEvent(_Event):
+    """The record pass re-transcribed finished audio behind the live edge, the way offline
+    transcription does (long windows, the previous text as context, a model chosen for
+    accuracy): ``segments`` replace the segments ``replaces`` for ``[start, end)``. Revisions
+    arrive in order (``number`` 0, 1, 2, …, each ``start`` the previous ``end``), cover the
+    whole visit by ``done``, and are already stored. Replace the segments in place; their
+    speakers are the live ones, carried over by time."""
+
+    type: Literal["revision"] = "revision"
+    number: int
+    start: float
+    end: float
+    replaces: list[str]
+    segments: list[Segment]
+
+
 class DraftEvent(_Event):
     """The note draft as it grows: during the visit (every ``notes.live_draft_interval_s``)
     and after ``done`` while the writer finishes; ``final`` marks the stored draft."""
@@ -201,13 +217,13 @@ class DoneEvent(_Event):
 
 
 ServerEvent = Annotated[
-    Union[ReadyEvent, PartialEvent, SegmentEvent, AckEvent, ErrorEvent, SpeakersEvent, DraftEvent, WithdrawnEvent,
-          DoneEvent],
+    Union[ReadyEvent, PartialEvent, SegmentEvent, AckEvent, ErrorEvent, SpeakersEvent, RevisionEvent, DraftEvent,
+          WithdrawnEvent, DoneEvent],
     Field(discriminator="type"),
 ]
 _server_adapter: TypeAdapter[
-    ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | SpeakersEvent | DraftEvent | WithdrawnEvent
-    | DoneEvent
+    ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | SpeakersEvent | RevisionEvent | DraftEvent
+    | WithdrawnEvent | DoneEvent
 ] = TypeAdapter(ServerEvent)
 
 
@@ -215,13 +231,13 @@ def encode_event(event: BaseModel) -> str:
     return event.model_dump_json(exclude_none=True)
 
 
-_EVENT_TYPES = {"ready", "partial", "segment", "ack", "error", "speakers", "draft", "withdrawn", "done"}
+_EVENT_TYPES = {"ready", "partial", "segment", "ack", "error", "speakers", "revision", "draft", "withdrawn", "done"}
 
 
 def decode_event(
     text: str,
-) -> (ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | SpeakersEvent | DraftEvent | WithdrawnEvent
-      | DoneEvent | None):
+) -> (ReadyEvent | PartialEvent | SegmentEvent | AckEvent | ErrorEvent | SpeakersEvent | RevisionEvent | DraftEvent
+      | WithdrawnEvent | DoneEvent | None):
     """Client side: parse one server event. An event type this client does not know (added
     by a newer server) gives None, to be skipped; a malformed known event raises ``ValueError``."""
     try:

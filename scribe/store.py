@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from .db import SQLITE, is_conflict, parse_target, redact
 from .db import connect as connect_database
-from .audio import pcm16_to_float
+from .audio import SAMPLE_RATE, pcm16_to_float
 from .models import Consent, Encounter, EncounterStatus, Segment, Speaker, utcnow
 from .trust.crypto import (
     CryptoError,
@@ -84,6 +84,26 @@ MIGRATIONS: list[str] = [
     # 2: range reads of audio by sample position stay O(log n) as a visit grows
     """
     CREATE INDEX frames_by_sample ON frames (encounter_id, start_sample);
+    """,
+    # 3: the record pass (scribe.asr.record): its segments, each with the window that wrote it,
+    # and how far it has got; its segments replace the live ones before ``done_until`` (a sample)
+    """
+    CREATE TABLE record_segments (
+        encounter_id TEXT NOT NULL REFERENCES encounters (id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        win INTEGER NOT NULL,
+        start REAL NOT NULL,
+        "end" REAL NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (encounter_id, idx)
+    );
+    CREATE TABLE record_pass (
+        encounter_id TEXT PRIMARY KEY REFERENCES encounters (id) ON DELETE CASCADE,
+        done_until INTEGER NOT NULL,
+        segments INTEGER NOT NULL,
+        windows INTEGER NOT NULL
+    );
     """,
 ]
 
@@ -678,6 +698,99 @@ class Store:
         return out
 
 
+    # -- the record pass
+
+    def record_progress(self, encounter_id: str) -> tuple[int, int, int]:
+        """``(until, segments, windows)``: the sample the record pass has re-transcribed up to,
+        its segment count and its window count (zeros before its first window)."""
+        row = self.db.execute("SELECT done_until, segments, windows FROM record_pass WHERE encounter_id = ?",
+                              (encounter_id,)).fetchone()
+        return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+
+    def commit_record_window(self, encounter_id: str, number: int, segments: Iterable[Segment], until: int) -> None:
+        """Store one record-pass window (its number, its segments) and advance ``until``,
+        atomically. Windows are stored in order: a window out of turn (a second writer, or one
+        replayed after it was stored) is refused."""
+        with self._tx(f"encounter {encounter_id}: saving record-pass segments"):
+            self.lock(f"record:{encounter_id}")
+            row = self.db.execute("SELECT done_until, segments, windows FROM record_pass WHERE encounter_id = ?"
+                                  + self.for_update, (encounter_id,)).fetchone()
+            done, count, windows = row if row else (0, 0, 0)
+            if number != windows or until <= done:
+                raise StoreError(f"encounter {encounter_id}: record window {number} after {windows - 1}")
+            for seg in segments:
+                if seg.index != count:
+                    raise StoreError(f"encounter {encounter_id}: record segment {seg.index} after {count - 1}")
+                self.db.execute(
+                    'INSERT INTO record_segments (encounter_id, idx, id, win, start, "end", data) '
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (encounter_id, seg.index, seg.id, number, seg.start, seg.end,
+                     seal_text(self.keyring, seg.model_dump_json(), "record_segments", "data",
+                               (encounter_id, seg.index))),
+                )
+                count += 1
+            if row:
+                self.db.execute("UPDATE record_pass SET done_until = ?, segments = ?, windows = ? WHERE encounter_id = ?",
+                                (until, count, windows + 1, encounter_id))
+            else:
+                self.db.execute("INSERT INTO record_pass (encounter_id, done_until, segments, windows) VALUES (?, ?, ?, ?)",
+                                (encounter_id, until, count, windows + 1))
+
+    def record_segments(self, encounter_id: str) -> list[tuple[int, Segment]]:
+        """The record pass's segments, each with the number of the window that wrote it."""
+        rows = self.db.execute(
+            "SELECT idx, win, data FROM record_segments WHERE encounter_id = ? ORDER BY idx", (encounter_id,)
+        ).fetchall()
+        out: list[tuple[int, Segment]] = []
+        for idx, win, data in rows:
+            text = self._open_field(open_text, data, "record_segments", "data", (encounter_id, idx),
+                                    "record-pass segment")
+            try:
+                seg = Segment.model_validate_json(text)
+            except (ValidationError, ValueError, TypeError):
+                seg = None
+            if seg is None or seg.index != idx:
+                raise CorruptRow(
+                    f"encounter {encounter_id}: record-pass segment {idx} in {self.path} is corrupt and cannot be "
+                    "read; restore the row from a backup"
+                ) from None
+            out.append((int(win), seg))
+        return out
+
+    def transcript(self, encounter_id: str) -> list[Segment]:
+        """The encounter's transcript as it stands: the record pass's segments where it has
+        re-transcribed the audio, the live pass's after that (``scribe.asr.record``)."""
+        until, _, windows = self.record_progress(encounter_id)
+        live = self.segments(encounter_id)
+        if not windows:
+            return live
+        cut = until / SAMPLE_RATE
+        return [*(s for _, s in self.record_segments(encounter_id)),
+                *(s for s in live if (s.start + s.end) / 2 >= cut)]
+
+    def relabel_record_segments(self, encounter_id: str, speakers: dict[str, Speaker]) -> int:
+        """Set the speaker of record-pass segments (carried over from the live pass's label
+        revisions). Returns how many rows changed."""
+        if not speakers:
+            return 0
+        changed = 0
+        with self._tx():
+            for seg_id, speaker in speakers.items():
+                row = self.db.execute("SELECT idx, data FROM record_segments WHERE encounter_id = ? AND id = ?",
+                                      (encounter_id, seg_id)).fetchone()
+                if row is None:
+                    continue
+                key = (encounter_id, row[0])
+                seg = Segment.model_validate_json(
+                    self._open_field(open_text, row[1], "record_segments", "data", key, "record-pass segment"))
+                if seg.speaker == speaker:
+                    continue
+                self.db.execute("UPDATE record_segments SET data = ? WHERE encounter_id = ? AND idx = ?",
+                                (seal_text(self.keyring, seg.model_copy(update={"speaker": speaker}).model_dump_json(),
+                                           "record_segments", "data", key), encounter_id, row[0]))
+                changed += 1
+        return changed
+
     def relabel_segments(self, encounter_id: str, speakers: dict[str, Speaker]) -> int:
         """Set the speaker of already committed segments (the diarizer revises recent labels
         as it learns the voices). Returns how many rows changed."""
@@ -746,6 +859,9 @@ class AsyncStore:
 
     async def relabel_segments(self, encounter_id: str, speakers: dict[str, Speaker]) -> int:
         return await self.call(self.store.relabel_segments, encounter_id, speakers)
+
+    async def transcript(self, encounter_id: str) -> list[Segment]:
+        return await self.call(self.store.transcript, encounter_id)
 
     def close(self) -> None:
         self._executor.submit(self.store.close).result()

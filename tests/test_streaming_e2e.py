@@ -58,9 +58,10 @@ async def test_stream_dictation_end_to_end(live_server: RunningServer, settings)
     assert_clean_sequence(transcript.segments, source.duration)
     acks = [e.seq for e in events if getattr(e, "type", "") == "ack"]
     assert acks[-1] == client.next_seq - 1 and acks == sorted(acks)
-    # persisted: the store holds the same transcript and every sample of the audio
+    # persisted: the store holds the same transcript (the record pass's, which replaced the live
+    # pass's: scribe.asr.record) and every sample of the audio
     store = open_store(settings)
-    assert [s.text for s in store.segments("enc-test")] == [s.text for s in transcript.segments]
+    assert [s.text for s in store.transcript("enc-test")] == [s.text for s in transcript.segments]
     audio = store.audio_from("enc-test", 0)
     assert as_pcm(audio) == float_to_pcm16(source.samples)
     # after done the service goes on to draft the note

@@ -230,3 +230,35 @@ async def test_screen_handles_the_panes_messages_and_binds_its_state_down() -> N
             if screen.view.version == 3:
                 break
         assert "From the service · version 3" in _plain(screen.query_one("#note-title", Label))
+
+
+async def test_a_record_pass_revision_swaps_the_transcript_lines_in_place() -> None:
+    """Issue 15, item 1: the record pass replaces earlier segments (new ids); the screen re-reads
+    the whole transcript once and the pane swaps the lines without moving the reader's cursor."""
+    revised = [s.model_copy(update={"id": f"rec-{s.index:05d}", "text": s.text + " (revised)"}) for s in SEGS[:4]]
+
+    class RevisingApi(FakeApi):
+        revisions = 0
+
+        async def transcript(self, encounter_id: str, since: int = 0) -> TranscriptView:
+            segs = [*revised, *SEGS[4:]] if self.revisions else list(SEGS)
+            return TranscriptView(encounter_id=EID, status="draft_ready", segments=segs[since:],
+                                  segment_count=len(SEGS), revisions=self.revisions)
+
+    api = RevisingApi()
+    app = ReviewApp(api, encounter_id=EID, live=False)  # type: ignore[arg-type]
+    async with app.run_test(size=(160, 45)) as pilot:
+        screen = await _open_screen(pilot, app)
+        lines = screen.query_one("#transcript", OptionList)
+        lines.highlighted = 6
+        await pilot.pause()
+        api.revisions = 1
+        app.dispatch_live(LiveEvent(type="segments", encounter_id=EID, data={"count": len(SEGS), "revisions": 1}))
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if screen.segments and screen.segments[0].id == "rec-00000":
+                break
+        assert [s.id for s in screen.segments] == [s.id for s in [*revised, *SEGS[4:]]]  # replaced, not appended
+        assert lines.option_count == len(SEGS)
+        assert lines.get_option_at_index(0).id == "rec-00000"
+        assert lines.highlighted == 6  # the reader's place is kept

@@ -195,6 +195,19 @@ class WhisperRecognizer:
             language=asr.language, hotwords=asr.hotwords, lexicon=asr.lexicon,
         )
 
+    @classmethod
+    def for_record_pass(cls, settings: Any) -> WhisperRecognizer:
+        """The record pass's recogniser (``asr.record_model``): its own model instance, with
+        Whisper's padded 30 s encoder windows as offline transcription uses, one decode at a
+        time on ``asr.record_threads`` threads. Load it on the thread that will run it: the
+        decoder's threads inherit that thread's (lower) priority."""
+        asr = settings.asr
+        return cls(
+            asr.record_model, cache_dir=settings.model_cache_dir, device=asr.device, compute_type=asr.compute_type,
+            cpu_threads=asr.record_threads, num_workers=1, beam_size=asr.beam_size, language=asr.language,
+            hotwords=asr.hotwords, lexicon=asr.lexicon, trim_encoder=False,
+        )
+
     @contextmanager
     def padded_encoder(self) -> Iterator[None]:
         """Decode with Whisper's standard 30 s padded windows inside the block (the offline

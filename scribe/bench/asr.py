@@ -57,11 +57,43 @@ def _stream(settings, rec, audio: np.ndarray, *, shed: bool = True):
             segments += new
             latencies.append(max(0.0, clock - max(seg.end for seg in new)))
             lags += [max(0.0, clock - seg.end) for seg in new]
+    f0 = time.perf_counter()
     for e in tr.flush():
         if isinstance(e, Committed):
             segments += e.segments
+    _stream.flush_wall = time.perf_counter() - f0
     _stream.last = tr  # the bench reads the partial-decode accounting from it
     return segments, time.process_time() - t0, time.perf_counter() - w0, latencies, lags
+
+
+def _record_pass(settings, rec, audio: np.ndarray, live: list, flush_wall: float = 0.0):
+    """The record pass over ``audio`` as the server runs it (``scribe.asr.record.RecordPass``):
+    windows planned from the live segments as each one is committed (each window decoded when
+    it is planned), the rest after stop. Returns the segments, the decode CPU time, the number
+    of windows, and stop → final transcript: ``flush_wall`` (the live pass's last utterance)
+    plus the wall time of the windows decoded after stop."""
+    from ..asr.offline import transcribe_window
+    from ..asr.record import RecordPass
+
+    state = RecordPass(window_s=settings.asr.record_window_s)
+    out: list = []
+    cpu0 = time.process_time()
+
+    def run(final: bool) -> None:
+        while (plan := state.next(final=final)) is not None:
+            decoded = transcribe_window(rec, audio[plan.start:plan.end], offset=plan.start / 16000,
+                                        prompt=state.prompt if settings.asr.record_prompt else None)
+            out.extend(state.accept(plan, decoded).segments)
+
+    for seg in live:
+        state.add_live([seg], int(seg.end * 16000))
+        run(False)
+    windows_live = state.number
+    w0 = time.perf_counter()
+    state.add_live([], len(audio))
+    run(True)
+    stop_to_final = flush_wall + time.perf_counter() - w0
+    return out, time.process_time() - cpu0, state.number, state.number - windows_live, stop_to_final
 
 
 async def _concurrent_streams(settings, rec, audio: np.ndarray, level: int) -> dict:
@@ -162,6 +194,11 @@ def run_asr_bench(args, settings, recognizer, *, console) -> int:
     if not console.is_terminal:
         console.width = max(console.width, 160)  # a file or pipe gets the whole table
     rec = recognizer()
+    rec_pass = None
+    if settings.asr.record_pass:
+        from ..asr.whisper import WhisperRecognizer
+
+        rec_pass = WhisperRecognizer.for_record_pass(settings)
     if getattr(args, "greedy", False):
         rec.fallback_temperature = None  # deterministic decodes: compare policies, not dice
     scorer = medwer.Scorer()
@@ -181,6 +218,19 @@ def run_asr_bench(args, settings, recognizer, *, console) -> int:
         off = transcribe_samples(rec, audio)
         off_cpu = time.process_time() - t0
         segs, st_cpu, st_wall, lat, lags = _stream(settings, rec, audio, shed=not getattr(args, "greedy", False))
+        record = {}
+        if rec_pass is not None:
+            rsegs, r_cpu, windows, after_stop, stop_final = _record_pass(settings, rec_pass, audio, segs,
+                                                                         _stream.flush_wall)
+            rs = scorer.corpus([ref], [" ".join(x.text for x in rsegs)])
+            if settings.asr.record_model == settings.asr.model:
+                ro = None
+            else:
+                ro = scorer.corpus([ref], [transcribe_samples(rec_pass, audio).text])
+            record = {"record_wer": rs["wer"], "record_med_wer": rs["medical_wer"], "record_cpu_per_s": r_cpu / dur,
+                      "record_windows": windows, "record_windows_after_stop": after_stop,
+                      "stop_to_final_s": stop_final,
+                      "record_model_offline_wer": ro["wer"] if ro else None}
         partial_share = getattr(_stream.last, "partial_wall_s", 0.0) / st_wall if st_wall else 0.0
         early_share = getattr(_stream.last, "early_wall_s", 0.0) / st_wall if st_wall else 0.0
         o = scorer.corpus([ref], [off.text])
@@ -194,7 +244,12 @@ def run_asr_bench(args, settings, recognizer, *, console) -> int:
             "latency_p50": lat_sorted[len(lat_sorted) // 2],
             "latency_p95": lat_sorted[min(len(lat_sorted) - 1, int(0.95 * len(lat_sorted)))],
             "latency_max": lat_sorted[-1], "segment_lag_p95": percentile(lags, 0.95),
+            **record,
         }
+        if record:
+            same = record["record_model_offline_wer"]
+            r["record_vs_offline"] = record["record_wer"] / (same if same is not None else o["wer"])
+            r["both_cpu_per_s"] = r["stream_cpu_per_s"] + record["record_cpu_per_s"]
         if getattr(args, "live", False):
             # One real-time stream of this file end to end (server, websocket, client).
             import asyncio
@@ -227,6 +282,24 @@ def run_asr_bench(args, settings, recognizer, *, console) -> int:
                       *([str(r["live_commits"]), f(r["live_latency_p50"]), f(r["live_latency_p95"]),
                          f(r["live_latency_max"])] if live_cols else []))
     console.print(table)
+    if rows and "record_wer" in rows[0]:
+        same = settings.asr.record_model == settings.asr.model
+        rtable = Table(title=f"record pass — model {settings.asr.record_model}, windows of "
+                             f"{settings.asr.record_window_s:g} s, {settings.asr.record_threads or 'all'} thread(s)")
+        for col in ("file", "offline WER" + ("" if same else f" ({settings.asr.record_model})"), "live WER",
+                    "record WER", "record / offline", "record med-WER", "live CPU-s/s", "record CPU-s/s",
+                    "both CPU-s/s", "windows", "after stop", "stop → final s"):
+            rtable.add_column(col)
+        for r in rows:
+            rtable.add_row(r["file"], f(r["offline_wer"] if same else r["record_model_offline_wer"]),
+                           f(r["stream_wer"]), f(r["record_wer"]), f"{r['record_vs_offline']:.3f}",
+                           f(r["record_med_wer"]), f(r["stream_cpu_per_s"]), f(r["record_cpu_per_s"]),
+                           f(r["both_cpu_per_s"]), str(r["record_windows"]), str(r["record_windows_after_stop"]),
+                           f(r["stop_to_final_s"]))
+        console.print(rtable)
+        console.print("Record pass: the server's record pass over the same audio, windows planned from the live "
+                      "segments as they are committed, the rest after stop. Stop → final: the live pass's last "
+                      "utterance plus the record windows decoded after stop (wall time, this machine).")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     console.print(f"peak RSS {peak:.0f} MiB. CPU-s/s is process CPU time per audio second (2 threads). "
                   "Partials share: the part of the streaming decode time spent on display-only partials; "

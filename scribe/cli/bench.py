@@ -39,6 +39,9 @@ def register(sub: Any) -> None:
                                                          "run-to-run WER noise: no temperature fallback, and the "
                                                          "streaming pass never sheds partials or early re-decodes "
                                                          "(as on an idle machine)")
+    p.add_argument("--record-model", help="the record pass's model (default asr.record_model)")
+    p.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run the record pass and report it (default asr.record_pass)")
     asr_args(p)
     p.set_defaults(func=cmd_bench_asr)
 
@@ -140,4 +143,8 @@ def cmd_bench_asr(args: argparse.Namespace) -> int:
     from ..bench.asr import run_asr_bench
 
     settings = settings_from_args(args)
+    if args.record_model:
+        settings.asr.record_model = args.record_model
+    if args.record is not None:
+        settings.asr.record_pass = args.record
     return run_asr_bench(args, settings, lambda: recognizer_from_settings(settings), console=console)

@@ -74,8 +74,9 @@ class EventHub:
                 before = self._encounters.get(eid)
                 if before is None or before[0] != now[0]:
                     self.publish(LiveEvent(type="encounter", encounter_id=eid, data={"status": now[0]}))
-                if before is None or before[1] != now[1]:
-                    self.publish(LiveEvent(type="segments", encounter_id=eid, data={"count": now[1]}))
+                if before is None or before[1:] != now[1:]:  # new segments, or a record-pass revision
+                    self.publish(LiveEvent(type="segments", encounter_id=eid,
+                                           data={"count": now[1], "revisions": now[2] if len(now) > 2 else 0}))
         if self._deliveries is not None:
             for did, now in deliveries.items():
                 if self._deliveries.get(did) != now:

@@ -64,6 +64,10 @@ class TranscriptView(_Model):
     status: str
     segments: list[Segment]
     segment_count: int
+    """Segments the live pass has committed."""
+    revisions: int = 0
+    """Record-pass windows stored so far: when it grows, earlier segments were replaced
+    (fetch the transcript again from the start)."""
 
 
 class DraftProgress(_Model):

@@ -169,9 +169,11 @@ class ReviewService:
 
     def transcript(self, encounter_id: str, since: int = 0) -> TranscriptView:
         enc = self._encounter(encounter_id)
+        # The record pass's segments where it has re-transcribed the audio, the live ones after
+        # (Store.transcript); ``since`` counts positions in that list.
         return TranscriptView(encounter_id=enc.id, status=enc.status.value,
-                              segments=self.store.segments(encounter_id, since=since),
-                              segment_count=enc.segment_count)
+                              segments=self.store.transcript(encounter_id)[since:],
+                              segment_count=enc.segment_count, revisions=self.store.record_progress(encounter_id)[2])
 
     def draft(self, encounter_id: str) -> DraftView:
         summary = self.summary(encounter_id)
@@ -267,14 +269,14 @@ class ReviewService:
         version, old = self._editable(encounter_id, update.base_version)
         if update.note.encounter_id != encounter_id:
             raise ReviewError(f"the note is for encounter {update.note.encounter_id!r}, not {encounter_id!r}")
-        new, changes = apply_edits(old, update.note, self.store.segments(encounter_id))
+        new, changes = apply_edits(old, update.note, self.store.transcript(encounter_id))
         if not changes:
             return self.draft(encounter_id)
         return self._save(encounter_id, new, actor, changes)
 
     def resolve(self, encounter_id: str, req: FlagResolution, actor: str) -> DraftView:
         version, old = self._editable(encounter_id, req.base_version)
-        new, changes = resolve_flag(old, self.store.segments(encounter_id), sentence_id=req.sentence_id,
+        new, changes = resolve_flag(old, self.store.transcript(encounter_id), sentence_id=req.sentence_id,
                                     flag=req.flag, resolution=req.resolution, reason=req.reason, text=req.text)
         return self._save(encounter_id, new, actor, changes)
 

@@ -168,6 +168,7 @@ class StreamServer:
         self.store.close()
         self.engine.executor.shutdown(wait=False, cancel_futures=True)
         self.engine.notes_executor.shutdown(wait=False, cancel_futures=True)
+        self.engine.record_executor.shutdown(wait=False, cancel_futures=True)
 
     # -- what the parts ask of the whole
 

@@ -60,7 +60,7 @@ class EncountersApi:
         enc = await store.get_encounter(eid)
         if enc is None:
             raise web.HTTPNotFound(text=f"no encounter {eid}")
-        segments = await store.segments(eid)
+        segments = await store.transcript(eid)  # the record pass where it has run, then the live pass
         await store.call(self.service.audit.record, request[PRINCIPAL].clinician_id, AuditAction.read, "transcript",
                          audit_id(eid), Outcome.success, {"segments": len(segments)})
         transcript = Transcript(

@@ -7,6 +7,7 @@ Built once by the composition root (``service.app``); a session never loads a mo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -32,7 +33,7 @@ class StreamingTranscriber(Protocol):
 class Engine:
     """The shared, expensive parts: one recogniser, one VAD factory, one ASR thread pool."""
 
-    def __init__(self, settings: Settings, recognizer: Any | None = None):
+    def __init__(self, settings: Settings, recognizer: Any | None = None, record_recognizer: Any | None = None):
         self.settings = settings
         self._recognizer = recognizer
         asr = settings.asr
@@ -42,6 +43,11 @@ class Engine:
         """Per-segment drafting work (classification, fact extraction): off the ASR thread."""
         self.speaker_encoder: Any | None = None
         """The voice encoder for speaker labels (None: labels off or the model is missing)."""
+        self.record_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scribe-record",
+                                                  initializer=_lower_priority)
+        """The record pass (``recording.py``): one decode at a time, at a lower CPU priority."""
+        self._record_recognizer: Any | None = record_recognizer
+        self._record_loading: asyncio.Future[Any] | None = None
 
     @property
     def recognizer(self) -> Any:
@@ -62,6 +68,25 @@ class Engine:
             from ..asr.whisper import WhisperRecognizer
 
             self._recognizer = WhisperRecognizer.from_settings(self.settings)
+
+    async def record_recognizer(self) -> Any:
+        """The record pass's recogniser (``asr.record_model``), loaded once, on the record
+        thread (so the decoder's own threads inherit its lower priority). Raises
+        ``ModelNotFound`` when the model is not on this machine."""
+        if self._record_recognizer is not None:
+            return self._record_recognizer
+        if self._record_loading is None:
+            from ..asr.whisper import WhisperRecognizer
+
+            loop = asyncio.get_running_loop()
+            self._record_loading = asyncio.ensure_future(loop.run_in_executor(
+                self.record_executor, WhisperRecognizer.for_record_pass, self.settings))
+        try:
+            self._record_recognizer = await asyncio.shield(self._record_loading)
+        except Exception:
+            self._record_loading = None  # a later session tries again
+            raise
+        return self._record_recognizer
 
     def policy(self) -> str:
         asr = self.settings.asr
@@ -124,6 +149,18 @@ class Engine:
             context_s=asr.context_s,
             early_commit_s=asr.early_commit_s,
         )
+
+
+def _lower_priority() -> None:
+    """Run the calling thread (and the threads it starts) at a lower CPU priority (Linux: a
+    thread's nice value; elsewhere nothing)."""
+    import os
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
 
 
 class _SessionLanguage:

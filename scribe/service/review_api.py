@@ -91,7 +91,9 @@ class ReviewContext:
 
     async def _snapshot(self):
         def snap():
-            encs = {e.id: (e.status.value, e.segment_count) for e in self.service.store.list_encounters()}
+            store = self.service.store
+            windows = dict(store.db.execute("SELECT encounter_id, windows FROM record_pass").fetchall())
+            encs = {e.id: (e.status.value, e.segment_count, windows.get(e.id, 0)) for e in store.list_encounters()}
             dels = {d.id: (d.encounter_id, d.state.value, d.attempts, d.error)
                     for d in self.service.outbox.deliveries()}
             return encs, dels

@@ -58,6 +58,7 @@ from .drafting import DraftRunner
 from .engine import StreamingTranscriber
 from .host import Host
 from .labelling import Labeller
+from .recording import RecordRunner
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,8 @@ class Connection:
         """Speaker labels (None: labels off, or the voice model is missing)."""
         self.drafting: DraftRunner | None = None
         """The note in progress (None: drafting off, or the writer could not start)."""
+        self.record: RecordRunner | None = None
+        """The record pass (None: off, or its model is missing); the drafter reads its segments."""
         self._last_draft_sent = 0.0
         self.start_received = False
         self._expiry: asyncio.Future[bool] | None = None
@@ -303,6 +306,7 @@ class Connection:
         )
         for seg in await server.store.segments(enc.id, since=msg.since_segment):
             await self.send(SegmentEvent(segment=seg))
+        await self._start_record(enc)
         await self._start_draft(enc)
         # Persisted but untranscribed audio (a resume): an empty chunk at the persisted end
         # makes the transcriber read the gap from the store before anything new arrives.
@@ -434,6 +438,37 @@ class Connection:
             )
             await self._emit(events)
 
+    async def _start_record(self, enc: Encounter) -> None:
+        """The record pass behind the live edge (``recording.py``), resumed from the store."""
+        if not self.server.settings.asr.record_pass:
+            return
+        runner = RecordRunner(self.server.engine, self.server.store, enc.id, enc.language, send=self.send,
+                              feed=self._draft_add)
+        try:
+            await runner.open(enc)
+        except Exception as exc:  # a missing record model: the live pass is the record
+            log.warning("record pass off for this encounter: %s", type(exc).__name__, extra={"encounter": enc.id})
+            return
+        self.record = runner
+
+    async def _record_add(self, segments: list[Segment], until: int, revisions: dict[str, Speaker]) -> None:
+        """Live segments go to the record pass, which feeds the drafter its own; without one
+        (or once it has failed) the drafter reads the live segments."""
+        record = self.record
+        if record is None:
+            await self._draft_add(segments, revisions)
+            return
+        await record.add_live(segments, until, revisions)
+        if record.failed is not None:
+            await self._record_failed()
+
+    async def _record_failed(self) -> None:
+        """The record pass stopped: the live segments it had not replaced are the transcript
+        from there on, and go to the drafter."""
+        record, self.record = self.record, None
+        if record is not None and record.state is not None:
+            await self._draft_add(list(record.state.live), {})
+
     async def _start_draft(self, enc: Encounter) -> None:
         """Draft while the visit is recorded, so only a short final pass remains after stop; a
         resumed stream re-reads the stored transcript into a new draft (cheap, no model)."""
@@ -449,7 +484,9 @@ class Connection:
             await self.send(ErrorEvent(code=ErrorCode.draft_failed, message=f"no draft will be written: {exc}"))
             return
         self.drafting = runner
-        if enc.segment_count:
+        if self.record is not None:  # the record pass's segments so far; it feeds the rest
+            await runner.feed(self.record.record_segments)
+        elif enc.segment_count:
             await runner.feed(await self.server.store.segments(enc.id))
 
     async def _draft_add(self, segments: list[Segment], revisions: dict[str, Speaker] | None = None) -> None:
@@ -476,7 +513,7 @@ class Connection:
                                        message=f"the note writer failed ({exc}); the extractive draft was stored"))
 
         async def stored() -> list[Segment]:
-            return await store.segments(eid)
+            return await store.transcript(eid)
 
         note = None
         async for note in self.drafting.finish(stored, on_failure=failed):
@@ -513,10 +550,10 @@ class Connection:
                     await self.server.store.relabel_segments(self.encounter_id, revisions)
                 for seg in segments:
                     await self.send(SegmentEvent(segment=seg))
-                await self._draft_add(segments, revisions)
                 if revisions:
                     await self.send(SpeakersEvent(revisions=[SpeakerRevision(segment_id=k, speaker=v)
                                                              for k, v in revisions.items()]))
+                await self._record_add(segments, event.until, revisions)
                 if segments:
                     log.debug("segments committed", extra={"encounter": self.encounter_id,
                                                             "count": len(segments),
@@ -527,11 +564,21 @@ class Connection:
     async def _finish(self) -> None:
         store = self.server.store
         assert self.encounter_id is not None
+        if self.record is not None:
+            enc = await store.get_encounter(self.encounter_id)
+            assert enc is not None
+            await self.record.finish(max(enc.samples_received, enc.committed_until))
+            if self.record.failed is not None:
+                await self._record_failed()
+            else:
+                log.info("record pass finished", extra={"encounter": self.encounter_id,
+                                                         "windows": self.record.state.number if self.record.state else 0,
+                                                         "decode_s": round(self.record.decode_s, 1)})
         await store.set_status(self.encounter_id, EncounterStatus.transcribed)
         await store.call(self.server.audit.record, self.principal.clinician_id, AuditAction.update, "encounter",
                          audit_id(self.encounter_id), Outcome.success, {"event": "transcribed"})
         enc = await store.get_encounter(self.encounter_id)
-        segments = await store.segments(self.encounter_id)
+        segments = await store.transcript(self.encounter_id)
         assert enc is not None
         transcript = Transcript(encounter_id=enc.id, language=enc.language, segments=segments,
                                 duration=enc.samples_received / SAMPLE_RATE)
@@ -545,6 +592,8 @@ class Connection:
         await self.ws.close(code=CloseCode.normal)
 
     async def cancel_tasks(self) -> None:
+        if self.record is not None:
+            await self.record.cancel()
         for task in self.tasks:
             if not task.done():
                 task.cancel()

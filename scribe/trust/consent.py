@@ -142,6 +142,8 @@ NOTES_TABLE = "note_versions"
 WITHDRAWAL_TARGETS: tuple[PurgeTarget, ...] = (
     PurgeTarget("frames", "encounter_id = ?"),
     PurgeTarget("segments", "encounter_id = ?"),
+    PurgeTarget("record_segments", "encounter_id = ?"),
+    PurgeTarget("record_pass", "encounter_id = ?"),
     PurgeTarget(NOTES_TABLE, "encounter_id = ?"),
     PurgeTarget("review_events", "encounter_id = ?"),
 )

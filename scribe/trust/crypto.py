@@ -316,6 +316,7 @@ class EncryptedColumn:
 DEFAULT_COLUMNS: tuple[EncryptedColumn, ...] = (
     EncryptedColumn("frames", "pcm", ("encounter_id", "seq"), text=False),
     EncryptedColumn("segments", "data", ("encounter_id", "idx"), text=True),
+    EncryptedColumn("record_segments", "data", ("encounter_id", "idx"), text=True),
 )
 """The core tables' PHI columns (audio and transcript)."""
 

@@ -84,6 +84,8 @@ class EncounterScreen(Screen[None]):
     def __init__(self, encounter_id: str):
         super().__init__(id="encounter")
         self.encounter_id = encounter_id
+        self._revisions = 0
+        """Record-pass windows in the transcript shown (a change: earlier segments were replaced)."""
 
     # ------------------------------------------------------------------ layout
 
@@ -170,6 +172,7 @@ class EncounterScreen(Screen[None]):
             self.say(f"⚠ {exc}", error=True)
             return
         self.summary = summary
+        self._revisions = transcript.revisions
         self.segments = tuple(transcript.segments)
         self.delivery = delivery
         self.view = view
@@ -186,6 +189,17 @@ class EncounterScreen(Screen[None]):
             more = await self.api.transcript(self.encounter_id, since=len(known_segments))
         except ApiError as exc:
             self.say(f"⚠ {exc}", error=True)
+            return
+        if more.revisions != self._revisions:
+            # The record pass replaced earlier segments: the whole transcript again, in one
+            # assignment (the pane swaps the lines in place, keeping the reader's place).
+            try:
+                more = await self.api.transcript(self.encounter_id)
+            except ApiError as exc:
+                self.say(f"⚠ {exc}", error=True)
+                return
+            self._revisions = more.revisions
+            self.segments = tuple(more.segments)
             return
         known = {s.id for s in self.segments or ()}
         new = [s for s in more.segments if s.id not in known]

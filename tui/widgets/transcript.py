@@ -46,6 +46,15 @@ class TranscriptPane(ListPane):
                 if self.state is ReviewState.recording:
                     self._list.highlighted = self._list.option_count - 1
             return
+        if old and new:  # the record pass replaced earlier lines: swap them, keep the reader's place
+            highlighted, scroll_y = self._list.highlighted, self._list.scroll_y
+            with self.app.batch_update():
+                self._list.clear_options()
+                self._list.add_options([Option(_prompt(s), id=s.id) for s in new])
+                if highlighted is not None:
+                    self._list.highlighted = min(highlighted, len(new) - 1)
+                self._list.scroll_to(y=scroll_y, animate=False)
+            return
         self._list.clear_options()
         if new is None:
             return
