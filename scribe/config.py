@@ -100,6 +100,22 @@ class AsrSettings(BaseModel):
         )
     cache_dir: Path | None = None
     """Where assembled models (``base``) are kept; default ``<data_dir>/models``."""
+    record_pass: bool = True
+    """Re-transcribe finished audio behind the live edge in long windows (the record pass); its
+    segments replace the live ones and the note is drafted from them. Off: the live pass is the
+    record."""
+    record_model: str = "tiny.en"
+    """The record pass's model (any value ``model`` takes); chosen for accuracy, it may differ
+    from the live one."""
+    record_window_s: float = Field(30.0, ge=5.0, le=120.0)
+    """Record-pass window length: decoded once this much finished audio waits (cut in a pause)."""
+    record_prompt: bool = False
+    """Give each record window the previous window's text as its prompt (and condition on it).
+    Off: on OSCE dev audio it cost 2–3× the record pass's CPU for no consistent WER gain
+    (docs/benchmarks.md)."""
+    record_threads: int = Field(1, ge=0)
+    """CPU threads of the record pass's decodes (0: CTranslate2's default). One keeps the other
+    cores for the live pass; the record pass's thread also runs at a lower priority."""
 
 
 class ServerSettings(BaseModel):
