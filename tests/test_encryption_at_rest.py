@@ -117,6 +117,9 @@ def seed_everything(store: Store, eid: str = "enc-seed") -> dict[str, object]:
     signature and a retraction reason: a value in every encrypted column."""
     segs = sample_segments()
     seed_encounter(store, eid, status=EncounterStatus.draft_ready, segments=segs)
+    # a record-pass window over the first sample only: a row in record_segments, the live
+    # segments stay the transcript
+    store.commit_record_window(eid, 0, [segs[0].model_copy(update={"id": "rec-00000", "index": 0})], 1)
     pcm = bytes(range(256)) * 8
     store.append_frames(eid, [(0, pcm), (1, pcm[::-1])])
     repo = NoteRepo(store)
@@ -215,7 +218,7 @@ async def test_real_encounter_leaves_no_plaintext_on_disk(settings: Settings, re
     # Read back through the store with its key: same transcript, same audio, same notes.
     store = open_store(settings)
     try:
-        assert [s.text for s in store.segments("enc-jfk")] == [s.text for s in transcript.segments]
+        assert [s.text for s in store.transcript("enc-jfk")] == [s.text for s in transcript.segments]
         assert as_pcm(store.audio_from("enc-jfk", 0)) == float_to_pcm16(source.samples)
         if jfk_draft is not None:
             assert NoteRepo(store).latest("enc-jfk") == Note.model_validate(jfk_draft)

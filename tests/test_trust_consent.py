@@ -148,14 +148,15 @@ def test_withdrawal_deletes_audio_transcript_drafts_keeps_audit(store: Store) ->
     add_note(store, "enc-keep", 1, NOW)
     assert AUDIO_MARK in on_disk(store)
     counts = apply_withdrawal(store, audit, "enc-w", actor="dr-a")
-    assert counts == {"frames": 3, "segments": 2, "note_versions": 1}
+    # the record pass's tables (none of its rows here) are withdrawn too
+    assert counts == {"frames": 3, "segments": 2, "record_segments": 0, "record_pass": 0, "note_versions": 1}
     assert (count(store, "frames", "enc-w"), count(store, "segments", "enc-w"), count(store, "note_versions", "enc-w")) == (0, 0, 0)
     assert (count(store, "frames", "enc-keep"), count(store, "segments", "enc-keep")) == (3, 2)
     assert store.get_encounter("enc-w").status in (EncounterStatus.failed, getattr(EncounterStatus, "withdrawn", None))
     trail = audit.for_object("encounter", "enc-w")
     assert [e.action for e in trail] == ["consent_withdrawn"]
     deletes = {e.object_type: e.detail["rows"] for e in audit.entries() if e.action == "delete"}
-    assert deletes == {"frames": 3, "segments": 2, "note_versions": 1}
+    assert deletes == {"frames": 3, "segments": 2, "record_segments": 0, "record_pass": 0, "note_versions": 1}
     assert audit.verify().ok
 
 
