@@ -199,6 +199,15 @@ class LlamaSettings(BaseModel):
     """Hard cap on the note's length in tokens."""
     feed_during_visit: bool = True
     """Evaluate the transcript as it arrives, so only the tail is new work after stop."""
+    write_during_visit: bool = True
+    """Write sections while the visit goes on (every ``write_every_s`` of conversation, with
+    ``visit_threads``); after stop only the sections the end of the visit changed are written."""
+    write_every_s: float = Field(90.0, gt=0)
+    """Seconds of conversation between two writing passes during the visit."""
+    after_stop_limit_s: float = Field(60.0, ge=0)
+    """After stop the model writes for at most this long (0: no limit); a section it has not
+    finished keeps the extractive pass's statements (note language only), so a machine too
+    slow for the model still gets its draft in bounded time."""
 
 
 class NotesSettings(BaseModel):
@@ -222,15 +231,6 @@ class NotesSettings(BaseModel):
     transformers: TransformersSettings = Field(default_factory=TransformersSettings)
 
 
-    write_during_visit: bool = True
-    """Write sections while the visit goes on (every ``write_every_s`` of conversation, with
-    ``visit_threads``); after stop only the sections the end of the visit changed are written."""
-    write_every_s: float = Field(90.0, gt=0)
-    """Seconds of conversation between two writing passes during the visit."""
-    after_stop_limit_s: float = Field(60.0, ge=0)
-    """After stop the model writes for at most this long (0: no limit); a section it has not
-    finished keeps the extractive pass's statements (note language only), so a machine too
-    slow for the model still gets its draft in bounded time."""
 class FhirSettings(BaseModel):
     """FHIR delivery of signed notes (scribe.fhir). With no ``base_url`` the embedded default
     target writes each delivered note as FHIR JSON under ``out_dir``."""

@@ -250,40 +250,55 @@ async def test_sections_are_written_during_the_visit_and_continued_after_stop():
     assert all(s.evidence for s in note.sentences())
 
 
-async def test_a_section_being_written_at_stop_gives_way():
-    """Stop during a writing pass: the pass ends at once, what it wrote is thrown away, and the
-    section is written after stop from the whole visit."""
+async def test_a_section_being_written_at_stop_is_finished_with_all_threads_and_kept():
+    """Stop during a writing pass: the section in hand gets the after-stop threads, is finished
+    and kept (not written again), and the rest of the pass is left to the after-stop writing."""
     import threading
 
-    writer, rt = scripted_writer({"subjective": "- Right knee pain for 3 days after a twisting injury. [2]\n"},
-                                 write_every_s=1.0)
+    writer, rt = scripted_writer({"subjective": "- Right knee pain for 3 days after a twisting injury. [2]\n",
+                                  "objective": "- The right knee is swollen but stable. [7]\n"},
+                                 write_every_s=1.0, threads=2, visit_threads=1)
     real_generate = rt.generate
-    blocked = threading.Event()
-    saw_stop = threading.Event()
+    started = threading.Event()
+    seen: list[int] = []
 
-    def generate(tokens, *, stop=None, **kw):
-        if not blocked.is_set():  # the first call is the pass during the visit: it hangs until stop
-            blocked.set()
+    def generate(tokens, *, threads, **kw):
+        if not started.is_set():  # the pass during the visit: it runs until the visit stops
+            started.set()
             for _ in range(500):
-                if stop is not None and stop():
-                    saw_stop.set()
-                    return GenResult("Subjective:\n- Right kn", len(tokens), 5, 3, 0.01, 0.001, aborted=True)
+                seen.append(threads())
+                if seen[-1] == 2:
+                    break
                 threading.Event().wait(0.01)
-            raise AssertionError("the writing pass was never told to stop")
-        return real_generate(tokens, stop=stop, **kw)
+        return real_generate(tokens, threads=threads, **kw)
 
     rt.generate = generate
     session = writer.start("e-stop", SOAP)
-    for s in spaced(VISIT, 30.0)[:3]:
+    for s in spaced(VISIT, 30.0):
         session.add(s)
-    await asyncio.get_running_loop().run_in_executor(None, blocked.wait, 5)
-    assert blocked.is_set()
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
     note = None
     async for note in session.finish():
         pass
-    assert saw_stop.is_set() and "subjective" not in session.drafts
-    assert rt.calls.count("subjective") == 1  # written after stop, by the real call
+    assert seen[0] == 1 and seen[-1] == 2  # one thread during the visit, two once it stopped
+    assert rt.calls.count("subjective") == 1 and "subjective" in session.drafts  # finished and kept
+    assert session.stats.extra["sections_reused"] + session.stats.extra["sections_continued"] >= 1
     assert "Right knee pain for 3 days" in render_text(note)
+
+
+def test_an_observation_resting_only_on_the_patients_words_is_dropped():
+    """The Objective holds what was examined or measured: a sentence there that cites only the
+    patient is a symptom written as a finding (a small model repeats the history there)."""
+    ctx = ctx_for(VISIT)
+    lines = line_map(VISIT)
+    said_by_patient = Written("objective", "Right knee pain for 3 days.", (2,))
+    v = verify_line(said_by_patient, lines, ctx, section("objective"), sentence_id="o1", earlier=set(), observed=True)
+    assert v.sentence is None and v.reasons == ["patient_report_as_observation"]
+    examined = Written("objective", "The right knee is swollen but stable.", (7,))
+    assert verify_line(examined, lines, ctx, section("objective"), sentence_id="o2", earlier=set(),
+                       observed=True).sentence is not None
+    assert verify_line(said_by_patient, lines, ctx, section("subjective"), sentence_id="s1",
+                       earlier=set()).sentence is not None  # the same words are history
 
 
 async def test_a_rambling_section_is_cut_short():

@@ -334,11 +334,13 @@ def verify_line(
     *,
     sentence_id: str,
     earlier: set[str],
+    observed: bool = False,
 ) -> Verdict:
     """Check one sentence the model wrote against the segments it cites (see the module docstring).
 
     ``earlier`` holds the normalised sentences already kept (to catch repeats); a kept sentence
-    is added to it.
+    is added to it. ``observed``: the section holds what was examined or measured
+    (``observed_sections``), so a sentence resting only on the patient's words is dropped.
     """
     issues = register_issues(written.text)
     if issues:
@@ -347,6 +349,10 @@ def verify_line(
     cited = [ctx.segments[i] for i in ids if i in ctx.segments]
     if not cited:
         return Verdict(None, "dropped", ["no_evidence"])
+    if observed and all(s.speaker is Speaker.patient for s in cited):
+        # an exam/results section stating what only the patient said: a symptom, not a finding
+        # (a small model fills the Objective of a visit with no exam with the history again)
+        return Verdict(None, "dropped", ["patient_report_as_observation"])
     text = written.text
     if _norm_key(text) in earlier:
         return Verdict(None, "dropped", ["duplicate"])
@@ -379,6 +385,15 @@ def verify_line(
     if flags:
         return Verdict(sentence, "flagged", sorted({str(f.kind) for f in flags}) + repairs)
     return Verdict(sentence, "repaired" if repairs else "kept", repairs)
+
+
+OBSERVED_KINDS = frozenset({"exam", "results"})
+
+
+def observed_sections(template: Template) -> frozenset[str]:
+    """Sections that hold only what was examined or measured (their ``covers`` are exam and
+    results: SOAP's Objective, H&P's examination)."""
+    return frozenset(s.key for s in template.sections if s.covers and set(s.covers) <= OBSERVED_KINDS)
 
 
 def fill_omissions(kept: dict[str, list[Sentence]], drafted: Note, facts: Sequence[Fact]) -> int:
@@ -428,6 +443,7 @@ __all__ = [
     "has_clinical_content",
     "load_llama_prompt",
     "note_grammar",
+    "observed_sections",
     "prompt_head",
     "prompt_tail",
     "turn_line",

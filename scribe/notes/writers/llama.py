@@ -63,6 +63,7 @@ from .conversation import (
     fill_omissions,
     has_clinical_content,
     note_grammar,
+    observed_sections,
     prompt_head,
     prompt_tail,
     system_text,
@@ -227,7 +228,7 @@ class LlamaRuntime:
         *,
         grammar: str,
         max_tokens: int,
-        threads: int,
+        threads: int | Callable[[], int],
         on_text: Callable[[str], None],
         stop: Callable[[], bool] | None = None,
     ) -> GenResult:
@@ -239,7 +240,9 @@ class LlamaRuntime:
         tokens/s instead of ~19); the lazy check gives the same tokens at full speed.
 
         ``stop``: asked before every token; when it answers True the call ends early and the
-        result says ``aborted`` (a section written during the visit gives way at stop).
+        result says ``aborted``. ``threads`` may be a callable, asked before every token: a
+        section begun during the visit with one thread gets all the idle cores once the visit
+        stops.
         """
         import codecs
         import ctypes
@@ -259,7 +262,8 @@ class LlamaRuntime:
             try:
                 t0 = time.perf_counter()
                 keep = _common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens[:-1])
-                self._set_threads(threads)
+                want = threads if callable(threads) else (lambda: threads)
+                self._set_threads(want())
                 llm.n_tokens = keep
                 llm.eval(tokens[keep:])
                 evaluated = len(tokens) - keep
@@ -276,6 +280,7 @@ class LlamaRuntime:
                     if stop is not None and stop():
                         aborted = True
                         break
+                    self._set_threads(want())
                     logits = np.ctypeslib.as_array(L.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
                     tok = int(np.argmax(logits))
                     one[0].id, one[0].logit, one[0].p = tok, float(logits[tok]), 0.0
@@ -404,8 +409,8 @@ class LlamaSession:
     it wrote them — are written with the visit's thread budget, and kept (unverified) with the
     transcript line count they were written from. At stop only the sections the end of the
     visit changed are written again (typically the assessment and plan); everything is then
-    verified against the whole transcript, in template order. A pass in progress at stop gives
-    way at once (``generate``'s ``stop``). Line numbers are stable: segments reach the drafter
+    verified against the whole transcript, in template order. A pass in progress at stop
+    finishes the section in hand with all idle cores (it is kept) and writes no more. Line numbers are stable: segments reach the drafter
     in order, once their speaker labels are final, and a line is never rewritten.
     """
 
@@ -499,9 +504,17 @@ class LlamaSession:
                                max_items=MAX_ITEMS - len(draft.written))
         return transcript + tail + rt.tokenize(draft.text), grammar, draft.text
 
+    def _pass_threads(self) -> int:
+        """The visit's thread budget; once the visit stops, the idle cores (a section being
+        written at stop is finished, faster, and kept: it would otherwise be written again)."""
+        if self._stopping:
+            return self.cfg.threads or idle_threads(self._rt.threads if self._rt else 1)
+        return self.cfg.visit_threads
+
     def _write_pass(self, rt: LlamaRuntime, transcript: list[int], n_lines: int) -> None:
         """During the visit: write (or continue) the sections that have something new to say
-        (feeder thread, the visit's thread budget)."""
+        (feeder thread, the visit's thread budget). At stop the section in hand is finished and
+        the rest of the pass is left to ``finish``."""
         if self._stopping or n_lines == 0 or self._dictating:
             return
         with self._lock:
@@ -518,11 +531,9 @@ class LlamaSession:
             tokens, grammar, prefix = self._request(rt, transcript, tsec, draft)
             pieces: list[str] = []
             result: GenResult = rt.executor.submit(
-                rt.generate, tokens, grammar=grammar, max_tokens=self.cfg.max_tokens, threads=self.cfg.visit_threads,
-                on_text=pieces.append, stop=lambda: self._stopping,
+                rt.generate, tokens, grammar=grammar, max_tokens=self.cfg.max_tokens, threads=self._pass_threads,
+                on_text=pieces.append,
             ).result()
-            if result.aborted:
-                return
             text = prefix + "".join(pieces)  # what was streamed, as after stop (the same text)
             if not text.endswith("\n"):  # cut off by max_tokens: not a section to build on
                 continue
@@ -562,7 +573,7 @@ class LlamaSession:
 
     # -- after stop --------------------------------------------------------------------
     async def finish(self) -> AsyncIterator[Note]:
-        self._stopping = True  # a writing pass in progress gives way now
+        self._stopping = True  # a writing pass in progress finishes its section with all cores, then stops
         if self.drafter.is_dictation:
             # the clinician dictated the note: keep its structure and wording, no model call
             self.stats.extra["dictation"] = 1.0
@@ -601,6 +612,7 @@ class LlamaSession:
         first_token: float | None = None
         t_stop = time.perf_counter()
 
+        observed = observed_sections(self.template)
         halt = {"rambling": False}
         """Set when the model's last lines all failed verification: the section call ends."""
         dropped_in_a_row = 0
@@ -611,7 +623,8 @@ class LlamaSession:
             for w in written_lines:
                 n = len(kept[w.section])
                 v = verify_line(w, segment_of_line, ctx, sections[w.section],
-                                sentence_id=f"{w.section}.llama{n}", earlier=earlier)
+                                sentence_id=f"{w.section}.llama{n}", earlier=earlier,
+                                observed=w.section in observed)
                 outcomes[v.outcome] = outcomes.get(v.outcome, 0) + 1
                 for r in v.reasons:
                     outcomes[f"{v.outcome}:{r}"] = outcomes.get(f"{v.outcome}:{r}", 0) + 1
