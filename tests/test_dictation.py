@@ -553,3 +553,20 @@ def test_every_dictated_sentence_lands_once_in_order_under_its_heading(script: l
     note = draft_dictation("e", "soap", segments, guard=False)
     got = {sec.key: [s.text for s in sec.sentences] for sec in note.sections if sec.sentences}
     assert got == {k: v for k, v in expected_note(script).items() if v}, spoken
+
+
+async def test_a_phrasing_writer_returns_a_dictation_as_dictated():
+    """The ``openai``/``transformers`` writers phrase extracted statements; a dictation is not
+    phrased: the model is never asked and the dictated note comes back."""
+    from scribe.notes.writers import write_note
+    from scribe.notes.writers.lm import LMWriter
+
+    class NeverCalled:
+        name = "never"
+
+        def chat(self, messages, *, max_tokens, stats):
+            raise AssertionError("a dictation was sent to the model")
+
+    note, _ = await write_note(LMWriter("openai", NeverCalled(), max_tokens=200), sample_segments(),
+                               encounter_id="enc-d2", template=load_template("soap"))
+    assert note.writer == "dictation" and texts(note, "plan") == PLAN_ITEMS

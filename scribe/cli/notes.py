@@ -132,7 +132,7 @@ def _load_source(settings, source: str):
         enc = store.get_encounter(source)
         if enc is None:
             raise UserError(f"no encounter {source!r} in {settings.database_path} (and no such file)")
-        segments = store.segments(enc.id)
+        segments = store.transcript(enc.id)  # the record pass's segments where it has run
         _audit_transcript_read(store, enc.id, len(segments))  # the CLI operator reads PHI: audited like the API
         return Transcript(encounter_id=enc.id, language=enc.language, segments=segments), True
     finally:

@@ -70,6 +70,9 @@ class LMSession:
         return self.drafter.add(segment).model_copy(update={"writer": self.writer_name})
 
     async def finish(self) -> AsyncIterator[Note]:
+        if self.drafter.is_dictation:  # the clinician dictated the note: kept as dictated, not phrased
+            yield self.drafter.finish()
+            return
         base = self.drafter.finish()
         segments = [s for s in self.drafter.state.segments if s.text.strip()]
         facts = self.drafter.facts
