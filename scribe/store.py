@@ -682,20 +682,24 @@ class Store:
         ).fetchall()
         out: list[Segment] = []
         for idx, data in rows:
-            text = self._open_field(open_text, data, "segments", "data", (encounter_id, idx), "transcript segment")
-            try:
-                seg = Segment.model_validate_json(text)
-            except (ValidationError, ValueError, TypeError):
-                seg = None
-            if seg is None or seg.index != idx:
-                # ``from None`` and no quoting: the row is transcript text (PHI).
-                raise CorruptRow(
-                    f"encounter {encounter_id}: transcript segment {idx} in {self.path} is corrupt and cannot be "
-                    "read (not a valid segment record); the audio and the other segments are intact. Restore the "
-                    "row from a backup, or re-transcribe the encounter's stored audio"
-                ) from None
-            out.append(seg)
+            out.append(self._segment_row("segments", encounter_id, idx, data, "transcript segment",
+                                         "the audio and the other segments are intact. Restore the row from a "
+                                         "backup, or re-transcribe the encounter's stored audio"))
         return out
+
+    def _segment_row(self, table: str, encounter_id: str, idx: int, data: Any, what: str, fix: str) -> Segment:
+        """One stored segment, decrypted and checked; a bad row is named, never quoted (it is PHI)."""
+        text = self._open_field(open_text, data, table, "data", (encounter_id, idx), what)
+        try:
+            seg = Segment.model_validate_json(text)
+        except (ValidationError, ValueError, TypeError):
+            seg = None
+        if seg is None or seg.index != idx:
+            raise CorruptRow(
+                f"encounter {encounter_id}: {what} {idx} in {self.path} is corrupt and cannot be read "
+                f"(not a valid segment record); {fix}"
+            ) from None
+        return seg
 
 
     # -- the record pass
@@ -743,18 +747,8 @@ class Store:
         ).fetchall()
         out: list[tuple[int, Segment]] = []
         for idx, win, data in rows:
-            text = self._open_field(open_text, data, "record_segments", "data", (encounter_id, idx),
-                                    "record-pass segment")
-            try:
-                seg = Segment.model_validate_json(text)
-            except (ValidationError, ValueError, TypeError):
-                seg = None
-            if seg is None or seg.index != idx:
-                raise CorruptRow(
-                    f"encounter {encounter_id}: record-pass segment {idx} in {self.path} is corrupt and cannot be "
-                    "read; restore the row from a backup"
-                ) from None
-            out.append((int(win), seg))
+            out.append((int(win), self._segment_row("record_segments", encounter_id, idx, data, "record-pass segment",
+                                                    "restore the row from a backup")))
         return out
 
     def transcript(self, encounter_id: str) -> list[Segment]:
