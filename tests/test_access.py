@@ -258,7 +258,7 @@ async def test_the_service_applies_the_retention_policy(settings, recognizer):
                 break
             await asyncio.sleep(0.1)
         assert len(await store.audio_from("enc-ret", 0)) == 0
-        assert [s.text for s in await store.segments("enc-ret")] == [s.text for s in transcript.segments]
+        assert [s.text for s in await store.transcript("enc-ret")] == [s.text for s in transcript.segments]
         audit = AuditLog(store.store)
         purges = [e for e in await store.call(lambda: list(audit.entries())) if e.action == "purge"]
         assert purges and purges[0].object_id == "enc-ret" and purges[0].object_type == "audio"

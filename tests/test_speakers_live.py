@@ -36,9 +36,8 @@ async def test_two_voices_are_labelled_live_and_stored(live_server: RunningServe
     assert result.error <= 0.15, result
     assert {s.speaker for s in transcript.segments} == {Speaker.clinician, Speaker.patient}
     # what the client holds after applying live revisions equals what the server stored
+    # (the live segments: the record pass's replace them in ``transcript``, labels carried by time)
     held = [client.segments[i].speaker for i in sorted(client.segments)]
-    assert held == [s.speaker for s in transcript.segments]
-
     assert [s.speaker for s in open_store(settings).segments("enc-voices")] == held
     assert all(isinstance(e, SpeakersEvent) for e in events if getattr(e, "type", "") == "speakers")
 
@@ -74,8 +73,8 @@ async def test_a_visitor_is_labelled_other_live(live_server: RunningServer, sett
     words = [w.role for w in hyp if w.start is not None and start <= w.start and w.end <= end]
     assert len(words) >= 15 and words.count(Speaker.other) >= 0.9 * len(words), words
     # what the client holds after applying live revisions equals what the server stored
+    # (the live segments: the record pass's replace them in ``transcript``, labels carried by time)
     held = [client.segments[i].speaker for i in sorted(client.segments)]
-    assert held == [s.speaker for s in transcript.segments]
     assert [s.speaker for s in open_store(settings).segments("enc-visitor")] == held
 
 

@@ -56,7 +56,7 @@ async def test_connection_lost_after_stop_still_yields_the_whole_transcript(live
     assert wer(reference_text(DICTATION), transcript.text) < 0.45, transcript.text
     assert_clean_sequence(transcript.segments, source.duration)
     store = open_store(settings)
-    assert [s.id for s in store.segments("enc-drop")] == [s.id for s in transcript.segments]
+    assert [s.id for s in store.transcript("enc-drop")] == [s.id for s in transcript.segments]
     assert store.get_encounter("enc-drop").status.value in ("transcribed", "drafting", "draft_ready")
 
 

@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -91,7 +92,18 @@ def _segments(
     return out
 
 
-def _drop_boundary_repeat(tail: list[str], words: list[HypWord], floor: float | None) -> list[HypWord]:
+class _TimedWord(Protocol):
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def start(self) -> float: ...
+
+
+_W = TypeVar("_W", bound=_TimedWord)
+
+
+def _drop_boundary_repeat(tail: list[str], words: list[_W], floor: float | None) -> list[_W]:
     """Drop the first one to three words when they repeat the last committed ones and start
     within half a second of the commit point: the same word decoded again with its timestamps
     shifted past the point (word times move by 0.1–0.3 s between decodes of the same audio)."""
