@@ -32,6 +32,7 @@ from .models import Consent, Encounter, EncounterStatus, Segment, Speaker, utcno
 from .trust.crypto import (
     CryptoError,
     DecryptionError,
+    EncryptedColumn,
     Keyring,
     PlaintextRefused,
     check_store_keys,
@@ -107,6 +108,14 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
+    EncryptedColumn("frames", "pcm", ("encounter_id", "seq"), text=False),
+    EncryptedColumn("segments", "data", ("encounter_id", "idx"), text=True),
+    EncryptedColumn("record_segments", "data", ("encounter_id", "idx"), text=True),
+)
+"""The core tables' PHI columns (audio and transcript). Each feature declares its own beside its
+schema; ``scribe/service/phi.py`` collects them all for rotation and the key check at open."""
+
 
 class StoreError(Exception):
     """A store operation failed; the message names the encounter and the problem."""
@@ -167,10 +176,13 @@ class EncryptionKeyError(StoreError, ValueError):
 
 
 class Store:
-    def __init__(self, path: str | Path, keyring: Keyring | None = None):
+    def __init__(self, path: str | Path, keyring: Keyring | None = None, *,
+                 encrypted_columns: Sequence[EncryptedColumn] = ENCRYPTED_COLUMNS):
         """``path``: a SQLite file (a bare path or ``sqlite:///PATH``) or a ``postgresql://`` URL
         (``scribe.db``). ``self.db`` has ``sqlite3.Connection``'s surface on both: on SQLite it is
-        the connection itself."""
+        the connection itself. ``encrypted_columns``: what the key check at open probes besides the
+        recorded key ids (the core tables'; the composition passes every feature's too,
+        ``scribe/service/phi.py``)."""
         self.dialect, target = parse_target(path)
         self.path = Path(target) if self.dialect == SQLITE else redact(target)  # type: ignore[assignment]
         self.keyring = keyring
@@ -180,7 +192,7 @@ class Store:
         self.audit_anchor_every = 1
         """Anchor after every Nth committed audit entry (``trust.audit_anchor_every``)."""
         self._after_commit: list[Callable[[], None]] = []
-        """Encrypts PHI columns (``trust.crypto.ENCRYPTED_COLUMNS``); feature repositories use
+        """Encrypts PHI columns (``ENCRYPTED_COLUMNS`` above); feature repositories use
         the store's keyring too. None: values are written and read in clear. With a keyring a
         value stored in clear is refused on read (``trust.crypto.PlaintextRefused``)."""
         if self.dialect == SQLITE and target != ":memory:" and not self.path.parent.exists():
@@ -194,7 +206,7 @@ class Store:
             self.db = self.database.raw if self.dialect == SQLITE else self.database
             self._migrate()
             if keyring is not None:
-                check_store_keys(self, keyring)
+                check_store_keys(self, keyring, encrypted_columns)
         except StoreError:
             raise
         except CryptoError as exc:

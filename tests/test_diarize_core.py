@@ -334,12 +334,13 @@ def test_profile_round_trip_is_encrypted_and_deletable(tmp_path):
 def test_profiles_rotate_with_the_data_key(tmp_path):
     """One key ring for everything encrypted: after ``rotate`` and retiring the old key, a
     profile opens with the new key alone."""
+    from scribe.service.phi import ENCRYPTED_COLUMNS
     from scribe.trust.crypto import Keyring, rotate
 
     old, new = os.urandom(32), os.urandom(32)
     store = Store(tmp_path / "s.db", keyring=Keyring(old))
     ProfileRepository(store).save(_profile())
-    report = rotate(store, Keyring(new, [old]))
+    report = rotate(store, Keyring(new, [old]), ENCRYPTED_COLUMNS)
     assert report.rewrapped >= 1
     store.keyring = Keyring(new)
     assert np.allclose(ProfileRepository(store).get("dr-a").embedding, _profile().embedding)

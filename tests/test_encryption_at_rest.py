@@ -33,10 +33,10 @@ from scribe.notes.repo import NoteRepo
 from scribe.protocol import StartMessage
 from scribe.review.models import FlagResolution, SignRequest
 from scribe.review.service import ReviewService
+from scribe.service.phi import ENCRYPTED_COLUMNS
 from scribe.store import EncryptionKeyError, Store
 from scribe.trust.at_rest import open_store
 from scribe.trust.crypto import (
-    ENCRYPTED_COLUMNS,
     Keyring,
     envelope_key_id,
     key_id_for,
@@ -469,24 +469,24 @@ def test_same_encryption_on_sqlite_and_postgresql(store_url: str) -> None:
     from scribe.trust.crypto import generate_key, retire_rotated_keys, rotate
 
     old, new = generate_key(), generate_key()
-    store = Store(store_url, keyring=Keyring(old))
+    store = Store(store_url, keyring=Keyring(old), encrypted_columns=ENCRYPTED_COLUMNS)
     seeded = seed_everything(store)
     before = read_everything(store)
     assert before["segments"] == [s.text for s in seeded["segments"]]
     assert column_key_ids(store) == {key_id_for(old)}
     store.close()
     with pytest.raises(EncryptionKeyError, match=key_id_for(old)):
-        Store(store_url, keyring=Keyring(new))
-    store = Store(store_url, keyring=Keyring(new, [old]))
+        Store(store_url, keyring=Keyring(new), encrypted_columns=ENCRYPTED_COLUMNS)
+    store = Store(store_url, keyring=Keyring(new, [old]), encrypted_columns=ENCRYPTED_COLUMNS)
     report = rotate(store, store.keyring, ENCRYPTED_COLUMNS, batch=3)
     assert report.rewrapped > 10 and not report.skipped_columns
     assert retire_rotated_keys(store, store.keyring) == [key_id_for(old)]
     store.close()
-    store = Store(store_url, keyring=Keyring(new))
+    store = Store(store_url, keyring=Keyring(new), encrypted_columns=ENCRYPTED_COLUMNS)
     assert column_key_ids(store) == {key_id_for(new)} and read_everything(store) == before
     store.close()
     with pytest.raises(EncryptionKeyError, match=key_id_for(new)):
-        Store(store_url, keyring=Keyring(old))
+        Store(store_url, keyring=Keyring(old), encrypted_columns=ENCRYPTED_COLUMNS)
 
 
 def test_a_value_moved_to_another_row_is_a_corrupt_row_not_wrong_words(tmp_path: Path) -> None:

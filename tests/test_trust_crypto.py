@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 
 from scribe.config import Settings
 from scribe.models import Consent, Segment
-from scribe.store import Store
+from scribe.service.phi import ENCRYPTED_COLUMNS
+from scribe.store import ENCRYPTED_COLUMNS as CORE_COLUMNS
+from scribe.store import EncryptionKeyError, Store
 from scribe.trust.crypto import (
-    DEFAULT_COLUMNS,
     DecryptionError,
     EncryptedColumn,
     KeyMissing,
@@ -25,10 +26,12 @@ from scribe.trust.crypto import (
     UnknownKeyId,
     aad_for,
     encode_key,
+    envelope_key_id,
     generate_key,
     is_envelope,
     key_id_for,
     read_key_file,
+    retire_rotated_keys,
     rotate,
     write_key_file,
 )
@@ -203,7 +206,7 @@ def _encrypted_store(path: Path, ring: Keyring, encounters: int = 3, frames: int
 
 
 def _all_values(store: Store):
-    for col in DEFAULT_COLUMNS:
+    for col in CORE_COLUMNS:
         keys = ", ".join(col.key_columns)
         for row in store.db.execute(f"SELECT {keys}, {col.column} FROM {col.table}"):
             yield col, tuple(row[:-1]), row[-1]
@@ -214,7 +217,7 @@ def test_rotation_rewraps_everything_and_old_key_can_go(tmp_path: Path) -> None:
     store = _encrypted_store(tmp_path / "s.db", Keyring(old))
     new = generate_key()
     ring = Keyring(new, [old])
-    report = rotate(store, ring, batch=4)  # several batches
+    report = rotate(store, ring, ENCRYPTED_COLUMNS, batch=4)  # several batches
     assert report.rewrapped == 3 * 5 + 3 and report.encrypted_plaintext == 0
     new_only = Keyring(new)
     for col, key, value in _all_values(store):
@@ -223,7 +226,7 @@ def test_rotation_rewraps_everything_and_old_key_can_go(tmp_path: Path) -> None:
                  else new_only.decrypt(value, aad_for(col.table, col.column, key)))
         assert (SECRET_TEXT in plain) if col.text else plain == SECRET_PCM
     # Idempotent: a second run (e.g. after an interruption) finds nothing to do.
-    again = rotate(store, ring)
+    again = rotate(store, ring, ENCRYPTED_COLUMNS)
     assert again.rewrapped == 0 and again.already_current == 18
     store.close()
 
@@ -232,7 +235,7 @@ def test_rotation_without_the_old_key_stops_cleanly(tmp_path: Path) -> None:
     old = generate_key()
     store = _encrypted_store(tmp_path / "s.db", Keyring(old), encounters=1, frames=2)
     with pytest.raises(UnknownKeyId):
-        rotate(store, Keyring(generate_key()))
+        rotate(store, Keyring(generate_key()), ENCRYPTED_COLUMNS)
     # Nothing lost: still readable with the old key.
     for col, key, value in _all_values(store):
         assert Keyring(old).envelope_key_id(value) == key_id_for(old)
@@ -245,7 +248,7 @@ def test_rotation_encrypts_legacy_plaintext_and_skips_absent_tables(tmp_path: Pa
                          consent=Consent(given=True))
     store.append_frames("enc-p", [(0, SECRET_PCM), (1, SECRET_PCM)])
     ring = Keyring(generate_key())
-    cols = (*DEFAULT_COLUMNS, EncryptedColumn("notes", "data", ("encounter_id", "version"), text=True))
+    cols = (*CORE_COLUMNS, EncryptedColumn("notes", "data", ("encounter_id", "version"), text=True))
     dry = rotate(store, ring, cols)
     assert dry.encrypted_plaintext == 0 and dry.already_current == 2 and dry.skipped_columns == ("notes.data",)
     report = rotate(store, ring, cols, encrypt_plaintext=True)
@@ -285,3 +288,113 @@ def test_cli_rotate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> 
     for col, key, value in _all_values(store):
         assert ring.envelope_key_id(value) == ring.primary_id
     store.close()
+
+
+# --------------------------------------------------------------------------- who declares the encrypted columns
+
+
+def test_the_collected_encrypted_columns_are_exactly_the_ones_before() -> None:
+    """Each schema declares its own PHI columns; the composition's collection is the list that
+    ``trust.crypto.ENCRYPTED_COLUMNS`` held when trust named every feature's tables."""
+    assert ENCRYPTED_COLUMNS == (
+        EncryptedColumn("frames", "pcm", ("encounter_id", "seq"), text=False),
+        EncryptedColumn("segments", "data", ("encounter_id", "idx"), text=True),
+        EncryptedColumn("record_segments", "data", ("encounter_id", "idx"), text=True),
+        EncryptedColumn("note_versions", "data", ("encounter_id", "version"), text=True),
+        EncryptedColumn("review_events", "before", ("seq",), text=True),
+        EncryptedColumn("review_events", "after", ("seq",), text=True),
+        EncryptedColumn("review_events", "reason", ("seq",), text=True),
+        EncryptedColumn("delivery_signatures", "note", ("id",), text=True),
+        EncryptedColumn("delivery_signatures", "retract_reason", ("id",), text=True),
+        EncryptedColumn("speaker_profiles", "ciphertext", ("clinician_id",), text=False),
+    )
+
+
+def test_each_feature_declares_only_its_own_tables() -> None:
+    from scribe.diarize import profiles
+    from scribe.fhir import outbox
+    from scribe.notes import repo
+    from scribe.review import service
+
+    declared = {mod.__name__: {c.table for c in mod.ENCRYPTED_COLUMNS}
+                for mod in (profiles, outbox, repo, service)}
+    assert declared == {
+        "scribe.diarize.profiles": {"speaker_profiles"},
+        "scribe.fhir.outbox": {"delivery_signatures"},
+        "scribe.notes.repo": {"note_versions"},
+        "scribe.review.service": {"review_events"},
+    }
+    for mod in (profiles, outbox, repo, service):
+        for col in mod.ENCRYPTED_COLUMNS:  # declared beside the schema that creates the table
+            assert f"CREATE TABLE {col.table} (" in "".join(mod.MIGRATIONS), col
+
+
+def test_trust_imports_no_feature_and_crypto_names_no_feature_table() -> None:
+    """The arrow points from the features to trust: trust/ imports none of them, and the crypto
+    module (envelopes, rotation, the key check) names none of their tables."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "scribe" / "trust"
+    features = ("notes", "review", "fhir", "diarize")
+    offenders = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            for name in names:
+                parts = name.lstrip(".").split(".")
+                if (name.startswith("scribe.") and parts[1] in features) or (
+                        name.startswith("..") and parts[0] in features):
+                    offenders.append(f"{path.name}: {name}")
+    assert offenders == []
+    crypto = (root / "crypto.py").read_text(encoding="utf-8")
+    for table in ("note_versions", "review_events", "delivery_signatures", "speaker_profiles",
+                  "frames", "record_segments"):
+        assert f'"{table}"' not in crypto, table
+
+
+def _noted_store(path: Path, ring: Keyring, **kw) -> Store:
+    """A store holding one note version (a feature's PHI column) under ``ring``."""
+    from review_support import flagged_note, sample_segments
+
+    from scribe.notes.repo import NoteRepo
+
+    store = Store(path, keyring=ring, **kw)
+    NoteRepo(store).save_draft(flagged_note("enc-n", sample_segments()), actor="writer:test")
+    return store
+
+
+def test_rotation_walks_a_features_phi_table(tmp_path: Path) -> None:
+    from scribe.notes.repo import NoteRepo
+
+    old, new = generate_key(), generate_key()
+    store = _noted_store(tmp_path / "s.db", Keyring(old), encrypted_columns=ENCRYPTED_COLUMNS)
+    before = NoteRepo(store).latest("enc-n")
+    store.close()
+    store = Store(tmp_path / "s.db", keyring=Keyring(new, [old]), encrypted_columns=ENCRYPTED_COLUMNS)
+    report = rotate(store, store.keyring, ENCRYPTED_COLUMNS)
+    assert report.rewrapped == 1 and "note_versions.data" not in report.skipped_columns
+    (value,) = store.db.execute("SELECT data FROM note_versions").fetchone()
+    assert envelope_key_id(value) == key_id_for(new)
+    assert retire_rotated_keys(store, store.keyring) == [key_id_for(old)]
+    store.close()
+    store = Store(tmp_path / "s.db", keyring=Keyring(new), encrypted_columns=ENCRYPTED_COLUMNS)
+    assert NoteRepo(store).latest("enc-n") == before
+    store.close()
+
+
+def test_the_key_check_at_open_probes_a_features_phi_table(tmp_path: Path) -> None:
+    """A database from before the key registry (``encryption_keys``) whose only encrypted value
+    is a note: the check at open finds its key id in ``note_versions`` and refuses another key."""
+    old = generate_key()
+    _noted_store(tmp_path / "s.db", Keyring(old), encrypted_columns=ENCRYPTED_COLUMNS).close()
+    raw = Store(tmp_path / "s.db")
+    with raw.tx() as db:
+        db.execute("DELETE FROM encryption_keys")
+    raw.close()
+    with pytest.raises(EncryptionKeyError, match=key_id_for(old)):
+        Store(tmp_path / "s.db", keyring=Keyring(generate_key()), encrypted_columns=ENCRYPTED_COLUMNS)
+    Store(tmp_path / "s.db", keyring=Keyring(old), encrypted_columns=ENCRYPTED_COLUMNS).close()

@@ -33,9 +33,11 @@ def _open_store(args: argparse.Namespace):
     from scribe.store import StoreError
     from scribe.trust.at_rest import open_store
 
+    from ..service.phi import ENCRYPTED_COLUMNS
+
     settings = settings_from_args(args)
     try:
-        return settings, open_store(settings)
+        return settings, open_store(settings, encrypted_columns=ENCRYPTED_COLUMNS)
     except StoreError as exc:
         raise UserError(str(exc)) from None
 
@@ -192,7 +194,8 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from scribe.store import EncryptionKeyError, Store, StoreError
 
     from ..trust.audit import Action, AuditLog, Outcome
-    from ..trust.crypto import ENCRYPTED_COLUMNS, CryptoError, retire_rotated_keys, rotate
+    from ..service.phi import ENCRYPTED_COLUMNS
+    from ..trust.crypto import CryptoError, retire_rotated_keys, rotate
 
     settings = settings_from_args(args)
     ring = _keyring(settings)

@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..models import utcnow
+from ..trust.crypto import EncryptedColumn
 
 MIGRATIONS = [
     """
@@ -38,6 +39,12 @@ MIGRATIONS = [
     )
     """,
 ]
+
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
+    EncryptedColumn("speaker_profiles", "ciphertext", ("clinician_id",), text=False),
+)
+"""The PHI column of this table (the sealed voiceprint), collected by ``scribe/service/phi.py``
+so that key rotation and the key check at open walk it."""
 
 
 class ProfileError(Exception):

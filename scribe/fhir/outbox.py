@@ -34,7 +34,7 @@ from scribe.fhir.errors import DeliveryError
 from scribe.fhir.outcome import backoff_delay
 from scribe.fhir.targets import DeliveryContext, DeliveryJob, DeliveryResult, DeliveryTarget
 from scribe.models import Delivery, DeliveryState, Note, SignedNote, utcnow
-from scribe.trust.crypto import open_text, seal_text
+from scribe.trust.crypto import EncryptedColumn, open_text, seal_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,6 +92,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX delivery_ledger_by_delivery ON delivery_ledger (delivery_id, seq);
     """,
 ]
+
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
+    EncryptedColumn("delivery_signatures", "note", ("id",), text=True),
+    EncryptedColumn("delivery_signatures", "retract_reason", ("id",), text=True),
+)
+"""The PHI columns of these tables (the signed note, the reason typed for a retraction),
+collected by ``scribe/service/phi.py`` so that key rotation and the key check at open walk them."""
 
 # Ledger events after which a copy may exist at the target even if no result was recorded.
 _WRITE_EVENTS = ("post_started",)
@@ -256,7 +263,7 @@ class Outbox:
     @property
     def _keyring(self) -> Any:
         """The store's keyring: the signed note's text (and a retraction reason) are encrypted
-        under it, bound to the signature id (``trust.crypto.ENCRYPTED_COLUMNS``)."""
+        under it, bound to the signature id (``ENCRYPTED_COLUMNS`` above)."""
         return getattr(self.store, "keyring", None)
 
     def _row_to_signed(self, row: tuple[Any, ...]) -> SignedNote:

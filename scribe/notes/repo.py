@@ -20,7 +20,7 @@ from datetime import datetime
 
 from ..models import Note, utcnow
 from ..store import Store
-from ..trust.crypto import open_text, seal_text
+from ..trust.crypto import EncryptedColumn, Keyring, open_text, seal_text
 
 MIGRATIONS = [
     """
@@ -37,6 +37,12 @@ MIGRATIONS = [
     );
     """,
 ]
+
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
+    EncryptedColumn("note_versions", "data", ("encounter_id", "version"), text=True),
+)
+"""The PHI columns of these tables (the note's text), collected by ``scribe/service/phi.py``
+so that key rotation and the key check at open walk them."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ class NoteRepo:
         return version
 
     @property
-    def _keyring(self):
+    def _keyring(self) -> Keyring | None:
         """The store's keyring (None: notes are stored in clear, e.g. a store opened keyless)."""
         return getattr(self.store, "keyring", None)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..models import Delivery, EncounterStatus, Note, SignedNote, utcnow
 from ..store import Store
-from ..trust.crypto import open_text, seal_text
+from ..trust.crypto import EncryptedColumn, open_text, seal_text
 from .edits import Change, EditError, apply_edits, resolve_flag, review_state
 from .models import (
     AmendRequest,
@@ -55,6 +55,15 @@ MIGRATIONS = [
     CREATE INDEX review_events_by_encounter ON review_events (encounter_id, seq)
     """,
 ]
+
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
+    EncryptedColumn("review_events", "before", ("seq",), text=True),
+    EncryptedColumn("review_events", "after", ("seq",), text=True),
+    EncryptedColumn("review_events", "reason", ("seq",), text=True),
+)
+"""The PHI columns of these tables (sentence text before and after a change, the clinician's
+reason), collected by ``scribe/service/phi.py`` so that key rotation and the key check at open
+walk them."""
 
 
 class ReviewError(EditError):
@@ -95,7 +104,7 @@ class ReviewService:
         return (row[0], self._open(row[1], "reason", row[2])) if row else None
 
     # before/after (sentence text) and reason (typed by the clinician) are content: encrypted
-    # under the store's keyring, bound to the event's seq (trust.crypto.ENCRYPTED_COLUMNS).
+    # under the store's keyring, bound to the event's seq (ENCRYPTED_COLUMNS above).
 
     @property
     def _keyring(self):

@@ -37,6 +37,7 @@ from .auth import PRINCIPAL, Gate, audit_id, json_error, ssl_context
 from .drafting import write_all
 from .encounters_api import EncountersApi
 from .engine import Engine
+from .phi import ENCRYPTED_COLUMNS
 from .review_api import ReviewContext, add_routes
 from .session import Connection, Session, send_event
 
@@ -47,7 +48,7 @@ class StreamServer:
     def __init__(self, settings: Settings, *, engine: Engine | None = None, store: Store | None = None):
         self.settings = settings
         self.engine = engine or Engine(settings)
-        self.store = AsyncStore(store or open_store(settings))
+        self.store = AsyncStore(store or open_store(settings, encrypted_columns=ENCRYPTED_COLUMNS))
         raw = self.store.store
         self.audit = AuditLog(raw)
         self.anchors = AnchorKeeper(self.store, self.audit, settings.trust.audit_anchor_interval_s)

@@ -4,8 +4,9 @@ Each module is self-contained with a small API so the server and store can wire 
 
 - ``audit``      append-only, hash-chained audit log (``AuditLog``) in the store
 - ``anchor``     the audit head kept outside the database, signed (``AnchorKeeper`` for the service)
-- ``crypto``     AES-GCM envelopes bound to (table, column, row), the list of encrypted columns,
-                 key rotation (``Keyring``, ``ENCRYPTED_COLUMNS``, ``rotate``)
+- ``crypto``     AES-GCM envelopes bound to (table, column, row), key rotation over the
+                 encrypted columns it is given (``Keyring``, ``EncryptedColumn``, ``rotate``); each
+                 schema declares its own columns, ``scribe/service/phi.py`` collects them
 - ``at_rest``    ``open_store(settings)``: the store with its data key, checked at open, in a
                  private (0700) data directory, its audit log anchored
 - ``tokens``     per-clinician API tokens stored hashed, roles, encounter scoping (``TokenStore``)

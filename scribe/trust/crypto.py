@@ -305,35 +305,21 @@ def aad_for(table: str, column: str, row_key: Sequence[Any] | str | int) -> byte
 
 @dataclass(frozen=True)
 class EncryptedColumn:
-    """A column holding envelopes: where it is, how its rows are keyed, text or blob."""
+    """A column holding envelopes: where it is, how its rows are keyed, text or blob.
+
+    Each schema declares its own PHI columns next to the tables it creates (an
+    ``ENCRYPTED_COLUMNS`` tuple beside its ``MIGRATIONS``: the store's core tables in
+    ``scribe/store.py``, each feature in its repository module), and the composition root
+    collects them (``scribe/service/phi.py``). This module names no table: what the store and
+    the repositories encrypt is exactly what :func:`rotate` and the key check at open
+    (:func:`check_store_keys`) are given to walk. A feature adding a PHI column declares it
+    beside its schema and adds its tuple to the collection. Ids, times, counts, states and
+    hashes stay in clear (they are queried and hold no content)."""
 
     table: str
     column: str
     key_columns: tuple[str, ...]
     text: bool
-
-
-DEFAULT_COLUMNS: tuple[EncryptedColumn, ...] = (
-    EncryptedColumn("frames", "pcm", ("encounter_id", "seq"), text=False),
-    EncryptedColumn("segments", "data", ("encounter_id", "idx"), text=True),
-    EncryptedColumn("record_segments", "data", ("encounter_id", "idx"), text=True),
-)
-"""The core tables' PHI columns (audio and transcript)."""
-
-ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
-    *DEFAULT_COLUMNS,
-    EncryptedColumn("note_versions", "data", ("encounter_id", "version"), text=True),
-    EncryptedColumn("review_events", "before", ("seq",), text=True),
-    EncryptedColumn("review_events", "after", ("seq",), text=True),
-    EncryptedColumn("review_events", "reason", ("seq",), text=True),
-    EncryptedColumn("delivery_signatures", "note", ("id",), text=True),
-    EncryptedColumn("delivery_signatures", "retract_reason", ("id",), text=True),
-    EncryptedColumn("speaker_profiles", "ciphertext", ("clinician_id",), text=False),
-)
-"""Every column that holds PHI content (audio, transcript, note text, clinician-typed text),
-in one list: what the store and the repositories encrypt is exactly what ``rotate`` and the
-key check at open walk. A feature adding a PHI column adds it here. Ids, times, counts,
-states and hashes stay in clear (they are queried and hold no content)."""
 
 
 @dataclass
@@ -351,9 +337,9 @@ def _table_columns(db: Any, table: str) -> set[str]:
     return {row[1] for row in db.execute(f'PRAGMA table_info("{table}")').fetchall()}
 
 
-def rotate(store: Any, keyring: Keyring, columns: Sequence[EncryptedColumn] = ENCRYPTED_COLUMNS, *,
+def rotate(store: Any, keyring: Keyring, columns: Sequence[EncryptedColumn], *,
            encrypt_plaintext: bool = False, batch: int = 500) -> RotationReport:
-    """Re-encrypt every value not under the primary key, in batches of ``batch`` rows per
+    """Re-encrypt every value of ``columns`` not under the primary key, in batches of ``batch`` rows per
     transaction (so a long rotation does not hold the write lock for minutes, and an
     interrupted one can simply be run again).
 
@@ -499,7 +485,7 @@ def recorded_key_ids(store: Any) -> list[str]:
     return [r[0] for r in store.db.execute("SELECT key_id FROM encryption_keys ORDER BY first_used_at").fetchall()]
 
 
-def probe_key_ids(store: Any, columns: Sequence[EncryptedColumn] = ENCRYPTED_COLUMNS) -> set[str]:
+def probe_key_ids(store: Any, columns: Sequence[EncryptedColumn]) -> set[str]:
     """Key ids of the first and the last stored value of each column (by primary key: two
     index lookups per column, no scan). Covers databases written before ``encryption_keys``
     existed, where the registry alone would say nothing."""
@@ -524,13 +510,15 @@ def probe_key_ids(store: Any, columns: Sequence[EncryptedColumn] = ENCRYPTED_COL
     return found
 
 
-def check_store_keys(store: Any, keyring: Keyring, *, now: str | None = None) -> None:
+def check_store_keys(store: Any, keyring: Keyring, columns: Sequence[EncryptedColumn], *,
+                     now: str | None = None) -> None:
     """Refuse a keyring that cannot read this database; then record the primary key's id.
+    ``columns``: the encrypted columns probed (:func:`probe_key_ids`), the same set rotation walks.
 
     Raises :class:`UnknownKeyId` naming the key ids found in the database and the configured
     ones (ids only: they reveal nothing about the keys)."""
     store.migrate_component("encryption", KEY_MIGRATIONS)
-    needed = set(recorded_key_ids(store)) | probe_key_ids(store)
+    needed = set(recorded_key_ids(store)) | probe_key_ids(store, columns)
     missing = sorted(needed - set(keyring.key_ids))
     if missing:
         configured = ", ".join(f"{k} (primary)" if k == keyring.primary_id else f"{k} (retired)"
@@ -551,7 +539,7 @@ def check_store_keys(store: Any, keyring: Keyring, *, now: str | None = None) ->
 
 
 def retire_rotated_keys(store: Any, keyring: Keyring) -> list[str]:
-    """After a complete rotation over :data:`ENCRYPTED_COLUMNS`, every value is under the
+    """After a complete rotation over every encrypted column, every value is under the
     primary key (or in clear): forget the other ids, so opening with an old key alone is
     refused at startup. Returns the ids forgotten."""
     if not _table_columns(store.db, "encryption_keys"):
