@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .text import tokenize
 
@@ -87,7 +87,7 @@ class NaiveBayes:
         return max(sc, key=lambda k: (sc[k], -self.labels.index(k)))
 
     @staticmethod
-    def from_json(d: Mapping) -> "NaiveBayes":
+    def from_json(d: Mapping[str, Any]) -> "NaiveBayes":
         scale = float(d.get("log_lik_scale", 1))
         unseen = tuple(x / scale for x in d["unseen"])
         log_lik = {}
@@ -192,7 +192,7 @@ class SectionClassifier:
         return out
 
 
-def from_json(d: Mapping) -> SectionClassifier:
+def from_json(d: Mapping[str, Any]) -> SectionClassifier:
     return SectionClassifier(
         division=NaiveBayes.from_json(d["division"]),
         topic=NaiveBayes.from_json(d["topic"]),

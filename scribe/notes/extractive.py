@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 
 from ..models import Evidence, Note, Section, Segment, Sentence, Speaker, utcnow
 from .classifier import DIVISIONS, SectionClassifier, features, load_classifier
-from .dictation import DictationDrafter
+from .dictation import DictationDrafter, FlagCache
 from .facts import (
     Fact,
     MedStatus,
@@ -184,7 +184,7 @@ class IncrementalDrafter:
         )
         """The same segments parsed as a dictation; its note replaces the classified one while
         ``is_dictation`` (``dictation=False`` turns the route off)."""
-        self._dictation_flags: dict = {}
+        self._dictation_flags: FlagCache = {}
 
     # ------------------------------------------------------------------ public
 

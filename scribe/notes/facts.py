@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 
 from ..models import Segment, Speaker
 from .numbers import DOSE_DIMENSIONS, Quantity, find_frequency, find_quantities
-from .resources import drug_lexicon, findings_lexicon
+from .resources import Match, PhraseLexicon, drug_lexicon, findings_lexicon
 from .text import FILLERS, Span, Token, split_sentences, tokenize
 
 
@@ -253,7 +253,7 @@ def _findings(text: str) -> list[FindingMention]:
 _BODY_PAIN = re.compile(r"^(?P<part>[a-z]+) pain$")
 
 
-def _refine_pain(toks, matches, lex):
+def _refine_pain(toks: list[Token], matches: list[Match], lex: PhraseLexicon) -> list[Match]:
     """Generic "pain"/"hurts" next to a body part becomes "<part> pain" when the lexicon has it
     ("pain in my left knee", "my knee really hurts")."""
     names = lex.canonical_names()
@@ -978,8 +978,8 @@ def extract_facts(segments: Iterable[Segment]) -> list[Fact]:
 
 def dedupe_facts(facts: Iterable[Fact]) -> list[Fact]:
     """One fact per (kind, value, negated, status), keeping the first and merging segment ids."""
-    merged: dict[tuple, Fact] = {}
-    order: list[tuple] = []
+    merged: dict[tuple[FactKind, str, bool, MedStatus | None], Fact] = {}
+    order: list[tuple[FactKind, str, bool, MedStatus | None]] = []
     for f in facts:
         key = (f.kind, f.value, f.negated, f.status)
         if key in merged:

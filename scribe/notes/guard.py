@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..models import LOW_CONFIDENCE_WORD, Evidence, Flag, FlagKind, Note, Section, Segment, Sentence, Word
 from .facts import (
     Fact,
     FactKind,
+    FindingMention,
     MedStatus,
     dedupe_facts,
     extract_facts,
@@ -129,7 +130,7 @@ def _times(seg: Segment, start: int, end: int) -> tuple[float, float]:
     proportion of characters."""
     if seg.words:
         pos = 0
-        spans = []
+        spans: list[tuple[int, int, Word]] = []
         low = seg.text.lower()
         for w in seg.words:
             token = w.text.strip().lower()
@@ -233,7 +234,7 @@ class GuardContext:
     instructions: str = ""
     _position: dict[str, int] = field(default_factory=dict, repr=False)
     _medications: list[Fact] = field(default_factory=list, repr=False)
-    _findings: dict[str, list[Fact]] = field(default_factory=dict, repr=False)
+    _findings: dict[str | None, list[Fact]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.segments, self.order, facts = dict(self.segments), list(self.order), list(self.facts)
@@ -277,7 +278,7 @@ class GuardContext:
     def findings(self, name: str) -> list[Fact]:
         return self._findings.get(name, [])
 
-    def where(self, pred) -> list[str]:
+    def where(self, pred: Callable[[str], object]) -> list[str]:
         return [sid for sid in self.order if pred(self.segments[sid].text)]
 
 
@@ -330,7 +331,7 @@ def _check_numbers(text: str, cited: list[Segment], ctx: GuardContext) -> list[F
     for q in find_quantities(text):
         if any(supports(e, q) for e in ev_vals):
             continue
-        elsewhere = ctx.where(lambda t, q=q: any(supports(e, q) for e in spoken_values(t)))
+        elsewhere = ctx.where(lambda t: any(supports(e, q) for e in spoken_values(t)))
         where = (
             f" It is said in {_fmt_ids(elsewhere)}, which the sentence does not cite."
             if elsewhere
@@ -352,7 +353,7 @@ def _check_drugs(text: str, cited: list[Segment], ctx: GuardContext) -> list[Fla
         if g in ev_drugs or m.canonical in ev_names:
             continue
         surface = text[m.char_start : m.char_end]
-        elsewhere = ctx.where(lambda t, g=g: g in _drug_generics(t))
+        elsewhere = ctx.where(lambda t: g in _drug_generics(t))
         where = (
             f" It is named in {_fmt_ids(elsewhere)}, which the sentence does not cite."
             if elsewhere
@@ -441,7 +442,7 @@ def _check_dose_status(
     return flags
 
 
-def _asserted_findings(text: str):
+def _asserted_findings(text: str) -> Iterator[FindingMention]:
     q = question_span(text) if "?" in text else None
     for f in findings_in(text):
         if f.hypothetical:
@@ -573,12 +574,13 @@ def _clock(seconds: float) -> str:
 
 def _check_degenerate(text: str, earlier: set[str], instructions: str) -> list[Flag]:
     flags = []
-    if URL_RE.search(text):
+    m_url = URL_RE.search(text)
+    if m_url:
         flags.append(
             _flag(
                 FlagKind.degenerate_output,
                 "Contains a web address; a note drafted from a visit should not.",
-                URL_RE.search(text).group(0),
+                m_url.group(0),
             )
         )
     m_echo = _ECHO_RE.search(text)

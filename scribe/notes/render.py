@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ..models import Note, Sentence
+from ..models import Flag, Note, Sentence
 
 EMPTY = "Nothing recorded."
 _MD_ESCAPE = re.compile(r"([\\`*_\[\]<>|])")
@@ -20,7 +20,7 @@ def _refs(s: Sentence) -> str:
     return f" [{', '.join(ids)}]" if ids else " [no evidence]"
 
 
-def _open_flags(s: Sentence):
+def _open_flags(s: Sentence) -> list[Flag]:
     return [f for f in s.flags if not f.resolved]
 
 

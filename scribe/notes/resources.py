@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..resources import prompts_dir  # re-exported: the one lookup, in scribe.resources
+from ..resources import prompts_dir as prompts_dir  # re-exported: the one lookup, in scribe.resources
 from .text import Token, stem, tokenize
 
 # ---------------------------------------------------------------- lexicons

@@ -12,15 +12,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import DraftSession, ModelMissing, NoteWriter, WriterError, WriterStats, write_note, write_note_sync
 from .extractive import ExtractiveWriter
 
+if TYPE_CHECKING:
+    from ...config import Settings
+
 WRITERS = ("extractive", "llama", "openai", "transformers")
 
 
-def writer_from_settings(settings: Any, name: str | None = None, **overrides: Any) -> NoteWriter:
+def writer_from_settings(settings: Settings, name: str | None = None, **overrides: Any) -> NoteWriter:
     """Build the configured writer (``name`` overrides ``settings.notes.writer``). Cheap: a model
     is loaded on first use, not here."""
     notes = settings.notes
@@ -53,10 +56,10 @@ def writer_from_settings(settings: Any, name: str | None = None, **overrides: An
         from .transformers import TransformersChat
 
         t = notes.transformers
-        chat = TransformersChat(
+        tchat = TransformersChat(
             t.model, settings.model_cache_dir, device=t.device, threads=t.threads, int8=t.int8
         )
-        return LMWriter("transformers", chat, max_tokens=t.max_new_tokens, **overrides)
+        return LMWriter("transformers", tchat, max_tokens=t.max_new_tokens, **overrides)
     raise WriterError(f"unknown note writer {kind!r}; choose one of: {', '.join(WRITERS)}")
 
 

@@ -16,9 +16,9 @@ re-checks what comes back ("extract first, generate second").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ...models import Note, Segment
 from ..templates import Template
@@ -88,7 +88,7 @@ async def write_note(
     encounter_id: str,
     template: Template,
     language: str = "en",
-    on_draft=None,
+    on_draft: Callable[[Note], object] | None = None,
 ) -> tuple[Note, WriterStats]:
     """One-shot: feed every segment, then finish; ``on_draft(note)`` sees each growing draft."""
     session = writer.start(encounter_id, template, language=language)
@@ -102,6 +102,6 @@ async def write_note(
     return note, session.stats
 
 
-def write_note_sync(writer: NoteWriter, segments: Iterable[Segment], **kw) -> tuple[Note, WriterStats]:
+def write_note_sync(writer: NoteWriter, segments: Iterable[Segment], **kw: Any) -> tuple[Note, WriterStats]:
     """``write_note`` for synchronous callers (the CLI, the eval harness)."""
     return asyncio.run(write_note(writer, segments, **kw))

@@ -292,7 +292,7 @@ def _repair_numbers(text: str, cited: list[Segment], ctx: GuardContext) -> tuple
         ev = [e for s in cited for e in spoken_values(s.text)]
         if any(supports(e, q) for e in ev):
             continue
-        elsewhere = ctx.where(lambda t, q=q: any(supports(e, q) for e in spoken_values(t)))
+        elsewhere = ctx.where(lambda t: any(supports(e, q) for e in spoken_values(t)))
         if elsewhere:
             seg = ctx.segments[_nearest(elsewhere, cited, ctx)]
             if seg not in cited:

@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import importlib.util
 import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +186,8 @@ class LlamaRuntime:
 
     # -- tokens ------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+        tokens: list[int] = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+        return tokens
 
     def _set_threads(self, n: int) -> None:
         n = max(1, min(n, self.threads))
@@ -429,7 +431,7 @@ class LlamaSession:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._feed_pending = False
-        self._feed_future: Future | None = None
+        self._feed_future: Future[None] | None = None
         self._stopping = False
         self._dictating = False
         """A dictation (``notes/dictation.py``): the note is what was dictated; no model writes it."""
@@ -617,7 +619,7 @@ class LlamaSession:
         """Set when the model's last lines all failed verification: the section call ends."""
         dropped_in_a_row = 0
 
-        def take(written_lines) -> bool:
+        def take(written_lines: Iterable[Written]) -> bool:
             nonlocal dropped_in_a_row
             changed = False
             for w in written_lines:
@@ -661,7 +663,7 @@ class LlamaSession:
             dropped_in_a_row = 0
             halt["rambling"] = False
             tokens, grammar, prefix = await loop.run_in_executor(
-                _feeder(), lambda tsec=tsec, draft=draft: self._request(rt, transcript, tsec, draft))
+                _feeder(), functools.partial(self._request, rt, transcript, tsec, draft))
             parser = NoteParser(self.template)
             queue: asyncio.Queue[str | None] = asyncio.Queue()
             reached.add(tsec.key)
@@ -671,10 +673,11 @@ class LlamaSession:
                 take(parser.feed(prefix))  # what was written during the visit shows at once
                 yield self._assemble(base, kept, reached)
 
-            def on_text(piece: str, queue=queue) -> None:
+            def on_text(piece: str, queue: asyncio.Queue[str | None] = queue) -> None:
                 loop.call_soon_threadsafe(queue.put_nowait, piece)
 
-            def run(tokens=tokens, grammar=grammar, queue=queue, budget=max(1, budget)) -> Any:
+            def run(tokens: list[int] = tokens, grammar: str = grammar, queue: asyncio.Queue[str | None] = queue,
+                    budget: int = max(1, budget)) -> GenResult:
                 try:
                     return rt.generate(tokens, grammar=grammar, max_tokens=budget,
                                        threads=self.cfg.threads or idle_threads(rt.threads), on_text=on_text,

@@ -25,6 +25,7 @@ from ..templates import Template
 from .base import WriterStats
 from .phrasing import (
     CHUNK_STATEMENTS,
+    Chunk,
     ChunkVerifier,
     LineBuffer,
     PhrasePrompt,
@@ -108,7 +109,7 @@ class LMSession:
         yield check_note(final, segments, facts=facts, instructions=instructions)
 
     def _assemble(
-        self, base: Note, done: dict[str, list[Sentence]], chunks, upto: int, current: ChunkVerifier | None
+        self, base: Note, done: dict[str, list[Sentence]], chunks: list[Chunk], upto: int, current: ChunkVerifier | None
     ) -> Note:
         """Phrased chunks [0, upto), the chunk in progress, then the rest as drafted."""
         sections = {k: list(v) for k, v in done.items()}

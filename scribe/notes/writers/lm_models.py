@@ -26,6 +26,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .base import ModelMissing, WriterError
 
@@ -166,7 +167,8 @@ def converted_dir(source: LMSource, cache_dir: Path) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tok = AutoTokenizer.from_pretrained(str(source.gguf.parent), gguf_file=source.gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
+    # Any: transformers types ``.to`` through a decorator mypy cannot follow
+    model: Any = AutoModelForCausalLM.from_pretrained(
         str(source.gguf.parent), gguf_file=source.gguf.name, dtype=torch.float32, low_cpu_mem_usage=True
     )
     model = model.to(torch.bfloat16)  # half the disk; Q4 weights lose nothing at bf16

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 
@@ -141,7 +142,7 @@ async def _error_text(resp: aiohttp.ClientResponse) -> str:
         return text.strip()[:300] or (resp.reason or "error")
 
 
-def _message_text(data: dict, url: str) -> str:
+def _message_text(data: dict[str, Any], url: str) -> str:
     try:
         content = data["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
@@ -149,7 +150,7 @@ def _message_text(data: dict, url: str) -> str:
     return content or ""
 
 
-def _usage(data: dict, stats: WriterStats, text: str) -> None:
+def _usage(data: dict[str, Any], stats: WriterStats, text: str) -> None:
     usage = data.get("usage") or {}
     stats.prompt_tokens += int(usage.get("prompt_tokens") or 0)
     stats.completion_tokens += int(usage.get("completion_tokens") or max(1, len(text.split())) if text else 0)

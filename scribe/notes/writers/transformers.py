@@ -64,7 +64,9 @@ def load_lm(name: str, cache_dir: Path, *, device: str = "auto", threads: int = 
         dtype = torch.float16 if device == "cuda" else torch.float32
         try:
             tok = AutoTokenizer.from_pretrained(str(path))
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
+            # Any: transformers types ``.to`` through a decorator mypy cannot follow
+            loaded: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+            model = loaded.to(device).eval()
         except (OSError, ValueError) as exc:
             raise WriterError(f"cannot load the note model from {path}: {exc}") from None
         if int8 and device == "cpu":
@@ -73,7 +75,7 @@ def load_lm(name: str, cache_dir: Path, *, device: str = "auto", threads: int = 
             targets = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not _keep_float(n)}
             with warnings.catch_warnings():  # torch.ao deprecation notices; the call itself is what was measured
                 warnings.simplefilter("ignore")
-                model = quantize_dynamic(model, targets, dtype=torch.qint8)
+                model = quantize_dynamic(model, targets, dtype=torch.qint8)  # type: ignore[no-untyped-call]
         lm = LoadedLM(name, model, tok, device, time.perf_counter() - t0, threading.Lock())
         log.info("note model %s loaded on %s in %.1f s", name, device, lm.load_seconds)
         _LOADED[key] = lm
@@ -136,7 +138,7 @@ class TransformersChat:
                     result["seconds"] = time.perf_counter() - t0
             except BaseException as exc:  # noqa: BLE001 - handed to the async side
                 result["error"] = exc
-                streamer.end()
+                streamer.end()  # type: ignore[no-untyped-call]
 
         worker = threading.Thread(target=run, name="scribe-lm", daemon=True)
         worker.start()
