@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ..models import Delivery, DeliveryState, EncounterStatus, Evidence, Flag, Note, Section, Segment, Sentence
 from ..notes import check_note, link_evidence
-from .models import ReviewState
+from .models import ReviewState, replace_sentence
 
 
 class EditError(ValueError):
@@ -138,20 +138,6 @@ def find_sentence(note: Note, sentence_id: str) -> Sentence:
         if s.id == sentence_id:
             return s
     raise EditError(f"the draft has no sentence {sentence_id}", status=404)
-
-
-def replace_sentence(note: Note, sentence_id: str, sentence: Sentence | None) -> Note:
-    """The note with one sentence replaced (or removed when ``sentence`` is None)."""
-    sections = []
-    for sec in note.sections:
-        items = []
-        for s in sec.sentences:
-            if s.id != sentence_id:
-                items.append(s)
-            elif sentence is not None:
-                items.append(sentence)
-        sections.append(sec.model_copy(update={"sentences": items}))
-    return note.model_copy(update={"sections": sections})
 
 
 def resolve_flag(

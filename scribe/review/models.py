@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..models import Delivery, Note, Segment, SignedNote, utcnow
+from ..models import Delivery, Note, Segment, Sentence, SignedNote, utcnow
 
 
 class _Model(BaseModel):
@@ -99,6 +99,54 @@ class DraftUpdate(_Model):
     base_version: int
     note: Note
     actor: str | None = None
+
+
+# The edits a client makes to its copy of the note before sending it (``DraftUpdate``), and the
+# service's rules build on (``edits.resolve_flag``). Plain list edits on the wire values: the
+# service re-links evidence and re-runs the guard on whatever it receives.
+
+
+def replace_sentence(note: Note, sentence_id: str, sentence: Sentence | None) -> Note:
+    """The note with one sentence replaced (or removed when ``sentence`` is None)."""
+    sections = []
+    for sec in note.sections:
+        items = []
+        for s in sec.sentences:
+            if s.id != sentence_id:
+                items.append(s)
+            elif sentence is not None:
+                items.append(sentence)
+        sections.append(sec.model_copy(update={"sentences": items}))
+    return note.model_copy(update={"sections": sections})
+
+
+def with_text(note: Note, sentence_id: str, text: str | None) -> Note:
+    """The note with one sentence's text changed, or the sentence removed when ``text`` is None."""
+    if text is None:
+        return replace_sentence(note, sentence_id, None)
+    for s in note.sentences():
+        if s.id == sentence_id:
+            return replace_sentence(note, sentence_id, s.model_copy(update={"text": text}))
+    return note.model_copy()
+
+
+def with_sentence_after(note: Note, after: str | None, text: str) -> Note:
+    """The note with a new sentence (no id yet: the service gives it one) after ``after``, or at
+    the end of the last section when ``after`` is not in the note."""
+    sections = []
+    placed = False
+    for sec in note.sections:
+        items = []
+        for s in sec.sentences:
+            items.append(s)
+            if s.id == after:
+                items.append(Sentence(id="", text=text))
+                placed = True
+        sections.append(sec.model_copy(update={"sentences": items}))
+    if not placed and sections:
+        sections[-1] = sections[-1].model_copy(update={"sentences": [*sections[-1].sentences,
+                                                                     Sentence(id="", text=text)]})
+    return note.model_copy(update={"sections": sections})
 
 
 class FlagResolution(_Model):

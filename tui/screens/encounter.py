@@ -22,12 +22,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 
 from scribe.models import Delivery, Segment, Sentence
-from scribe.review.models import DraftView, EncounterSummary, ReviewState
+from scribe.review.models import DraftView, EncounterSummary, ReviewState, with_sentence_after, with_text
 
 from ..client import ApiError, ReviewApi
 from ..format import FLAG_MARK, evidence_ids, open_flags
 from ..live import LiveUpdate
-from ..note_edits import with_sentence_after, with_text
 from ..widgets import (
     DeliveryLine,
     EvidencePane,
