@@ -15,7 +15,7 @@ from review_support import CLINICIAN, flagged_note, sample_segments
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.message import Message
-from textual.widgets import Label, OptionList, Static
+from textual.widgets import DataTable, Input, Label, OptionList, Static
 
 from scribe.models import Note
 from scribe.review.models import (
@@ -28,7 +28,17 @@ from scribe.review.models import (
 )
 from tui.app import ReviewApp
 from tui.screens.encounter import EncounterScreen
-from tui.widgets import EvidencePane, FlagRef, FlagsPane, NotePane, StatusBar, TranscriptPane
+from tui.screens.encounters import EncounterListScreen
+from tui.widgets import (
+    EncounterListPane,
+    EvidencePane,
+    FlagRef,
+    FlagsPane,
+    Listing,
+    NotePane,
+    StatusBar,
+    TranscriptPane,
+)
 
 pytestmark = pytest.mark.timeout(60)
 SEGS = sample_segments()
@@ -262,3 +272,106 @@ async def test_a_record_pass_revision_swaps_the_transcript_lines_in_place() -> N
         assert lines.option_count == len(SEGS)
         assert lines.get_option_at_index(0).id == "rec-00000"
         assert lines.highlighted == 6  # the reader's place is kept
+
+
+# ---------------------------------------------------------------------- the encounter list
+
+
+def _listing(*ids: str, state_filter: ReviewState | None = None, query: str = "") -> Listing:
+    from scribe.review.models import EncounterList
+
+    rows = [EncounterSummary(id=eid, patient_ref=f"Patient/{i}", clinician_id=CLINICIAN, status="draft_ready",
+                             state=ReviewState.draft_ready, created_at=NOTE.created_at, updated_at=NOTE.created_at,
+                             segment_count=3, draft_version=1, sentences=4, open_flags=i)
+            for i, eid in enumerate(ids)]
+    counts = {s: (len(rows) if s is ReviewState.draft_ready else 0) for s in ReviewState}
+    return Listing(EncounterList(encounters=rows, counts=counts), state_filter, query)
+
+
+class ListHost(App[None]):
+    """The list pane on its own, recording what it reports."""
+
+    def __init__(self, pane: EncounterListPane) -> None:
+        super().__init__()
+        self.pane = pane
+        self.received: list[Message] = []
+
+    def compose(self) -> ComposeResult:
+        yield self.pane
+
+    def on_encounter_list_pane_encounter_chosen(self, message: EncounterListPane.EncounterChosen) -> None:
+        self.received.append(message)
+
+    def on_encounter_list_pane_query_changed(self, message: EncounterListPane.QueryChanged) -> None:
+        self.received.append(message)
+
+
+async def test_encounter_list_pane_renders_its_listing_and_reports_the_clinicians_moves() -> None:
+    pane = EncounterListPane()
+    app = ListHost(pane)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = pane.query_one(DataTable)
+        message = pane.query_one("#list-message", Static)
+        assert table.row_count == 0 and _plain(message) == ""  # nothing until the screen gives it a list
+        pane.listing = _listing("enc-a", "enc-b", "enc-c")
+        await pilot.pause()
+        assert table.row_count == 3 and _plain(message) == ""
+        assert "draft ready 3" in _plain(pane.query_one("#counts", Static))
+        pane.focus()
+        await pilot.press("down")
+        pane.listing = _listing("enc-new", "enc-a", "enc-b", "enc-c")  # a refresh keeps the cursor's row
+        await pilot.pause()
+        assert pane.current_encounter() == "enc-b"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert [m.encounter_id for m in app.received] == ["enc-b"]  # type: ignore[attr-defined]
+        app.received.clear()
+        pane.focus_filter()
+        await pilot.press(*"zz", "enter")
+        await pilot.pause()
+        assert [m.query for m in app.received] == ["zz"]  # type: ignore[attr-defined]
+        assert table.has_focus
+        pane.listing = _listing(state_filter=ReviewState.signed, query="zz")
+        await pilot.pause()
+        assert _plain(message) == "No signed encounters matching “zz”."
+        pane.error = "the service is not reachable"
+        await pilot.pause()
+        assert _plain(message) == "⚠ the service is not reachable"
+        pane.focus_filter()
+        await pilot.press("escape")  # clears the text filter
+        await pilot.pause()
+        assert [m.query for m in app.received][-1] == ""  # type: ignore[attr-defined]
+        assert table.has_focus and pane.query_one(Input).value == ""
+
+
+async def test_encounter_list_screen_binds_its_listing_down_and_opens_the_chosen_encounter() -> None:
+    from scribe.review.models import EncounterList
+
+    class ListApi(FakeApi):
+        queries: list[tuple[ReviewState | None, str | None]] = []
+
+        async def list_encounters(self, state=None, query=None):
+            self.queries.append((state, query))
+            listing = _listing(EID, "enc-other")
+            rows = [e for e in listing.data.encounters if not query or query in e.id]
+            return EncounterList(encounters=rows, counts=listing.data.counts)
+
+    api = ListApi()
+    app = ReviewApp(api, live=False)  # type: ignore[arg-type]
+    async with app.run_test(size=(160, 45)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if isinstance(app.screen, EncounterListScreen) and app.screen.listing is not None:
+                break
+        screen = app.screen
+        assert isinstance(screen, EncounterListScreen)
+        pane = screen.query_one(EncounterListPane)
+        assert pane.listing is screen.listing and screen.data is not None and len(screen.data.encounters) == 2
+        pane.post_message(EncounterListPane.QueryChanged("other"))  # the pane's message: the screen fetches
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if screen.listing is not None and screen.listing.query == "other":
+                break
+        assert api.queries[-1] == (None, "other") and pane.query_one(DataTable).row_count == 1
+        pane.post_message(EncounterListPane.EncounterChosen(EID))
+        await _open_screen(pilot, app)

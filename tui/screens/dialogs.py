@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
@@ -18,6 +19,10 @@ class TextDialog(ModalScreen[str | None]):
     when ``required`` (a reason must be given in words)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    AUTO_FOCUS = "#dialog-input"
+
+    error: reactive[str] = reactive("", init=False)
+    """Why the text was refused (shown under the field)."""
 
     def __init__(self, title: str, *, value: str = "", placeholder: str = "", hint: str = "",
                  required: bool = True, id: str | None = None):
@@ -27,6 +32,7 @@ class TextDialog(ModalScreen[str | None]):
         self.placeholder = placeholder
         self.hint = hint
         self.required = required
+        self._error = Static("", id="dialog-error", classes="dialog-error")
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -34,16 +40,16 @@ class TextDialog(ModalScreen[str | None]):
             if self.hint:
                 yield Static(self.hint, classes="dialog-hint")
             yield Input(value=self.value, placeholder=self.placeholder, id="dialog-input")
-            yield Static("", id="dialog-error", classes="dialog-error")
+            yield self._error
             yield Static("Enter to save · Esc to cancel", classes="dialog-keys")
 
-    def on_mount(self) -> None:
-        self.query_one(Input).focus()
+    def watch_error(self, error: str) -> None:
+        self._error.update(error)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         text = event.value.strip()
         if self.required and not text:
-            self.query_one("#dialog-error", Static).update("Please type something, or press Esc to cancel.")
+            self.error = "Please type something, or press Esc to cancel."
             return
         self.dismiss(text)
 
@@ -58,6 +64,8 @@ class ConfirmDialog(ModalScreen[bool]):
         Binding("y", "confirm", "Yes"),
         Binding("n,escape", "cancel", "No"),
     ]
+    AUTO_FOCUS = "#cancel"
+    """Cancel has the focus: Enter alone never signs."""
 
     def __init__(self, title: str, body: Text | str, *, confirm_label: str = "Sign", id: str | None = None):
         super().__init__(id=id)
@@ -72,9 +80,6 @@ class ConfirmDialog(ModalScreen[bool]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self.confirm_label} (y)", variant="success", id="confirm")
                 yield Button("Cancel (n)", variant="default", id="cancel")
-
-    def on_mount(self) -> None:
-        self.query_one("#cancel", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "confirm")

@@ -85,6 +85,11 @@ class EncounterScreen(Screen[None]):
         self.encounter_id = encounter_id
         self._revisions = 0
         """Record-pass windows in the transcript shown (a change: earlier segments were replaced)."""
+        # The panes the keys move the focus between, kept rather than looked up (the rest of the
+        # screen talks to its panes only through bindings down and messages up).
+        self.transcript_pane = TranscriptPane()
+        self.note_pane = NotePane()
+        self.flags_pane = FlagsPane()
 
     # ------------------------------------------------------------------ layout
 
@@ -93,18 +98,18 @@ class EncounterScreen(Screen[None]):
         yield Header()
         yield StatusBar().data_bind(cls.summary, cls.view, cls.progress)
         with Horizontal(id="panes"):
-            yield TranscriptPane().data_bind(cls.segments, cls.cited, cls.state)
-            yield NotePane().data_bind(cls.view, cls.state, cursor=cls.selected)
+            yield self.transcript_pane.data_bind(cls.segments, cls.cited, cls.state)
+            yield self.note_pane.data_bind(cls.view, cls.state, cursor=cls.selected)
             with Vertical(id="side-col"):
                 yield EvidencePane().data_bind(cls.sentence, cls.segments)
-                yield FlagsPane().data_bind(cls.view, cls.state)
+                yield self.flags_pane.data_bind(cls.view, cls.state)
         yield DeliveryLine().data_bind(cls.summary, cls.delivery)
         yield MessageLine().data_bind(cls.notice)
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = "Encounter review"
-        self.query_one(NotePane).focus()
+        self.note_pane.focus()
         self.load()
 
     # ------------------------------------------------------------------ state
@@ -265,7 +270,7 @@ class EncounterScreen(Screen[None]):
     @on(FlagsPane.FlagChosen)
     def _flag_chosen(self, event: FlagsPane.FlagChosen) -> None:
         self.goto_sentence(event.flag.sentence_id)
-        self.query_one(NotePane).focus()
+        self.note_pane.focus()
 
     @on(FlagsPane.FlagHighlighted)
     def _flag_moved(self, event: FlagsPane.FlagHighlighted) -> None:
@@ -286,16 +291,16 @@ class EncounterScreen(Screen[None]):
         here = ids.index(self.selected) if self.selected in ids else -1
         after = [sid for sid in flagged if ids.index(sid) > here]
         self.goto_sentence((after or flagged)[0])
-        self.query_one(NotePane).focus()
+        self.note_pane.focus()
 
     def action_focus_transcript(self) -> None:
-        self.query_one(TranscriptPane).focus()
+        self.transcript_pane.focus()
 
     def action_focus_note(self) -> None:
-        self.query_one(NotePane).focus()
+        self.note_pane.focus()
 
     def action_focus_flags(self) -> None:
-        self.query_one(FlagsPane).focus()
+        self.flags_pane.focus()
 
     def action_back(self) -> None:
         self.app.pop_screen()
@@ -314,7 +319,7 @@ class EncounterScreen(Screen[None]):
     def _flag_target(self) -> tuple[Sentence, int] | None:
         """The flag an action applies to: the one highlighted in the flag list when it has focus,
         else the first open flag of the sentence under the cursor."""
-        flag = self.query_one(FlagsPane).highlighted_flag
+        flag = self.flags_pane.highlighted_flag
         if flag is not None:
             self.goto_sentence(flag.sentence_id)
             s = self.current_sentence()
