@@ -108,6 +108,37 @@ def test_revisions_are_reported_as_data_and_old_labels_freeze():
             assert int(r.segment_id.split("-")[1]) >= k - 3
 
 
+def test_hindsight_re_decides_frozen_labels_with_the_whole_visit():
+    """The transcript of record is read after the fact: the patient's first words, frozen as
+    the clinician's before the clinician had spoken, are revised once the whole visit is heard,
+    and the re-decided labels are what later segments freeze against."""
+    tr = SpeakerTracker(TrackerConfig(revise_last=3))
+    tr.observe(_obs(0, VOICE_B, "It hurts here."))
+    tr.observe(_obs(1, VOICE_B, "It started on Monday after I lifted a box."))
+    for i, (v, t) in enumerate([(VOICE_A, "Where does it hurt?"), (VOICE_B, "Here."),
+                                (VOICE_A, "Do you have any fever?"), (VOICE_B, "No."),
+                                (VOICE_A, "How long has it hurt?"), (VOICE_B, "Two days.")]):
+        tr.observe(_obs(2 + i, v, t))
+    assert tr.labels["seg-00000"] == Speaker.clinician  # frozen before the roles were clear
+    revisions = tr.hindsight()
+    assert {r.segment_id: (r.previous, r.speaker) for r in revisions} == {
+        "seg-00000": (Speaker.clinician, Speaker.patient), "seg-00001": (Speaker.clinician, Speaker.patient),
+        "seg-00002": (Speaker.patient, Speaker.clinician)}
+    truth = {f"seg-{i:05d}": Speaker.patient if i in (0, 1, 3, 5, 7) else Speaker.clinician for i in range(8)}
+    assert tr.labels == truth
+    assert tr.hindsight() == ()  # nothing left to change
+    tr.observe(_obs(8, VOICE_A, "Any allergies?"))  # the re-decided labels stay frozen
+    assert tr.labels["seg-00000"] == Speaker.patient
+
+
+def test_hindsight_on_one_voice_changes_nothing():
+    tr = SpeakerTracker()
+    for i in range(10):
+        tr.observe(_obs(i, VOICE_A, "Continue metformin one thousand milligrams twice a day."))
+    assert tr.hindsight() == ()
+    assert set(tr.labels.values()) == {Speaker.clinician}
+
+
 def test_short_segment_without_embedding_takes_the_other_voice():
     tr = SpeakerTracker()
     _dialogue(tr)
@@ -451,3 +482,18 @@ def test_one_question_shaped_sentence_does_not_split_a_dictation():
     tr = SpeakerTracker()
     dictate(tr)
     assert tr.voices == 1 and set(tr.labels.values()) == {Speaker.clinician}
+
+
+def test_turns_give_who_spoke_when_at_word_resolution():
+    tr = SpeakerTracker()
+    _dialogue(tr)
+    turns = tr.turns()
+    assert [(t.segment_id, t.speaker) for t in turns] == list(tr.labels.items())  # no split: one turn each
+    assert all(t.start < t.end for t in turns)
+    # a segment whose words the in-segment split gave two speakers becomes two turns
+    it = tr.items[-1]
+    it.word_speakers = (Speaker.patient, Speaker.clinician, Speaker.clinician)
+    object.__setattr__(it.obs, "word_times", ((28.0, 28.5), (29.0, 29.5), (29.5, 31.0)))
+    last = [t for t in tr.turns() if t.segment_id == it.obs.segment_id]
+    assert [(t.start, t.end, t.speaker) for t in last] == [(28.0, 28.5, Speaker.patient),
+                                                          (29.0, 31.5, Speaker.clinician)]

@@ -147,3 +147,45 @@ def test_record_pass_resumes_from_stored_progress() -> None:
     assert plan.start == int(27.5 * SR)
     rev = state.accept(plan, [Decoded(text="x", start=29.0, end=30.0)])
     assert rev.number == 1 and rev.segments[0].index == 5
+
+
+def test_turns_finer_than_the_live_segments_label_the_record_and_relabel_it_all() -> None:
+    """A live segment that holds a question and its answer ("No, no blood. Yeah, just watery")
+    has one label; the labeller's word-level turns tell the two voices apart, and the record
+    pass labels its own segments from them — those already stored too (hindsight)."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class T:
+        start: float
+        end: float
+        speaker: Speaker
+
+    state = RecordPass(window_s=30)
+    live = [seg(0, 0.0, 3.0, Speaker.clinician), seg(1, 3.5, 9.0, Speaker.clinician)]  # 1 holds both voices
+    state.add_live(live, int(40 * SR))
+    plan = state.next()
+    assert plan is not None
+    turns = [T(0.0, 3.0, Speaker.clinician), T(3.5, 5.0, Speaker.clinician), T(5.2, 9.0, Speaker.patient)]
+    assert state.set_turns(turns) == {}  # nothing stored yet to relabel
+    decoded = [Decoded(text="Any blood? No, no blood.", start=3.5, end=9.0,
+                       words=words(("Any", 3.6, 4.0), ("blood?", 4.0, 4.8), ("No,", 5.4, 5.8), ("no", 5.8, 6.1),
+                                   ("blood.", 6.1, 6.8)))]
+    rev = state.accept(plan, decoded)
+    assert [(s.text, s.speaker) for s in rev.segments] == [("Any blood?", Speaker.clinician),
+                                                          ("No, no blood.", Speaker.patient)]
+    # later, with the whole visit heard, the labeller re-decides the first voice: stored segments follow
+    changed = state.set_turns([T(0.0, 3.0, Speaker.clinician), T(3.5, 5.0, Speaker.patient),
+                               T(5.2, 9.0, Speaker.patient)])
+    assert changed == {rev.segments[0].id: Speaker.patient}
+    assert [s.speaker for s in state.record] == [Speaker.patient, Speaker.patient]
+
+
+def test_turns_that_have_not_heard_the_window_are_not_used() -> None:
+    state = RecordPass(window_s=30)
+    state.add_live([seg(0, 0.0, 3.0, Speaker.clinician), seg(1, 4.0, 8.0, Speaker.patient)], int(40 * SR))
+    state.set_turns([seg(0, 0.0, 3.0, Speaker.clinician)])  # stale: decided before segment 1 was heard
+    plan = state.next()
+    assert plan is not None
+    rev = state.accept(plan, [Decoded(text="fine", start=4.0, end=8.0, words=words(("fine", 4.5, 5.0)))])
+    assert rev.segments[0].speaker is Speaker.patient  # from the live segment, not the nearest stale turn

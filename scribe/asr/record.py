@@ -16,8 +16,10 @@ live segment, so every live segment is replaced by exactly one window and no wor
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..audio import SAMPLE_RATE
 from ..models import Segment, Speaker, Word
@@ -121,16 +123,52 @@ class _Piece:
     words: list[Word] = field(default_factory=list)
 
 
-def _speaker_at(t: float, live: Sequence[Segment]) -> Speaker:
-    """The speaker of the live segment that holds time ``t``, else of the nearest one."""
-    best, dist = Speaker.unknown, float("inf")
-    for seg in live:
-        if seg.start <= t <= seg.end:
-            return seg.speaker
-        d = min(abs(seg.start - t), abs(seg.end - t))
-        if d < dist:
-            best, dist = seg.speaker, d
-    return best
+class Voiced(Protocol):
+    """A stretch of one voice: a live segment, or a turn of the labeller's word-level timeline."""
+
+    @property
+    def start(self) -> float: ...
+
+    @property
+    def end(self) -> float: ...
+
+    @property
+    def speaker(self) -> Speaker: ...
+
+
+class Timeline:
+    """Who spoke when: stretches of one voice in time order, asked by time (bisection, so a
+    whole visit's record segments can be relabelled against a whole visit's turns)."""
+
+    def __init__(self, spans: Iterable[Voiced]):
+        self.spans = sorted(spans, key=lambda v: (v.start, v.end))
+        self.starts = [v.start for v in self.spans]
+
+    def __bool__(self) -> bool:
+        return bool(self.spans)
+
+    @property
+    def end(self) -> float:
+        return max((v.end for v in self.spans), default=0.0)
+
+    def at(self, t: float) -> Speaker:
+        """The speaker of the stretch that holds time ``t``, else of the nearest one."""
+        k = bisect_right(self.starts, t)
+        best, dist = Speaker.unknown, float("inf")
+        # a stretch holding t starts at or before it; the longest earlier stretches may reach
+        # past later ones, so look back a few, and at the next one for the nearest
+        for v in self.spans[max(0, k - 4):k + 1]:
+            if v.start <= t <= v.end:
+                return v.speaker
+            d = min(abs(v.start - t), abs(v.end - t))
+            if d < dist:
+                best, dist = v.speaker, d
+        return best
+
+
+def _speaker_at(t: float, live: Sequence[Voiced] | Timeline) -> Speaker:
+    """The speaker of the stretch (live segment or turn) that holds time ``t``, else of the nearest one."""
+    return (live if isinstance(live, Timeline) else Timeline(live)).at(t)
 
 
 @dataclass(frozen=True)
@@ -150,14 +188,16 @@ def record_id(index: int) -> str:
     return f"rec-{index:05d}"
 
 
-def carry_speakers(decoded: Sequence[Decoded], live: Sequence[Segment], *, first_index: int) -> list[Segment]:
+def carry_speakers(decoded: Sequence[Decoded], live: Sequence[Voiced] | Timeline, *,
+                   first_index: int) -> list[Segment]:
     """Record-pass segments with the live pass's speaker labels, carried over by time.
 
-    Each word takes the speaker of the live segment it falls in (the nearest one when it falls
-    in a pause); a decoded segment that spans a change of speaker (Whisper joins a short answer
+    Each word takes the speaker of the live segment (or the labeller's turn, which may be a
+    part of one) it falls in (the nearest one when it falls in a pause); a decoded segment that spans a change of speaker (Whisper joins a short answer
     to the question before it) is split there, so a segment has one speaker, as live ones do.
     Words keep their probabilities (the guard flags low-confidence words from them).
     """
+    live = live if isinstance(live, Timeline) else Timeline(live)
     out: list[Segment] = []
     for d in decoded:
         if not d.words:
@@ -186,10 +226,11 @@ def carry_speakers(decoded: Sequence[Decoded], live: Sequence[Segment], *, first
     return out
 
 
-def relabel(record: Sequence[Segment], live: Sequence[Segment]) -> dict[str, Speaker]:
+def relabel(record: Sequence[Segment], live: Sequence[Voiced] | Timeline) -> dict[str, Speaker]:
     """Label revisions of the live pass, carried to the record segments that cover them: each
-    record segment takes the speaker of the live segment holding most of its words (its middle
-    when it has no words). Returns only the segments whose speaker changes."""
+    record segment takes the speaker of the live segment (or turn) holding most of its words
+    (its middle when it has no words). Returns only the segments whose speaker changes."""
+    live = live if isinstance(live, Timeline) else Timeline(live)
     out: dict[str, Speaker] = {}
     for seg in record:
         if seg.words:
@@ -226,8 +267,9 @@ class RecordPass:
     what the store holds (``done``, ``next_index``, ``number`` and the record segments so far).
     """
 
-    KEEP = 200
-    """Record segments kept in memory for label revisions and the prompt (older ones are final)."""
+    KEEP = 2000
+    """Record and replaced live segments kept in memory for label revisions (re-decided over the
+    whole visit: ``Labeller.hindsight``) and the prompt; about two hours of conversation."""
 
     def __init__(self, *, window_s: float = 30.0, done: int = 0, next_index: int = 0, number: int = 0,
                  record: Sequence[Segment] = (), live: Sequence[Segment] = (), live_until: int = 0):
@@ -239,6 +281,9 @@ class RecordPass:
         self.live: list[Segment] = []
         self.replaced: list[Segment] = []
         """Live segments already replaced, recent ones (label revisions may still name them)."""
+        self.turns = Timeline(())
+        """The labeller's word-level timeline of the visit so far (``set_turns``): finer than the
+        live segments, which may hold both voices; empty without a labeller."""
         self.live_until = live_until
         self.add_live(live, live_until)
 
@@ -265,7 +310,9 @@ class RecordPass:
         (and their neighbours), numbered on from the last record segment."""
         covered = replaced_by(self.live, plan.start, plan.end)
         ids = {s.id for s in covered}
-        context = covered or self.live[:1] or self.replaced[-1:]
+        context: Sequence[Voiced] | Timeline = covered or self.live[:1] or self.replaced[-1:]
+        if self.turns and self.turns.end >= max((s.end for s in covered), default=0.0) - 0.01:
+            context = self.turns  # it has heard every live segment of this window
         segments = carry_speakers(decoded, context, first_index=self.next_index)
         self.live = [s for s in self.live if s.id not in ids]
         self.replaced = [*self.replaced, *covered][-self.KEEP:]
@@ -294,4 +341,16 @@ class RecordPass:
         affected = [s for s in self.record if s.end >= lo and s.start <= hi]
         out = relabel(affected, self.replaced)
         self.record = [s.model_copy(update={"speaker": out[s.id]}) if s.id in out else s for s in self.record]
+        return out
+
+    def set_turns(self, turns: Iterable[Voiced]) -> dict[str, Speaker]:
+        """The labeller's timeline of the whole visit so far, re-decided with hindsight: the
+        record segments whose speaker it changes (all of them held, not only recent ones), with
+        the change applied; the next windows are labelled from it."""
+        self.turns = Timeline(turns)
+        if not self.turns:
+            return {}
+        out = relabel(self.record, self.turns)
+        if out:
+            self.record = [s.model_copy(update={"speaker": out[s.id]}) if s.id in out else s for s in self.record]
         return out

@@ -57,6 +57,8 @@ class CaseResult:
     name: str
     audio_s: float
     full: Attribution
+    hindsight: Attribution
+    """The same words, labels re-decided with the whole visit (the transcript of record)."""
     held_out_plain: Attribution | None
     held_out_enrolled: Attribution | None
     enrol_speech_s: float
@@ -158,6 +160,7 @@ def run_case(recording: Recording, encoder, *, enrol: bool = True) -> CaseResult
     pairs = align(ref, hyp)
     full = attribution(ref, hyp, pairs)
     split_words = sum(len(v) for v in d.word_labels.values())
+    hindsight = _with_hindsight(d, segments, ref)
     plain = enrolled = None
     enrol_s = 0.0
     if enrol:
@@ -173,7 +176,35 @@ def run_case(recording: Recording, encoder, *, enrol: bool = True) -> CaseResult
             lab2, d2 = label_segments(encoder, later, audio, profile=profile)
             hyp2 = hypothesis_words(lab2, d2.word_labels)
             enrolled = attribution(ref, hyp2, align(ref, hyp2), from_time=until)
-    return CaseResult(recording.name, len(audio) / 16000, full, plain, enrolled, enrol_s, compute, split_words)
+    return CaseResult(recording.name, len(audio) / 16000, full, hindsight, plain, enrolled, enrol_s, compute,
+                      split_words)
+
+
+def _with_hindsight(d, segments: list[Segment], ref) -> Attribution:
+    """Attribution after ``d`` (which has labelled ``segments``) re-decides with hindsight."""
+    d.hindsight()
+    labels = d.labels
+    relabelled = [s.model_copy(update={"speaker": labels.get(s.id, Speaker.unknown)}) for s in segments]
+    return attribution(ref, hypothesis_words(relabelled, d.word_labels))
+
+
+@dataclass
+class HarderResult:
+    name: str
+    kind: str
+    audio_s: float
+    online: Attribution
+    hindsight: Attribution
+
+
+def run_harder_case(case, encoder) -> HarderResult:
+    """A rebuilt recording (``diarize.harder``) labelled as the stream would, then with hindsight."""
+    from ..diarize.diarizer import label_segments
+
+    labelled, d = label_segments(encoder, case.segments, case.audio)
+    online = attribution(case.reference, hypothesis_words(labelled, d.word_labels))
+    return HarderResult(case.name, case.kind, len(case.audio) / 16000, online,
+                        _with_hindsight(d, case.segments, case.reference))
 
 
 @dataclass
@@ -201,12 +232,16 @@ def run_visitor_case(case: VisitorCase, encoder) -> VisitorResult:
                          other.recall, other.false_share, other.visitor_words)
 
 
+def _embedder(encoder) -> Callable[[np.ndarray], np.ndarray]:
+    """Audio → its window embeddings (pauses cut), for voice centroids."""
+    from ..diarize.features import voiced
+
+    return lambda audio: encoder.embed_windows(voiced(audio)).embeddings
+
+
 def visitor_cases(recordings: list[Recording], encoder) -> list[VisitorCase]:
     """One constructed three-voice case per real recording that has a suitable visitor."""
-    def embed(audio):
-        from .features import voiced
-        return encoder.embed_windows(voiced(audio)).embeddings
-
+    embed = _embedder(encoder)
     cents = {r.name: voice_centroids(r, embed) for r in recordings}
     by_name = {r.name: r for r in recordings}
     cases = []
@@ -240,35 +275,61 @@ def run_speakers_bench(args, settings, make_recognizer, *, console) -> int:
         segments = cached_segments(settings, path, audio, recognizer)
         recording = load_recording(path, segments, audio)
         results.append(run_case(recording, encoder, enrol=not args.no_enrol))
-        if not recording.synthetic and not args.no_visitor:
+        if not recording.synthetic:
             recordings.append(recording)
         r = results[-1]
         console.print(f"[dim]{r.name}: {len(segments)} segments, error {r.full.error:.1%}[/]")
 
-    table = Table(title="speaker attribution error (share of aligned words with the wrong role)")
-    for col in ("file", "audio s", "words scored", "no enrolment (all)", "held-out: no enrolment",
-                "held-out: enrolled", "enrol speech s", "compute s/audio s"):
+    table = Table(title="speaker attribution error (share of aligned words with the wrong role), worst first")
+    for col in ("file", "audio s", "words scored", "no enrolment (all)", "with hindsight (all)",
+                "held-out: no enrolment", "held-out: enrolled", "enrol speech s", "compute s/audio s"):
         table.add_column(col, justify="right" if col != "file" else "left")
     total_full = Attribution(0, 0, 0)
+    total_hind = Attribution(0, 0, 0)
     total_plain = Attribution(0, 0, 0)
     total_enr = Attribution(0, 0, 0)
     audio_s = compute_s = 0.0
-    for r in results:
+    for r in sorted(results, key=lambda r: -max(r.full.error, r.hindsight.error)):
         total_full += r.full
+        total_hind += r.hindsight
         if r.held_out_plain and r.held_out_enrolled:
             total_plain += r.held_out_plain
             total_enr += r.held_out_enrolled
         audio_s += r.audio_s
         compute_s += r.compute_s
         table.add_row(r.name, f"{r.audio_s:.0f}", f"{r.full.matched}/{r.full.reference_words}", f"{r.full.error:.1%}",
+                      f"{r.hindsight.error:.1%}",
                       f"{r.held_out_plain.error:.1%}" if r.held_out_plain else "–",
                       f"{r.held_out_enrolled.error:.1%}" if r.held_out_enrolled else "–",
                       f"{r.enrol_speech_s:.0f}", f"{r.compute_s / r.audio_s:.4f}")
     table.add_row("all", f"{audio_s:.0f}", f"{total_full.matched}/{total_full.reference_words}",
-                  f"{total_full.error:.1%}", f"{total_plain.error:.1%}", f"{total_enr.error:.1%}", "",
-                  f"{compute_s / audio_s:.4f}" if audio_s else "–")
+                  f"{total_full.error:.1%}", f"{total_hind.error:.1%}", f"{total_plain.error:.1%}",
+                  f"{total_enr.error:.1%}", "", f"{compute_s / audio_s:.4f}" if audio_s else "–")
     console.print(table)
-    visitors = [run_visitor_case(c, encoder) for c in visitor_cases(recordings, encoder)] if len(recordings) > 1 else []
+    harder: list[HarderResult] = []
+    if recordings and not args.no_harder:
+        from ..diarize.harder import harder_cases
+
+        embed = _embedder(encoder)
+        cents = {r.name: voice_centroids(r, embed) for r in recordings}
+        for case in harder_cases(recordings, lambda r: cents[r.name]):
+            harder.append(run_harder_case(case, encoder))
+            console.print(f"[dim]{case.name}: error {harder[-1].online.error:.1%}, "
+                          f"with hindsight {harder[-1].hindsight.error:.1%}[/]")
+        ht = Table(title="harder cases rebuilt from the real recordings, worst first")
+        for col in ("case", "kind", "audio s", "words scored", "online", "with hindsight"):
+            ht.add_column(col, justify="left" if col in ("case", "kind") else "right")
+        tot_on, tot_hi = Attribution(0, 0, 0), Attribution(0, 0, 0)
+        for h in sorted(harder, key=lambda h: -max(h.online.error, h.hindsight.error)):
+            tot_on += h.online
+            tot_hi += h.hindsight
+            ht.add_row(h.name, h.kind, f"{h.audio_s:.0f}", f"{h.online.matched}/{h.online.reference_words}",
+                       f"{h.online.error:.1%}", f"{h.hindsight.error:.1%}")
+        ht.add_row("all", "", f"{sum(h.audio_s for h in harder):.0f}", f"{tot_on.matched}/{tot_on.reference_words}",
+                   f"{tot_on.error:.1%}", f"{tot_hi.error:.1%}")
+        console.print(ht)
+    visitors = ([run_visitor_case(c, encoder) for c in visitor_cases(recordings, encoder)]
+                if len(recordings) > 1 and not args.no_visitor else [])
     if visitors:
         vt = Table(title="third voice: a visitor (another recording's patient) joins each real recording twice")
         for col in ("recording + visitor", "visitor s", "error, 2 voices max", "error, third voice on",
@@ -289,8 +350,12 @@ def run_speakers_bench(args, settings, make_recognizer, *, console) -> int:
             "error_all": r.full.error, "matched": r.full.matched, "reference_words": r.full.reference_words,
             "error_held_out_plain": r.held_out_plain.error if r.held_out_plain else None,
             "error_held_out_enrolled": r.held_out_enrolled.error if r.held_out_enrolled else None,
-            "enrol_speech_s": r.enrol_speech_s,
+            "error_hindsight": r.hindsight.error, "enrol_speech_s": r.enrol_speech_s,
         } for r in results] + [{
+            "harder_case": h.name, "kind": h.kind, "audio_s": h.audio_s, "error_online": h.online.error,
+            "error_hindsight": h.hindsight.error, "matched": h.online.matched,
+            "reference_words": h.online.reference_words,
+        } for h in harder] + [{
             "visitor_case": v.name, "visitor_s": v.visitor_s, "error_two_voices": v.error_plain,
             "error_third_voice": v.error_third, "visitor_words_other": v.other_recall,
             "others_words_other": v.false_other,

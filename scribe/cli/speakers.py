@@ -97,14 +97,19 @@ def register_bench(bench_sub) -> None:
     p = bench_sub.add_parser(
         "speakers", help="speaker attribution error with and without enrolment, and its compute",
         description="Transcribe evaluation dialogues with the streaming path, label speakers online and print the "
-                    "share of words attributed to the wrong role (without enrolment, and on held-out audio with and "
-                    "without a clinician profile built from earlier audio), plus CPU seconds per audio second.")
+                    "share of words attributed to the wrong role (without enrolment, as the stream left the labels and "
+                    "re-decided with hindsight as the transcript of record is; on held-out audio with and without a "
+                    "clinician profile built from earlier audio; on harder cases rebuilt from the recordings), worst "
+                    "first, plus CPU seconds per audio second.")
     p.add_argument("files", nargs="*", help="audio files with a .json manifest beside them "
                                              "(default: the synthetic dialogue and the OSCE recordings)")
     p.add_argument("--max-seconds", type=float, default=0, help="use only the first N seconds of each file")
     p.add_argument("--no-enrol", action="store_true", help="skip the enrolment comparison")
     p.add_argument("--no-visitor", action="store_true",
                    help="skip the constructed three-voice cases (a visitor spliced into each real recording)")
+    p.add_argument("--no-harder", action="store_true",
+                   help="skip the harder cases rebuilt from the real recordings (short, patient first, clinician "
+                        "silent, similar voices)")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     p.add_argument("--model", help="ASR model for the transcripts (default: configured)")
     p.set_defaults(func=cmd_bench_speakers)

@@ -25,7 +25,7 @@ from .encoder import SpeakerEncoder, Windows
 from .features import SAMPLE_RATE, voiced
 from .profiles import SpeakerProfile
 from .stereo import dominant_channel
-from .tracker import LabelUpdate, Observation, SpeakerTracker, TrackerConfig
+from .tracker import LabelUpdate, Observation, Revision, SpeakerTracker, TrackerConfig, Turn
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,20 @@ class OnlineDiarizer:
             log.debug("speaker revisions n=%d", len(update.revisions))
         return update
 
+    def hindsight(self) -> tuple[Revision, ...]:
+        """Every label re-decided with the whole visit so far (``SpeakerTracker.hindsight``):
+        no audio is embedded again, so it costs one re-clustering."""
+        t0 = time.process_time()
+        revisions = self.tracker.hindsight()
+        self.compute_s += time.process_time() - t0
+        if revisions:
+            log.debug("speaker revisions with hindsight n=%d", len(revisions))
+        return revisions
+
+    def turns(self) -> list[Turn]:
+        """Who spoke when, at word resolution where a segment was split (``SpeakerTracker.turns``)."""
+        return self.tracker.turns()
+
     def _embed(self, mono: np.ndarray, offset: float) -> Windows:
         # Pauses are cut before embedding; spans are then only approximate encounter times
         # (scaled back over the segment), which is all the in-segment split needs.
@@ -90,12 +104,15 @@ class OnlineDiarizer:
 
 def label_segments(encoder: SpeakerEncoder, segments: Sequence[Segment], audio: np.ndarray, *,
                    profile: SpeakerProfile | None = None, config: TrackerConfig | None = None,
-                   ) -> tuple[list[Segment], OnlineDiarizer]:
+                   hindsight: bool = False) -> tuple[list[Segment], OnlineDiarizer]:
     """Offline convenience: run the online labeller over a whole transcript (in order, as the
-    stream would) and return the segments with their final labels."""
+    stream would) and return the segments with their final labels (``hindsight``: re-decided
+    with the whole visit at the end, as the transcript of record is)."""
     d = OnlineDiarizer(encoder, profile=profile, config=config)
     for seg in segments:
         a, b = int(seg.start * SAMPLE_RATE), int(seg.end * SAMPLE_RATE)
         d.add(seg, audio[a:b])
+    if hindsight:
+        d.hindsight()
     labels = d.labels
     return [s.model_copy(update={"speaker": labels.get(s.id, Speaker.unknown)}) for s in segments], d

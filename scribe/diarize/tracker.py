@@ -105,6 +105,17 @@ class Revision:
 
 
 @dataclass(frozen=True)
+class Turn:
+    """A stretch of one voice inside a segment: the whole segment, or the run of its words the
+    in-segment split gave one speaker (a short answer the recogniser joined to the question)."""
+
+    segment_id: str
+    start: float
+    end: float
+    speaker: Speaker
+
+
+@dataclass(frozen=True)
 class LabelUpdate:
     """What one ``observe`` call decided: the new segment's label and any revisions."""
 
@@ -171,6 +182,41 @@ class SpeakerTracker:
                 revisions.append(Revision(it.obs.segment_id, it.speaker, before[i][0]))
         return LabelUpdate(obs.segment_id, new.speaker, new.word_speakers, tentative, tuple(revisions))
 
+    def hindsight(self) -> tuple[Revision, ...]:
+        """Re-decide every label with the whole visit so far, frozen ones included.
+
+        ``observe`` freezes labels older than ``revise_last`` segments, so what a reader acted
+        on stays put; but a label decided before the evidence was in (the first minutes, before
+        a second voice was believed or the roles were clear from the conversation) then stays
+        wrong for good. The transcript of record is read after the visit, not while it is acted
+        on, so it can take the clustering of all the voices heard and the roles decided from
+        the whole conversation. Every changed label is returned as a revision; afterwards the
+        new labels are the frozen ones."""
+        before = [it.speaker for it in self.items]
+        self._relabel(every_segment=True)
+        return tuple(Revision(it.obs.segment_id, it.speaker, b) for it, b in zip(self.items, before)
+                     if it.speaker != b and b != Speaker.unknown)
+
+    def turns(self) -> list[Turn]:
+        """Who spoke when, as labelled now, at word resolution where a segment was split (the
+        record pass labels its own segments, cut differently, from this)."""
+        out: list[Turn] = []
+        for it in self.items:
+            obs = it.obs
+            roles = it.word_speakers
+            if not roles or len(roles) != len(obs.word_times):
+                out.append(Turn(obs.segment_id, obs.start, obs.end, it.speaker))
+                continue
+            first = len(out)
+            for (ws, we), role in zip(obs.word_times, roles):
+                if len(out) > first and out[-1].speaker == role:
+                    out[-1] = Turn(obs.segment_id, out[-1].start, we, role)
+                else:
+                    out.append(Turn(obs.segment_id, ws, we, role))
+            out[first] = Turn(obs.segment_id, min(obs.start, out[first].start), out[first].end, out[first].speaker)
+            out[-1] = Turn(obs.segment_id, out[-1].start, max(obs.end, out[-1].end), out[-1].speaker)
+        return out
+
     @property
     def labels(self) -> dict[str, Speaker]:
         return {it.obs.segment_id: it.speaker for it in self.items}
@@ -181,7 +227,7 @@ class SpeakerTracker:
 
     # ------------------------------------------------------------------ core
 
-    def _relabel(self) -> bool:
+    def _relabel(self, *, every_segment: bool = False) -> bool:
         items = self.items
         if any(it.obs.channel is not None for it in items):
             clusters = np.array([it.obs.channel if it.obs.channel is not None else -1 for it in items])
@@ -198,7 +244,7 @@ class SpeakerTracker:
             it.speaker = self._role(it.cluster, voices, clin)
             it.word_speakers = None
         if voices > 1 and centred is not None and self.config.split_windows:
-            self._split_inside(centred, clin, voices)
+            self._split_inside(centred, clin, voices, items if every_segment else None)
         return tentative
 
     @staticmethod
@@ -405,10 +451,12 @@ class SpeakerTracker:
         decision = infer_clinician(evidence, speech, [c for c in clusters.tolist() if c in speech])
         return (decision.clinician if decision.clinician is not None else 0), not decision.confident
 
-    def _split_inside(self, centred: tuple[np.ndarray, np.ndarray], clin: int, voices: int) -> None:
-        """Label words by window where ≥ 2 consecutive windows of a segment disagree with it."""
+    def _split_inside(self, centred: tuple[np.ndarray, np.ndarray], clin: int, voices: int,
+                      items: Sequence[_Item] | None = None) -> None:
+        """Label words by window where ≥ 2 consecutive windows of a segment disagree with it
+        (``items``: which segments; the ones that may still be revised by default)."""
         mean, cents = centred
-        for it in self.items[-self.config.revise_last - 1 :]:
+        for it in items if items is not None else self.items[-self.config.revise_last - 1 :]:
             obs = it.obs
             if len(obs.windows) < 3 or not obs.word_times:
                 continue

@@ -17,7 +17,8 @@ Pure: segments, audio arrays and labelled reference words in, the same out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,7 +65,7 @@ def visitor_sentences(rec: Recording, *, count: int = 6, min_s: float = 2.5) -> 
     return out[:count]
 
 
-def _shift(seg: Segment, index: int, dt: float) -> Segment:
+def shift(seg: Segment, index: int, dt: float) -> Segment:
     return seg.model_copy(update={
         "id": Segment.make_id(index), "index": index, "start": seg.start + dt, "end": seg.end + dt,
         "words": [w.model_copy(update={"start": w.start + dt, "end": w.end + dt}) for w in seg.words],
@@ -81,14 +82,16 @@ def _word_bounds(segments: Sequence[Segment]) -> list[tuple[int, int]]:
     return out
 
 
-def _ref_spans(rec: Recording, picks: Sequence[int]) -> dict[int, tuple[int, int]]:
+def ref_spans(rec: Recording, picks: Iterable[int]) -> dict[int, tuple[int, int]]:
     """For each picked segment, the reference-word range aligned to its words (one alignment)."""
     bounds = _word_bounds(rec.segments)
-    refs: dict[int, list[int]] = {p: [] for p in picks}
+    starts = [a for a, _ in bounds]
+    wanted = set(picks)
+    refs: dict[int, list[int]] = {p: [] for p in wanted}
     for i, j in align(rec.reference, hypothesis_words(rec.segments)):
-        for p in picks:
-            if bounds[p][0] <= j < bounds[p][1]:
-                refs[p].append(i)
+        p = bisect_right(starts, j) - 1
+        if p in wanted and bounds[p][0] <= j < bounds[p][1]:
+            refs[p].append(i)
     return {p: (min(r), max(r) + 1) for p, r in refs.items() if r}
 
 
@@ -100,7 +103,7 @@ def with_visitor(base: Recording, visitor: Recording, picks: Sequence[int], *, s
     groups = {n * (g + 1) // (stretches + 1): list(picks[g * per:(g + 1) * per]) for g in range(stretches)}
     base_bounds = _word_bounds(base.segments)
     base_pairs = align(base.reference, hypothesis_words(base.segments))
-    spans = _ref_spans(visitor, picks)
+    spans = ref_spans(visitor, picks)
 
     segments: list[Segment] = []
     roles: list[Speaker | None] = []
@@ -111,7 +114,7 @@ def with_visitor(base: Recording, visitor: Recording, picks: Sequence[int], *, s
     cursor = 0  # base audio sample already copied
     visitor_s = 0.0
     for i, seg in enumerate(base.segments):
-        segments.append(_shift(seg, len(segments), dt))
+        segments.append(shift(seg, len(segments), dt))
         roles.append(base.segment_roles[i])
         if i not in groups:
             continue
@@ -129,7 +132,7 @@ def with_visitor(base: Recording, visitor: Recording, picks: Sequence[int], *, s
             gap = np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32)
             audio_parts += [gap, clip]
             start = t + GAP_S
-            segments.append(_shift(vs, len(segments), start - vs.start))
+            segments.append(shift(vs, len(segments), start - vs.start))
             roles.append(Speaker.other)
             span = spans.get(v)
             if span:

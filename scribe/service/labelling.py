@@ -14,11 +14,13 @@ import asyncio
 import logging
 from collections import deque
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..audio import SAMPLE_RATE, int16_to_float
+from ..diarize.tracker import Turn
 from ..models import Encounter, Segment, Speaker
 from ..store import AsyncStore
 
@@ -54,6 +56,16 @@ class RecentAudio:
         return np.concatenate(parts) if parts else None
 
 
+@dataclass(frozen=True)
+class Hindsight:
+    """Speaker labels re-decided with the whole visit so far."""
+
+    revisions: dict[str, Speaker]
+    """Live segment id → its new speaker (only the changed ones)."""
+    turns: list[Turn]
+    """Who spoke when, at word resolution where a segment holds two voices."""
+
+
 class Labeller:
     """One encounter's speaker labeller (``diarizer``: an ``OnlineDiarizer``)."""
 
@@ -69,6 +81,8 @@ class Labeller:
         """What the transcriber was given (the mixdown of two-channel input)."""
         self.stereo = RecentAudio()
         """Two-channel input: both channels as (n, 2) float32, for labels by channel."""
+        self._busy = asyncio.Lock()
+        """The tracker is not thread-safe: one labelling or re-decision at a time."""
 
     @property
     def hold(self) -> int:
@@ -101,8 +115,26 @@ class Labeller:
             audio = await self.store.audio_from(self.encounter_id, a, b)
         loop = asyncio.get_running_loop()
         try:
-            update = await loop.run_in_executor(self.executor, self.diarizer.add, seg, audio)
+            async with self._busy:
+                update = await loop.run_in_executor(self.executor, self.diarizer.add, seg, audio)
         except Exception:
             log.exception("speaker labelling failed", extra={"encounter": self.encounter_id})
             return seg, {}
         return seg.model_copy(update={"speaker": update.speaker}), {r.segment_id: r.speaker for r in update.revisions}
+
+    async def hindsight(self) -> Hindsight:
+        """Every label so far re-decided with the whole visit (``OnlineDiarizer.hindsight``):
+        the changed segments' new speakers, and who spoke when at word resolution. Called by
+        the record pass, which reads the visit after the fact; a failure changes nothing."""
+        loop = asyncio.get_running_loop()
+
+        def decide() -> Hindsight:
+            revisions = self.diarizer.hindsight()
+            return Hindsight({r.segment_id: r.speaker for r in revisions}, self.diarizer.turns())
+
+        try:
+            async with self._busy:
+                return await loop.run_in_executor(self.executor, decide)
+        except Exception:
+            log.exception("speaker re-decision failed", extra={"encounter": self.encounter_id})
+            return Hindsight({}, [])

@@ -31,18 +31,20 @@ from ..models import Encounter, Segment, Speaker
 from ..protocol import RevisionEvent, SpeakerRevision, SpeakersEvent
 from ..store import AsyncStore
 from .engine import Engine
+from .labelling import Hindsight
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[Any], Awaitable[Any]]
 Feed = Callable[[Sequence[Segment], dict[str, Speaker]], Awaitable[None]]
+Decide = Callable[[], Awaitable[Hindsight]]
 
 
 class RecordRunner:
     """One encounter's record pass (the I/O around ``scribe.asr.record.RecordPass``)."""
 
     def __init__(self, engine: Engine, store: AsyncStore, encounter_id: str, language: str, *, send: Send,
-                 feed: Feed):
+                 feed: Feed, hindsight: Decide | None = None):
         self.engine = engine
         self.store = store
         self.encounter_id = encounter_id
@@ -50,6 +52,10 @@ class RecordRunner:
         self.send = send
         self.feed = feed
         """Record segments (and label revisions of them) for the note drafter."""
+        self.hindsight = hindsight
+        """Before each window and at the end: the speaker labels re-decided with the whole visit
+        so far (the live revisions already stored and sent by the caller), to label the record
+        segments from."""
         self.state: RecordPass | None = None
         self.recognizer: Any | None = None
         self._task: asyncio.Task[None] | None = None
@@ -78,16 +84,36 @@ class RecordRunner:
         if self.state is None or self.failed is not None:
             return
         self.state.add_live(segments, until)
-        if revisions:
-            carried = self.state.relabel(revisions)
-            if carried:
-                await self.store.call(self.store.store.relabel_record_segments, self.encounter_id, carried)
-                await self.send(SpeakersEvent(revisions=[SpeakerRevision(segment_id=k, speaker=v)
-                                                         for k, v in carried.items()]))
-                await self.feed([], carried)
+        await self._carry(revisions)
         if self._task is None or self._task.done():
             if self.state.next() is not None:
                 self._task = asyncio.create_task(self._run(final=False), name=f"record-{self.encounter_id}")
+
+    async def _carry(self, revisions: dict[str, Speaker]) -> None:
+        """Live label revisions, carried to the record segments that replaced those live
+        segments: stored, sent, and given to the drafter."""
+        assert self.state is not None
+        if revisions:
+            await self._publish(self.state.relabel(revisions))
+
+    async def _decide(self) -> None:
+        """Labels re-decided with hindsight: the record segments relabelled from the labeller's
+        word-level timeline of the whole visit, and the next windows labelled from it."""
+        assert self.state is not None
+        if self.hindsight is None:
+            return
+        decided = await self.hindsight()
+        changed = self.state.relabel(decided.revisions) if decided.revisions else {}
+        changed.update(self.state.set_turns(decided.turns))
+        await self._publish(changed)
+
+    async def _publish(self, changed: dict[str, Speaker]) -> None:
+        """Record segments' new speakers: stored, then sent, then given to the drafter."""
+        if not changed:
+            return
+        await self.store.call(self.store.store.relabel_record_segments, self.encounter_id, changed)
+        await self.send(SpeakersEvent(revisions=[SpeakerRevision(segment_id=k, speaker=v) for k, v in changed.items()]))
+        await self.feed([], changed)
 
     async def finish(self, end: int) -> None:
         """After the live pass's last segment (``end``: the last sample): the remaining windows."""
@@ -99,6 +125,8 @@ class RecordRunner:
             return
         self.state.add_live([], end)
         await self._run(final=True)
+        if self.failed is None:  # the whole visit heard: decided once more
+            await self._decide()
 
     async def cancel(self) -> None:
         if self._task is not None and not self._task.done():
@@ -120,6 +148,7 @@ class RecordRunner:
         from ..asr.offline import transcribe_window
 
         assert self.state is not None
+        await self._decide()  # the window's speakers come from the best labels known
         loop = asyncio.get_running_loop()
         audio = await self.store.audio_from(self.encounter_id, plan.start, plan.end)
         prompt = self.state.prompt if self.engine.settings.asr.record_prompt else None

@@ -57,7 +57,7 @@ from .auth import audit_id
 from .drafting import DraftRunner
 from .engine import StreamingTranscriber
 from .host import Host
-from .labelling import Labeller
+from .labelling import Hindsight, Labeller
 from .recording import RecordRunner
 
 log = logging.getLogger(__name__)
@@ -443,7 +443,7 @@ class Connection:
         if not self.server.settings.asr.record_pass:
             return
         runner = RecordRunner(self.server.engine, self.server.store, enc.id, enc.language, send=self.send,
-                              feed=self._draft_add)
+                              feed=self._draft_add, hindsight=self._hindsight if self.labeller is not None else None)
         try:
             await runner.open(enc)
         except Exception as exc:  # a missing record model: the live pass is the record
@@ -525,6 +525,18 @@ class Connection:
                                         "stop_to_draft_s": round(time.monotonic() - t0, 2),
                                         "sentences": len(note.sentences()), "open_flags": len(note.open_flags)})
 
+    async def _hindsight(self) -> Hindsight:
+        """Speaker labels re-decided with the whole visit so far (``Labeller.hindsight``); the
+        live segments' changes stored and sent as revisions, like the labeller's own."""
+        if self.labeller is None or self.encounter_id is None:
+            return Hindsight({}, [])
+        decided = await self.labeller.hindsight()
+        if decided.revisions:
+            await self.server.store.relabel_segments(self.encounter_id, decided.revisions)
+            await self.send(SpeakersEvent(revisions=[SpeakerRevision(segment_id=k, speaker=v)
+                                                     for k, v in decided.revisions.items()]))
+        return decided
+
     async def _label(self, seg: Segment) -> tuple[Segment, dict[str, Speaker]]:
         """The segment with its speaker, and revisions of earlier labels (none without a labeller)."""
         if self.labeller is None:
@@ -574,6 +586,8 @@ class Connection:
                 log.info("record pass finished", extra={"encounter": self.encounter_id,
                                                          "windows": self.record.state.number if self.record.state else 0,
                                                          "decode_s": round(self.record.decode_s, 1)})
+        else:  # no record pass: the live segments are the record, re-decided once at the end
+            await self._draft_add([], (await self._hindsight()).revisions)
         await store.set_status(self.encounter_id, EncounterStatus.transcribed)
         await store.call(self.server.audit.record, self.principal.clinician_id, AuditAction.update, "encounter",
                          audit_id(self.encounter_id), Outcome.success, {"event": "transcribed"})
