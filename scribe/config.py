@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -20,6 +20,9 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+if TYPE_CHECKING:
+    from .asr.commit import SegmenterConfig
 
 
 def default_data_dir() -> Path:
@@ -88,7 +91,7 @@ class AsrSettings(BaseModel):
     not wait for its end (docs/benchmarks.md). Skipped while a stream is behind. 0 disables it
     (one decode per utterance, at its end)."""
 
-    def segmenter_config(self):
+    def segmenter_config(self) -> SegmenterConfig:
         """The utterance segmenter's configuration from these settings (one place for both
         the server and the benchmark)."""
         from .asr.commit import SegmenterConfig
@@ -107,13 +110,13 @@ class AsrSettings(BaseModel):
     record_model: str = "tiny.en"
     """The record pass's model (any value ``model`` takes); chosen for accuracy, it may differ
     from the live one."""
-    record_window_s: float = Field(30.0, ge=5.0, le=120.0)
+    record_window_s: float = Field(default=30.0, ge=5.0, le=120.0)
     """Record-pass window length: decoded once this much finished audio waits (cut in a pause)."""
     record_prompt: bool = False
     """Give each record window the previous window's text as its prompt (and condition on it).
     Off: on OSCE dev audio it cost 2–3× the record pass's CPU for no consistent WER gain
     (docs/benchmarks.md)."""
-    record_threads: int = Field(1, ge=0)
+    record_threads: int = Field(default=1, ge=0)
     """CPU threads of the record pass's decodes (0: CTranslate2's default). One keeps the other
     cores for the live pass; the record pass's thread also runs at a lower priority."""
 
@@ -202,9 +205,9 @@ class LlamaSettings(BaseModel):
     write_during_visit: bool = True
     """Write sections while the visit goes on (every ``write_every_s`` of conversation, with
     ``visit_threads``); after stop only the sections the end of the visit changed are written."""
-    write_every_s: float = Field(90.0, gt=0)
+    write_every_s: float = Field(default=90.0, gt=0)
     """Seconds of conversation between two writing passes during the visit."""
-    after_stop_limit_s: float = Field(60.0, ge=0)
+    after_stop_limit_s: float = Field(default=60.0, ge=0)
     """After stop the model writes for at most this long (0: no limit); a section it has not
     finished keeps the extractive pass's statements (note language only), so a machine too
     slow for the model still gets its draft in bounded time."""
@@ -294,9 +297,9 @@ class TrustSettings(BaseModel):
     """The audit anchor (head seq + hash, MAC'd with the data key), kept apart from the
     database; default ``<data_dir>/keys/audit.anchor``. Rewritten after audited writes, on a
     schedule and at shutdown; ``scribe audit verify`` fails when the log does not reach it."""
-    audit_anchor_every: int = Field(1, ge=0)
+    audit_anchor_every: int = Field(default=1, ge=0)
     """Anchor after every Nth committed audit entry of a process (0 = only on the schedule)."""
-    audit_anchor_interval_s: float = Field(60.0, ge=0)
+    audit_anchor_interval_s: float = Field(default=60.0, ge=0)
     """How often ``scribe serve`` re-anchors the audit head (and once at startup and shutdown)."""
     accept_plaintext_rows: bool = False
     """Read values stored in clear in encrypted columns as genuine. Only while migrating a

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from ..models import LOW_CONFIDENCE_WORD, Evidence, Flag, FlagKind, Note, Section, Segment, Sentence, Word
 from .facts import (

@@ -47,7 +47,6 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ...models import Note, Section, Segment, Sentence
 from ..extractive import IncrementalDrafter
