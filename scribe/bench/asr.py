@@ -14,11 +14,15 @@ import json
 import resource
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.table import Table
 
 from .stats import percentile
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 DEFAULT_FILES = [
     "../shared/eval/audio/synth_dialogue_dev_01.flac",
@@ -27,7 +31,7 @@ DEFAULT_FILES = [
 ]
 
 
-def _stream(settings, rec, audio: np.ndarray, *, shed: bool = True):
+def _stream(settings: Settings, rec, audio: np.ndarray, *, shed: bool = True):
     """Stream ``audio`` through the server's transcriber on a simulated real-time clock: 100 ms
     frames arrive in real time; each ``feed`` takes its measured wall time; a transcriber that
     is behind gets what has queued (up to 2 s, as the server coalesces) without partials or
@@ -66,7 +70,7 @@ def _stream(settings, rec, audio: np.ndarray, *, shed: bool = True):
     return segments, time.process_time() - t0, time.perf_counter() - w0, latencies, lags
 
 
-def _record_pass(settings, rec, audio: np.ndarray, live: list, flush_wall: float = 0.0):
+def _record_pass(settings: Settings, rec, audio: np.ndarray, live: list, flush_wall: float = 0.0):
     """The record pass over ``audio`` as the server runs it (``scribe.asr.record.RecordPass``):
     windows planned from the live segments as each one is committed (each window decoded when
     it is planned), the rest after stop. Returns the segments, the decode CPU time, the number
@@ -96,7 +100,7 @@ def _record_pass(settings, rec, audio: np.ndarray, live: list, flush_wall: float
     return out, time.process_time() - cpu0, state.number, state.number - windows_live, stop_to_final
 
 
-async def _concurrent_streams(settings, rec, audio: np.ndarray, level: int) -> dict:
+async def _concurrent_streams(settings: Settings, rec, audio: np.ndarray, level: int) -> dict:
     """``level`` clients stream ``audio`` in real time, at once, through a real server on
     loopback (shared recogniser and ASR thread, as ``scribe serve`` runs). Commit latency is
     measured end to end: the wall time a ``segment`` event reaches the client minus the wall
@@ -183,7 +187,7 @@ async def _concurrent_streams(settings, rec, audio: np.ndarray, level: int) -> d
             "cpu_per_audio_s": cpu / (duration * level), "cpu_util": cpu / wall}
 
 
-def run_asr_bench(args, settings, recognizer, *, console) -> int:
+def run_asr_bench(args, settings: Settings, recognizer, *, console) -> int:
     """``recognizer``: a factory for the configured recogniser (the CLI turns a missing model
     into a clear error)."""
     import medwer

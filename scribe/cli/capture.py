@@ -9,10 +9,14 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .common import UserError, asr_args, console, err, live_printer, print_segment, recognizer_from_settings, \
     settings_from_args, stream_args
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..models import Transcript
 
 
 def register(sub: Any) -> None:
@@ -63,7 +67,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label_offline(settings, path: Path, transcript):
+def _label_offline(settings: Settings, path: Path, transcript: Transcript) -> Transcript:
     """Speaker labels for a whole file: by channel when the file has one speaker per channel
     (a two-channel recording), else by voice; an enrolled profile is not used offline."""
     from ..audio import load_audio

@@ -12,9 +12,14 @@ import argparse
 import getpass
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from ..asr.whisper import WhisperRecognizer
+    from ..config import Settings
+    from ..models import Segment
 
 console = Console(stderr=False, highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -37,7 +42,7 @@ def cli_actor(args: argparse.Namespace) -> str:
     return as_code(name, "cli")
 
 
-def settings_from_args(args: argparse.Namespace, **overrides: Any):
+def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Settings:
     from ..config import ConfigError, load_settings
 
     try:
@@ -58,7 +63,7 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any):
     return settings
 
 
-def recognizer_from_settings(settings, *, single_stream: bool = False):
+def recognizer_from_settings(settings: Settings, *, single_stream: bool = False) -> WhisperRecognizer:
     """The configured recogniser. ``single_stream``: one file at a time (``scribe transcribe``):
     one decode using every core, unless the user set the parallelism explicitly."""
     from ..asr.registry import ModelNotFound
@@ -75,7 +80,7 @@ def _fmt_time(seconds: float) -> str:
     return f"{int(m):02d}:{s:04.1f}"
 
 
-def print_segment(seg) -> None:
+def print_segment(seg: Segment) -> None:
     speaker = f"[magenta]{seg.speaker.value}[/] " if seg.speaker.value != "unknown" else ""
     console.print(f"[dim]{_fmt_time(seg.start)}–{_fmt_time(seg.end)}[/] {speaker}{seg.text}", markup=True)
 

@@ -25,11 +25,16 @@ import secrets
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 from .common import UserError, asr_args, console, err, live_printer, recognizer_from_settings, settings_from_args
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..config import Settings
 
 
 def _free_port() -> int:
@@ -44,7 +49,7 @@ def _interactive(args) -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
 
 
-def _prepare_note_model(settings, err) -> None:
+def _prepare_note_model(settings: Settings, err: Console) -> None:
     """Load the note model before the visit, with a progress bar for the first run's assembly
     (the packaged GGUF is ~1.1 GB copied from its PyPI parts once); when it cannot load, say so:
     the draft will then be the extractive one (the service falls back by itself)."""

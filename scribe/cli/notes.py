@@ -13,7 +13,14 @@ import json
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..models import Transcript
+    from ..notes.templates import Template
+    from ..notes.writers import NoteWriter
+    from ..store import Store
 
 
 def register(sub: Any) -> None:
@@ -82,7 +89,7 @@ def _settings(args: argparse.Namespace):
     return settings
 
 
-def _template(settings, name: str | None):
+def _template(settings: Settings, name: str | None) -> Template:
     from .common import UserError
 
     from ..notes.templates import TemplateError, load_template
@@ -95,7 +102,7 @@ def _template(settings, name: str | None):
         raise UserError(str(exc.args[0])) from None
 
 
-def _writer(settings, name: str | None):
+def _writer(settings: Settings, name: str | None) -> NoteWriter:
     from .common import UserError
 
     from ..notes.writers import WriterError, writer_from_settings
@@ -106,7 +113,7 @@ def _writer(settings, name: str | None):
         raise UserError(str(exc)) from None
 
 
-def _load_source(settings, source: str):
+def _load_source(settings: Settings, source: str) -> tuple[Transcript, bool]:
     """(transcript, from_store)."""
     from .common import UserError
 
@@ -139,7 +146,7 @@ def _load_source(settings, source: str):
         store.close()
 
 
-def _audit_transcript_read(store, encounter_id: str, segments: int) -> None:
+def _audit_transcript_read(store: Store, encounter_id: str, segments: int) -> None:
     """``read`` of ``transcript`` by ``cli:<user>``, as ``GET …/transcript`` records it."""
     from ..trust.audit import Action, AuditLog, Outcome, as_code
     from .common import cli_actor

@@ -11,9 +11,13 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .common import cli_actor
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..trust.crypto import Keyring
 
 
 def _when(text: str | None, what: str) -> datetime | None:
@@ -167,7 +171,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keyring(settings: Any):
+def _keyring(settings: Settings) -> Keyring:
     from .common import UserError
 
     from ..trust.crypto import KeyMissing, Keyring

@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ..config import Settings
-from ..models import Encounter, EncounterStatus, Note, Segment, utcnow
+from ..models import Delivery, Encounter, EncounterStatus, Note, Segment, utcnow
 from ..protocol import CloseCode, ErrorCode, ErrorEvent, WithdrawnEvent
 from ..store import AsyncStore, Store
 from ..trust.anchor import AnchorKeeper
@@ -40,6 +41,9 @@ from .engine import Engine
 from .phi import ENCRYPTED_COLUMNS
 from .review_api import ReviewContext, add_routes
 from .session import Connection, Session, send_event
+
+if TYPE_CHECKING:
+    from ..fhir.outbox import OutboxWorker
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +91,11 @@ class StreamServer:
         """The application in a runner with the service's connection limits (tests, demo, bench)."""
         return web.AppRunner(self.app(), **self.http_options(), **kwargs)
 
-    def ssl_context(self) -> Any:
+    def ssl_context(self) -> ssl.SSLContext | None:
         """TLS for ``wss://``/``https://`` when ``server.tls_cert_file`` is set (else None)."""
         return ssl_context(self.settings)
 
-    def _build_review(self) -> tuple[ReviewContext, Any]:
+    def _build_review(self) -> tuple[ReviewContext, OutboxWorker]:
         """The notes repository, outbox, delivery worker and review service on the service's
         store (runs on the store's thread: their schemas are created here)."""
         from ..fhir.outbox import Outbox, OutboxWorker
@@ -173,7 +177,7 @@ class StreamServer:
 
     # -- what the parts ask of the whole
 
-    def audit_delivery(self, delivery: Any) -> None:
+    def audit_delivery(self, delivery: Delivery) -> None:
         """Outbox listener (runs on the store thread after each committed state change):
         a delivered or finally failed note is an audited ``deliver``."""
         state = getattr(delivery.state, "value", delivery.state)

@@ -13,11 +13,14 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..diarize.settle import SettledSegments
 from ..models import Encounter, Note, Segment, Speaker
 from .engine import Engine
+
+if TYPE_CHECKING:
+    from ..notes.writers import DraftSession
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ class DraftRunner:
         self.engine = engine
         self.encounter_id = encounter_id
         self.language = language
-        self.session: Any | None = None
+        self.session: DraftSession | None = None
         self.settling: SettledSegments | None = None
         """Segments wait here until their speaker labels are final, then go to the drafter."""
 

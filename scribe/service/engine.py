@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..asr.streaming import AgreementTranscriber, Committed, PartialText, UtteranceTranscriber
 from ..config import Settings
 from ..store import Store
+
+if TYPE_CHECKING:
+    from ..notes.writers import DraftSession
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +117,7 @@ class Engine:
             log.warning("voice profile is for another model; roles are inferred")
             return OnlineDiarizer(self.speaker_encoder)
 
-    def draft_session(self, encounter_id: str, language: str) -> Any | None:
+    def draft_session(self, encounter_id: str, language: str) -> DraftSession | None:
         """A note draft that grows with the transcript (None when drafting is off)."""
         notes = self.settings.notes
         if not notes.draft_on_stop:
