@@ -12,7 +12,7 @@ audit-trail feature hash-chains it.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..models import Delivery, EncounterStatus, Note, SignedNote, utcnow
 from ..store import Store
@@ -33,6 +33,10 @@ from .models import (
     SignResult,
     TranscriptView,
 )
+
+if TYPE_CHECKING:
+    from ..fhir.outbox import Outbox
+    from ..notes.repo import NoteRepo
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,7 @@ class ReviewError(EditError):
 
 
 class ReviewService:
-    def __init__(self, store: Store, repo: Any, outbox: Any):
+    def __init__(self, store: Store, repo: NoteRepo, outbox: Outbox):
         self.store = store
         self.repo = repo
         self.outbox = outbox
