@@ -344,6 +344,18 @@ def test_misheard_function_words_in_a_heading_and_a_misheard_colon_after_one():
     assert texts(note, "hpi") == ["She fell."]
 
 
+@pytest.mark.parametrize("heard", ["history unprecedented illness", "history of the present illness",
+                                   "history off present illness"])
+def test_a_garbled_middle_of_history_of_present_illness(heard: str):
+    """tiny.en (ctranslate2 4.8) wrote "history unprecedented illness" for the heading."""
+    note = note_of(f"Chief complaint, finger pain period, {heard} Colin she fell.", template="hp")
+    assert texts(note, "chief_complaint") == ["Finger pain."]
+    assert texts(note, "hpi") == ["She fell."]
+    # "history" inside a sentence is not a heading
+    plain = note_of("Chief complaint, finger pain period. She has a history of gout illness.", template="hp")
+    assert texts(plain, "hpi") == []
+
+
 @pytest.mark.parametrize("heard", ["Scratch Matt.", "Cratch mat.", "scratch that"])
 def test_scratch_that_as_recognisers_write_it(heard: str):
     note = note_of("Plan. She has a history of hand surgery.", heard, "She has no other injuries.")

@@ -299,3 +299,20 @@ def test_bad_input_gives_no_facts():
     assert extract_facts([seg(0, "   ")]) == []
     assert extract_facts([seg(0, "hello")]) == []
     assert extract_facts([seg(0, "¿Tiene usted dolor de pecho o fiebre?", D), seg(1, "No, nada.", P)]) == []
+
+
+def test_a_medicine_named_in_a_question_and_confirmed_is_current():
+    # ACI-Bench dev D2N069 (CC BY 4.0): the doctor names the drug, the patient confirms
+    facts = extract_facts([seg(0, "okay , and are you taking any medications for that ?", D),
+                           seg(1, "yeah , i am . um , begins with a d.", P),
+                           seg(2, "uh , digoxin ?", D), seg(3, "that's it . yeah , that's it .", P)])
+    meds = [(f.generic, f.status, f.via, f.segment_ids) for f in facts if f.kind is FactKind.medication]
+    assert ("digoxin", MedStatus.current, "question-answer", ("seg-00002", "seg-00003")) in meds
+    # a question alone, a denial, or a proposed change settles nothing
+    for q, a in [("Are you taking lisinopril?", "No, I stopped it."), ("Lisinopril?", "What's that?"),
+                 ("Should we start metformin?", "Yes, okay.")]:
+        got = [f for f in extract_facts([seg(0, q, D), seg(1, a, P)])
+               if f.kind is FactKind.medication and f.status is MedStatus.current]
+        assert got == [], (q, a, got)
+    confirmed = extract_facts([seg(0, "Are you still taking your lisinopril?", D), seg(1, "Yes.", P)])
+    assert [f.status for f in confirmed if f.via == "question-answer"] == [MedStatus.current]

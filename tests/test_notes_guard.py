@@ -340,3 +340,16 @@ def test_link_evidence_uses_word_times():
     )
     (e,) = link_evidence("Lasix 40 mg daily.", [seg])
     assert e.quote == "Take lasix 40 mg daily." and (e.start, e.end) == (12, 16.5)
+
+
+def test_a_confirmed_current_medicine_written_as_a_new_prescription_is_flagged():
+    # ACI-Bench dev D2N069 (CC BY 4.0): the patient already takes digoxin (named in the
+    # doctor's question, confirmed in the answer); a draft wrote "Prescribe digoxin …" unflagged
+    segs = segments_from_turns([{"speaker": who, "text": text} for who, text in [
+        ("doctor", "okay , and are you taking any medications for that ?"),
+        ("patient", "yeah , i am . um , begins with a d."),
+        ("doctor", "uh , digoxin ?"), ("patient", "that's it . yeah , that's it .")]])
+    evidence = [Evidence(segment_id=s.id, start=s.start, end=s.end, quote=s.text) for s in segs[2:]]
+    flags = check("Prescribe digoxin for atrial fibrillation.", evidence, segs=segs)
+    assert kinds(flags) == [FlagKind.dose_status] and "current" in flags[0].message
+    assert check("Continue digoxin.", evidence, segs=segs) == []

@@ -435,6 +435,8 @@ _POS_ANSWERS: list[tuple[str, ...]] = [
         "every now and then", "now and then", "off and on", "on and off", "all the time",
         "constantly", "i've had", "i 've had", "i've been", "i 've been", "i get", "i've got",
         "i 've got", "i got", "unfortunately", "quite a bit", "a few", "very",
+        "that's it", "that 's it", "that's right", "that 's right", "that's the one", "that 's the one",
+        "exactly", "i am", "i'm on it", "i 'm on it",
     )
 ]  # fmt: skip
 
@@ -516,6 +518,41 @@ def qa_findings(question: Segment, answer: Segment) -> list[Fact]:
                 segment_ids=(question.id, answer.id),
                 name=m.canonical,
                 negated=polarity == "negative",
+                via="question-answer",
+                speaker=str(answer.speaker),
+            )
+        )
+    return out
+
+
+def qa_medications(question: Segment, answer: Segment) -> list[Fact]:
+    """Medicines the patient confirms taking by answering a question that names them: ("are
+    you taking your lisinopril?" / "uh, digoxin?", "yes" / "that's it") → current. A
+    question alone says nothing about the medicine (``statement_facts`` gives it ``unknown``),
+    and a note that then writes it as a new prescription would go unflagged. Questions that
+    propose a change ("should we start metformin?") settle nothing here: only a drug named
+    without a status cue, or with a "taking"-like one, becomes current."""
+    if not _is_answer_pair(question, answer) or answer_polarity(answer.text) != "positive":
+        return []
+    q = question_span(question.text)
+    if q is None:
+        return []
+    said = {m.generic for m in medications_in(answer.text)}
+    out = []
+    for m in medications_in(q.text):
+        if m.status not in (MedStatus.unknown, MedStatus.current) or m.generic in said:
+            continue  # a proposed change; or the answer names it itself (its own statement)
+        out.append(
+            Fact(
+                kind=FactKind.medication,
+                value=" ".join([m.name] + ([m.dose.normalized()] if m.dose else []) + ([m.frequency] if m.frequency else [])),
+                text=f"{q.text} — {_first_sentence(answer.text)}",
+                segment_ids=(question.id, answer.id),
+                name=m.name,
+                generic=m.generic,
+                quantity=m.dose,
+                frequency=m.frequency,
+                status=MedStatus.current,
                 via="question-answer",
                 speaker=str(answer.speaker),
             )
@@ -960,7 +997,7 @@ def segment_facts(seg: Segment, previous: Segment | None = None) -> list[Fact]:
     """Facts of ``seg``, including findings settled by ``seg`` answering ``previous``."""
     facts = statement_facts(seg)
     if previous is not None:
-        facts = qa_findings(previous, seg) + facts
+        facts = qa_findings(previous, seg) + qa_medications(previous, seg) + facts
     return facts
 
 
