@@ -114,7 +114,7 @@ ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
     EncryptedColumn("record_segments", "data", ("encounter_id", "idx"), text=True),
 )
 """The core tables' PHI columns (audio and transcript). Each feature declares its own beside its
-schema; ``scribe/service/phi.py`` collects them all for rotation and the key check at open."""
+schema; ``scribe/database.py`` collects them all for rotation and the key check at open."""
 
 
 class StoreError(Exception):
@@ -182,7 +182,7 @@ class Store:
         (``scribe.db``). ``self.db`` has ``sqlite3.Connection``'s surface on both: on SQLite it is
         the connection itself. ``encrypted_columns``: what the key check at open probes besides the
         recorded key ids (the core tables'; the composition passes every feature's too,
-        ``scribe/service/phi.py``)."""
+        ``scribe/database.py``)."""
         self.dialect, target = parse_target(path)
         self.path = Path(target) if self.dialect == SQLITE else redact(target)  # type: ignore[assignment]
         self.keyring = keyring
@@ -197,7 +197,7 @@ class Store:
         value stored in clear is refused on read (``trust.crypto.PlaintextRefused``)."""
         if self.dialect == SQLITE and target != ":memory:" and not self.path.parent.exists():
             # A directory made for the database is private; an existing one is the operator's
-            # choice (the data directory itself is made 0700 by trust.at_rest.open_store).
+            # choice (the data directory itself is made 0700 by trust.at_rest.open_keyed_store).
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             self._tx_depth = 0

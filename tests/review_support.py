@@ -21,7 +21,7 @@ from scribe.config import Settings
 from scribe.models import Consent, EncounterStatus, Note, Section, Segment, Sentence, Speaker
 from scribe.notes import check_note, draft
 from scribe.store import Store
-from scribe.trust.at_rest import open_store
+from scribe.database import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "synth_dialogue_dev_01.json"

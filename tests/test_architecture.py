@@ -3,7 +3,7 @@
 ``if TYPE_CHECKING:``, which are still dependencies of the design), so a cycle is caught before it
 bites at import time.
 
-    cli, bench  →  service  →  asr, diarize, notes, fhir, trust, review  →  store, db  →  values
+    cli, bench  →  service  →  database  →  asr, diarize, notes, fhir, trust, review  →  store, db  →  values
 """
 
 from __future__ import annotations
@@ -133,3 +133,16 @@ def test_product_code_never_imports_tests() -> None:
         if any(i == "tests" or i.startswith(("tests.", "conftest", "fhir_server")) for i in _imports(path, name)):
             offenders.append(name)
     assert offenders == []
+
+
+def test_features_never_import_the_database_module_and_it_is_the_one_way_to_open_the_store() -> None:
+    """``scribe.database`` collects every feature's PHI columns, so a feature importing it would
+    be an upward arrow; and every product path opens the store through its ``open_store`` (the
+    key check at open then walks every PHI column), never ``trust.at_rest.open_keyed_store``."""
+    graph = _graph()
+    upward = sorted(n for n in graph if n.split(".")[:2] and len(n.split(".")) > 1
+                    and n.split(".")[1] in LIBRARIES + ("store", "db") and "scribe.database" in graph[n])
+    assert upward == []
+    keyed = sorted(name for name, path in _modules().items()
+                   if "scribe.trust.at_rest.open_keyed_store" in _imports(path, name) and name != "scribe.database")
+    assert keyed == []

@@ -138,7 +138,7 @@ def test_enroll_cli_stores_encrypted_refuses_bad_audio_and_deletes(tmp_path, mon
     from scribe.cli import main
     from scribe.config import load_settings
     from scribe.diarize.profiles import ProfileRepository
-    from scribe.trust.at_rest import open_store
+    from scribe.database import open_store
 
     monkeypatch.setenv("SCRIBE_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("SCRIBE_SPEAKERS__KEY", raising=False)

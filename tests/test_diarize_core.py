@@ -365,7 +365,7 @@ def test_profile_round_trip_is_encrypted_and_deletable(tmp_path):
 def test_profiles_rotate_with_the_data_key(tmp_path):
     """One key ring for everything encrypted: after ``rotate`` and retiring the old key, a
     profile opens with the new key alone."""
-    from scribe.service.phi import ENCRYPTED_COLUMNS
+    from scribe.database import ENCRYPTED_COLUMNS
     from scribe.trust.crypto import Keyring, rotate
 
     old, new = os.urandom(32), os.urandom(32)

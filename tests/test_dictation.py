@@ -477,7 +477,7 @@ async def test_the_service_stores_a_dictated_draft(live_server, settings):
     from scribe.models import Consent
     from scribe.notes.repo import NoteRepo
     from scribe.protocol import StartMessage
-    from scribe.trust.at_rest import open_store
+    from scribe.database import open_store
 
     from conftest import TOKEN
 

@@ -11,7 +11,7 @@ from scribe.audio import FileSource
 from scribe.client import StreamClient
 from scribe.notes.repo import NoteRepo
 from scribe.protocol import DraftEvent
-from scribe.trust.at_rest import open_store
+from scribe.database import open_store
 
 from conftest import SAMPLES, TOKEN, RunningServer
 from test_streaming_e2e import start_msg

@@ -32,7 +32,7 @@ from scribe.client import StreamClient
 from scribe.config import Settings
 from scribe.models import Consent, Segment
 from scribe.protocol import ReadyEvent, StartMessage
-from scribe.trust.at_rest import open_store
+from scribe.database import open_store
 
 pytestmark = pytest.mark.slow
 

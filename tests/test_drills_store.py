@@ -31,7 +31,7 @@ from scribe.client import ClientError, StreamClient
 from scribe.models import Consent
 from scribe.protocol import ErrorEvent, StartMessage, encode_frame, encode_start
 from scribe.store import CorruptRow, DatabaseLocked, Store, StoreFull
-from scribe.trust.at_rest import open_store
+from scribe.database import open_store
 
 pytestmark = pytest.mark.slow
 

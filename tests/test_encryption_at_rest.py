@@ -33,9 +33,9 @@ from scribe.notes.repo import NoteRepo
 from scribe.protocol import StartMessage
 from scribe.review.models import FlagResolution, SignRequest
 from scribe.review.service import ReviewService
-from scribe.service.phi import ENCRYPTED_COLUMNS
+from scribe.database import ENCRYPTED_COLUMNS
 from scribe.store import EncryptionKeyError, Store
-from scribe.trust.at_rest import open_store
+from scribe.database import open_store
 from scribe.trust.crypto import (
     Keyring,
     envelope_key_id,

@@ -132,7 +132,7 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from scribe.fhir.outbox import Outbox
     from scribe.notes.repo import NoteRepo
     from scribe.review.service import ReviewService
-    from scribe.trust.at_rest import open_store
+    from scribe.database import open_store
 
     monkeypatch.delenv("SCRIBE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -13,7 +13,7 @@ from scribe.models import Consent, Transcript
 from scribe.notes.repo import NoteRepo
 from scribe.config import Settings
 from scribe.store import Store
-from scribe.trust.at_rest import open_store
+from scribe.database import open_store
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from scribe.fhir.outbox import Outbox
 from scribe.models import Consent, DeliveryState, Note, Section, Sentence
 from scribe.config import Settings
 from scribe.store import Store
-from scribe.trust.at_rest import open_store
+from scribe.database import open_store
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from scribe.client import StreamClient
 from scribe.models import Consent
 from scribe.notes.repo import NoteRepo
 from scribe.protocol import StartMessage
-from scribe.trust.at_rest import open_store
+from scribe.database import open_store
 
 from conftest import TOKEN, RunningServer
 

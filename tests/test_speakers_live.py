@@ -12,7 +12,7 @@ from scribe.client import StreamClient
 from scribe.diarize.scoring import attribution, hypothesis_words, reference_words
 from scribe.models import Speaker
 from scribe.protocol import SpeakersEvent
-from scribe.trust.at_rest import open_store
+from scribe.database import open_store
 
 from conftest import SAMPLES, TOKEN, RunningServer
 from test_streaming_e2e import start_msg

@@ -19,7 +19,7 @@ import pytest
 from scribe.db import parse_target, pg_ddl, redact, to_pyformat
 from scribe.models import Consent, Evidence, Note, Section, Segment, Sentence, Speaker
 from scribe.store import FrameOrderError, Store, StoreError
-from scribe.trust.at_rest import open_store
+from scribe.database import open_store
 
 pytest_plugins = ["pg_support"]
 

@@ -14,7 +14,7 @@ from scribe.audio import FileSource, float_to_pcm16, load_audio
 from scribe.client import ClientError, StreamClient
 from scribe.models import Consent
 from scribe.protocol import CloseCode, StartMessage, encode_frame, encode_start
-from scribe.trust.at_rest import open_store
+from scribe.database import open_store
 
 from conftest import SAMPLES, TOKEN, RunningServer, reference_text, start_server
 

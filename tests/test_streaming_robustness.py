@@ -13,7 +13,7 @@ import websockets
 from scribe.audio import FileSource
 from scribe.client import StreamClient
 from scribe.protocol import ErrorCode, decode_event, encode_frame, encode_start
-from scribe.trust.at_rest import open_store
+from scribe.database import open_store
 
 from conftest import SAMPLES, TOKEN, RunningServer, reference_text, start_server
 from test_streaming_e2e import DICTATION, assert_clean_sequence, start_msg

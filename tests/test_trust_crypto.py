@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from scribe.config import Settings
 from scribe.models import Consent, Segment
-from scribe.service.phi import ENCRYPTED_COLUMNS
+from scribe.database import ENCRYPTED_COLUMNS
 from scribe.store import ENCRYPTED_COLUMNS as CORE_COLUMNS
 from scribe.store import EncryptionKeyError, Store
 from scribe.trust.crypto import (

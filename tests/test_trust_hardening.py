@@ -27,7 +27,7 @@ from scribe.cli import main
 from scribe.config import Settings
 from scribe.models import Consent
 from scribe.store import AsyncStore, CorruptRow, Store
-from scribe.trust.at_rest import open_store
+from scribe.database import open_store
 from scribe.trust.audit import Action, AuditLog
 from scribe.trust.crypto import DecryptionError, Keyring, aad_for, generate_key, open_bytes, open_text
 

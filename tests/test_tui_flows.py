@@ -242,7 +242,7 @@ async def fhir_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fhir):
     from review_support import flagged_note, sample_segments, seed_encounter
 
     from scribe.notes import draft
-    from scribe.trust.at_rest import open_store
+    from scribe.database import open_store
 
     monkeypatch.delenv("SCRIBE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)

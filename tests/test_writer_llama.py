@@ -464,7 +464,7 @@ async def test_live_encounter_ends_with_an_llm_draft_whose_every_sentence_has_ev
     from scribe.client import StreamClient
     from scribe.notes.repo import NoteRepo
     from scribe.protocol import DraftEvent
-    from scribe.trust.at_rest import open_store
+    from scribe.database import open_store
 
     from conftest import SAMPLES, TOKEN
     from test_streaming_e2e import start_msg
@@ -528,7 +528,7 @@ async def test_live_engine_missing_stores_the_extractive_draft_and_says_why(live
     from scribe.audio import FileSource
     from scribe.client import StreamClient
     from scribe.notes.repo import NoteRepo
-    from scribe.trust.at_rest import open_store
+    from scribe.database import open_store
 
     from conftest import SAMPLES, TOKEN
     from test_streaming_e2e import start_msg

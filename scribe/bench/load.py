@@ -244,7 +244,7 @@ async def run_load(*, clinicians: int, minutes: float, audio: Path, url: str | N
 
     from ..audio import float_to_pcm16, load_audio
     from ..config import Settings
-    from ..trust.at_rest import open_store
+    from ..database import open_store
 
     pcm = float_to_pcm16(load_audio(audio))
     seconds = minutes * 60.0

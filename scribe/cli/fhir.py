@@ -63,7 +63,7 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from .common import UserError, settings_from_args
     from scribe.fhir.outbox import Outbox
     from scribe.store import StoreError
-    from scribe.trust.at_rest import open_store
+    from scribe.database import open_store
 
     settings = settings_from_args(args)
     try:

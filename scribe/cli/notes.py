@@ -127,7 +127,7 @@ def _load_source(settings: Settings, source: str) -> tuple[Transcript, bool]:
         except TranscriptError as exc:
             raise UserError(str(exc)) from None
     from ..store import StoreError
-    from ..trust.at_rest import open_store
+    from ..database import open_store
 
     if not settings.database_path.is_file():
         raise UserError(f"{source!r} is not a file, and there is no store at {settings.database_path} to look it up in")
@@ -223,7 +223,7 @@ def cmd_draft(args: argparse.Namespace) -> int:
     err.print(f"[dim]{summary}[/]")
     if args.save:
         from ..store import StoreError
-        from ..trust.at_rest import open_store
+        from ..database import open_store
         from ..notes.repo import NoteRepo
 
         if not from_store:

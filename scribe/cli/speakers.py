@@ -8,7 +8,7 @@ import argparse
 def _repo(settings):
     from .common import UserError
     from ..store import StoreError
-    from ..trust.at_rest import open_store
+    from ..database import open_store
     from ..diarize.profiles import ProfileError, ProfileRepository, legacy_key
 
     try:

@@ -35,13 +35,11 @@ def _when(text: str | None, what: str) -> datetime | None:
 def _open_store(args: argparse.Namespace):
     from .common import UserError, settings_from_args
     from scribe.store import StoreError
-    from scribe.trust.at_rest import open_store
-
-    from ..service.phi import ENCRYPTED_COLUMNS
+    from scribe.database import open_store
 
     settings = settings_from_args(args)
     try:
-        return settings, open_store(settings, encrypted_columns=ENCRYPTED_COLUMNS)
+        return settings, open_store(settings)
     except StoreError as exc:
         raise UserError(str(exc)) from None
 
@@ -198,7 +196,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from scribe.store import EncryptionKeyError, Store, StoreError
 
     from ..trust.audit import Action, AuditLog, Outcome
-    from ..service.phi import ENCRYPTED_COLUMNS
+    from ..database import ENCRYPTED_COLUMNS
     from ..trust.crypto import CryptoError, retire_rotated_keys, rotate
 
     settings = settings_from_args(args)

@@ -43,7 +43,7 @@ MIGRATIONS = [
 ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
     EncryptedColumn("speaker_profiles", "ciphertext", ("clinician_id",), text=False),
 )
-"""The PHI column of this table (the sealed voiceprint), collected by ``scribe/service/phi.py``
+"""The PHI column of this table (the sealed voiceprint), collected by ``scribe/database.py``
 so that key rotation and the key check at open walk it."""
 
 
@@ -119,7 +119,7 @@ class ProfileRepository:
     def __init__(self, store, legacy: bytes | None = None):
         if getattr(store, "keyring", None) is None:
             raise ProfileError("voice profiles are biometric data and are stored only in an encrypted store: "
-                               "open the store with its data key (scribe.trust.at_rest.open_store)")
+                               "open the store with its data key (scribe.database.open_store)")
         self.store = store
         store.migrate_component("speakers", MIGRATIONS)
         self._legacy = legacy

@@ -98,7 +98,7 @@ ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
     EncryptedColumn("delivery_signatures", "retract_reason", ("id",), text=True),
 )
 """The PHI columns of these tables (the signed note, the reason typed for a retraction),
-collected by ``scribe/service/phi.py`` so that key rotation and the key check at open walk them."""
+collected by ``scribe/database.py`` so that key rotation and the key check at open walk them."""
 
 # Ledger events after which a copy may exist at the target even if no result was recorded.
 _WRITE_EVENTS = ("post_started",)

@@ -41,7 +41,7 @@ MIGRATIONS = [
 ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
     EncryptedColumn("note_versions", "data", ("encounter_id", "version"), text=True),
 )
-"""The PHI columns of these tables (the note's text), collected by ``scribe/service/phi.py``
+"""The PHI columns of these tables (the note's text), collected by ``scribe/database.py``
 so that key rotation and the key check at open walk them."""
 
 

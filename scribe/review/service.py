@@ -66,7 +66,7 @@ ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
     EncryptedColumn("review_events", "reason", ("seq",), text=True),
 )
 """The PHI columns of these tables (sentence text before and after a change, the clinician's
-reason), collected by ``scribe/service/phi.py`` so that key rotation and the key check at open
+reason), collected by ``scribe/database.py`` so that key rotation and the key check at open
 walk them."""
 
 

@@ -29,7 +29,7 @@ from ..models import Delivery, Encounter, EncounterStatus, Note, Segment, utcnow
 from ..protocol import CloseCode, ErrorCode, ErrorEvent, WithdrawnEvent
 from ..store import AsyncStore, Store
 from ..trust.anchor import AnchorKeeper
-from ..trust.at_rest import open_store
+from ..database import open_store
 from ..trust.audit import Action as AuditAction
 from ..trust.audit import AuditLog, Outcome
 from ..trust.consent import ConsentError, ConsentPolicy, apply_withdrawal, purge_expired
@@ -38,7 +38,6 @@ from .auth import PRINCIPAL, Gate, audit_id, json_error, ssl_context
 from .drafting import write_all
 from .encounters_api import EncountersApi
 from .engine import Engine
-from .phi import ENCRYPTED_COLUMNS
 from .review_api import ReviewContext, add_routes
 from .session import Connection, Session, send_event
 
@@ -52,7 +51,7 @@ class StreamServer:
     def __init__(self, settings: Settings, *, engine: Engine | None = None, store: Store | None = None):
         self.settings = settings
         self.engine = engine or Engine(settings)
-        self.store = AsyncStore(store or open_store(settings, encrypted_columns=ENCRYPTED_COLUMNS))
+        self.store = AsyncStore(store or open_store(settings))
         raw = self.store.store
         self.audit = AuditLog(raw)
         self.anchors = AnchorKeeper(self.store, self.audit, settings.trust.audit_anchor_interval_s)

@@ -6,8 +6,8 @@ Each module is self-contained with a small API so the server and store can wire 
 - ``anchor``     the audit head kept outside the database, signed (``AnchorKeeper`` for the service)
 - ``crypto``     AES-GCM envelopes bound to (table, column, row), key rotation over the
                  encrypted columns it is given (``Keyring``, ``EncryptedColumn``, ``rotate``); each
-                 schema declares its own columns, ``scribe/service/phi.py`` collects them
-- ``at_rest``    ``open_store(settings)``: the store with its data key, checked at open, in a
+                 schema declares its own columns, ``scribe/database.py`` collects them
+- ``at_rest``    ``open_keyed_store(settings, columns)``: the store with its data key, checked at open, in a
                  private (0700) data directory, its audit log anchored
 - ``tokens``     per-clinician API tokens stored hashed, roles, encounter scoping (``TokenStore``)
 - ``consent``    the consent gate, consent withdrawal and retention purges

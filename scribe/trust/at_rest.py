@@ -1,4 +1,5 @@
-"""Opening the store with its data key: the one place the server and the CLI get a ``Store``.
+"""Opening the store with its data key (``open_keyed_store``; the product calls it through
+``scribe.database.open_store``, which gives it every PHI column).
 
 Where the key comes from, in order:
 
@@ -18,10 +19,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .crypto import KeyMissing, Keyring, read_key_file, recorded_key_ids, write_key_file
+from .crypto import EncryptedColumn, KeyMissing, Keyring, read_key_file, recorded_key_ids, write_key_file
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +100,22 @@ def private_data_dir(settings: Any) -> Path:
     return path
 
 
-def open_store(settings: Any, **kwargs: Any):
-    """``Store(database_url or database_path, keyring)`` with the key checked against the
-    database, in a private data directory, its audit log anchored (``trust.anchor``)."""
+def open_keyed_store(settings: Any, encrypted_columns: Sequence[EncryptedColumn], **kwargs: Any) -> Store:
+    """``Store(database_url or database_path, keyring)`` with the key checked against
+    ``encrypted_columns`` of the database, in a private data directory, its audit log anchored
+    (``trust.anchor``). The product opens it through ``scribe.database.open_store``, which
+    gives every schema's PHI columns (this package names no table)."""
     from ..store import Store
     from .anchor import anchor_file
 
     private_data_dir(settings)
     keyring = data_keyring(settings)
-    store = Store(settings.database_url or settings.database_path, keyring=keyring, **kwargs)
+    store = Store(settings.database_url or settings.database_path, keyring=keyring,
+                  encrypted_columns=tuple(encrypted_columns), **kwargs)
     store.audit_anchor_file = anchor_file(settings)
     store.audit_anchor_every = settings.trust.audit_anchor_every
     log.info("store opened with data key %s (%d key(s) configured)", keyring.primary_id, len(keyring.key_ids))
     return store
 
 
-__all__ = ["data_keyring", "default_key_file", "open_store", "private_data_dir"]
+__all__ = ["data_keyring", "default_key_file", "open_keyed_store", "private_data_dir"]

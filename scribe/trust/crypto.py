@@ -310,7 +310,7 @@ class EncryptedColumn:
     Each schema declares its own PHI columns next to the tables it creates (an
     ``ENCRYPTED_COLUMNS`` tuple beside its ``MIGRATIONS``: the store's core tables in
     ``scribe/store.py``, each feature in its repository module), and the composition root
-    collects them (``scribe/service/phi.py``). This module names no table: what the store and
+    collects them (``scribe/database.py``). This module names no table: what the store and
     the repositories encrypt is exactly what :func:`rotate` and the key check at open
     (:func:`check_store_keys`) are given to walk. A feature adding a PHI column declares it
     beside its schema and adds its tuple to the collection. Ids, times, counts, states and
@@ -423,7 +423,7 @@ def open_text(keyring: Keyring | None, stored: str, table: str, column: str, row
         return stored
     if keyring is None:
         raise KeyMissing(f"{table}.{column} of row {_row(row_key)} is encrypted but this store was opened without "
-                         "a key; open it with its keyring (scribe.trust.at_rest.open_store(settings))")
+                         "a key; open it with its keyring (scribe.database.open_store(settings))")
     return keyring.decrypt_text(stored, aad_for(table, column, row_key))
 
 
@@ -442,7 +442,7 @@ def open_bytes(keyring: Keyring | None, stored: bytes, table: str, column: str,
         return bytes(stored)
     if keyring is None:
         raise KeyMissing(f"{table}.{column} of row {_row(row_key)} is encrypted but this store was opened without "
-                         "a key; open it with its keyring (scribe.trust.at_rest.open_store(settings))")
+                         "a key; open it with its keyring (scribe.database.open_store(settings))")
     return keyring.decrypt(stored, aad_for(table, column, row_key))
 
 
