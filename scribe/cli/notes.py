@@ -306,6 +306,7 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
     from .common import UserError, console, err
 
     from ..notes.dialogue import segments_from_turns
+    from ..notes.completeness import without_fact_lines
     from ..notes.evaluation import SystemTotals, copy_transcript, note_checks, note_text, score
     from ..notes.writers import ExtractiveWriter, ModelMissing, WriterError
 
@@ -318,6 +319,11 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
     systems: list[tuple[str, Any]] = [("copy-transcript", None), ("extractive", ExtractiveWriter())]
     if chosen != "extractive":
         systems.append((chosen, _writer(settings, chosen)))
+    # the same notes without the lines written from omitted facts (notes.completeness): what
+    # those lines add, measured in the same run on the same model output
+    without_facts = f"{chosen} without fact lines"
+    if chosen == "llama":
+        systems.append((without_facts, "derived"))
     files = list(dict.fromkeys(f for f, _ in records))
     totals = {(f, name): SystemTotals(name) for f in files for name, _ in systems}
     words = {f: [] for f in files}
@@ -333,6 +339,8 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
                 if writer is None:
                     t.add(score(copy_transcript(segments), ref), None)
                     continue
+                if writer == "derived":
+                    continue  # scored with the note it is derived from, below
                 try:
                     note, stats, per_seg, stop = await _draft_timed(writer, segments, rec["id"], template)
                 except ModelMissing as exc:
@@ -341,6 +349,9 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
                     t.errors += 1
                     continue
                 t.add(score(note_text(note), ref), note_checks(note))
+                if (fname, without_facts) in totals and name == chosen:
+                    bare = without_fact_lines(note)
+                    totals[(fname, without_facts)].add(score(note_text(bare), ref), note_checks(bare))
                 t.stop_to_draft.append(stop)
                 t.incremental_per_segment.append(per_seg)
                 t.completion_tokens += stats.completion_tokens

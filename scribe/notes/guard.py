@@ -689,7 +689,9 @@ def merge_flags(old: list[Flag], new: list[Flag]) -> list[Flag]:
 # ------------------------------------------------------------------ omissions
 
 
-def _covers(fact: Fact, sentences: list[Sentence]) -> bool:
+def covers(fact: Fact, sentences: list[Sentence]) -> bool:
+    """Whether one of ``sentences`` states ``fact`` (the drug, with its dose if it has one; the
+    finding, either way; the number): what the omission list and the completeness lines test."""
     for s in sentences:
         text = strip_citations(s.text)
         if fact.kind is FactKind.medication:
@@ -715,7 +717,7 @@ def omissions(note: Note, facts: Sequence[Fact]) -> list[str]:
     sentences = note.sentences()
     out = []
     for f in dedupe_facts(x for x in facts if x.kind in OMISSION_KINDS):
-        if not _covers(f, sentences):
+        if not covers(f, sentences):
             out.append(f.describe())
     return out
 
@@ -754,6 +756,7 @@ __all__ = [
     "GuardContext",
     "check_note",
     "check_sentence",
+    "covers",
     "evidence_for",
     "link_evidence",
     "merge_flags",

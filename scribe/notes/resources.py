@@ -137,6 +137,28 @@ def parse_findings_lexicon(path: Path) -> PhraseLexicon:
     return PhraseLexicon(entries, use_stems=True)
 
 
+def parse_finding_groups(path: Path) -> dict[str, str]:
+    """Each canonical finding's group: the name of the last ``# ---- group`` line above it."""
+    groups: dict[str, str] = {}
+    group = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line.startswith("# ----"):
+            group = line.removeprefix("# ----").strip()
+        elif line and not line.startswith("#"):
+            first = line.split("|")[0]
+            canonical = " ".join(t.norm for t in tokenize(first) if t.kind != "sym")
+            groups.setdefault(canonical, group)
+    return groups
+
+
+@lru_cache(maxsize=8)
+def finding_groups(path: str | None = None) -> dict[str, str]:
+    """Canonical finding → its group in the findings lexicon ("general", "problems and
+    diagnoses", "signs on examination", …)."""
+    return parse_finding_groups(Path(path) if path else prompts_dir() / "lexicon" / "findings.txt")
+
+
 @lru_cache(maxsize=8)
 def drug_lexicon(path: str | None = None) -> DrugLexicon:
     """The drug lexicon (``prompts/lexicon/drugs.txt`` unless ``path`` is given)."""

@@ -42,8 +42,8 @@ from ..facts import Fact, FactKind, dedupe_facts, findings_in
 from ..guard import (
     OMISSION_KINDS,
     GuardContext,
-    _covers,
     check_sentence,
+    covers,
     evidence_for,
     link_evidence,
     spoken_values,
@@ -407,7 +407,7 @@ def fill_omissions(kept: dict[str, list[Sentence]], drafted: Note, facts: Sequen
     have = [x for v in kept.values() for x in v]
     added = 0
     for f in dedupe_facts(x for x in facts if x.kind in OMISSION_KINDS):
-        if _covers(f, have):
+        if covers(f, have):
             continue
         ids = set(f.segment_ids)
         for sec in drafted.sections:
@@ -415,7 +415,7 @@ def fill_omissions(kept: dict[str, list[Sentence]], drafted: Note, facts: Sequen
                 continue
             hit = next((x for x in sec.sentences
                         if ids & {e.segment_id for e in x.evidence} and x not in have
-                        and _covers(f, [x]) and not register_issues(x.text)), None)
+                        and covers(f, [x]) and not register_issues(x.text)), None)
             if hit is not None:
                 kept[sec.key].append(hit)
                 have.append(hit)

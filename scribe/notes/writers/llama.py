@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...models import Note, Section, Segment, Sentence
+from ..completeness import fact_sentences
 from ..extractive import IncrementalDrafter
 from ..guard import GuardContext, check_note
 from ..register import is_note_language
@@ -732,14 +733,20 @@ class LlamaSession:
                  outcomes.get("repaired", 0))
         # A section the model left empty (or whose every sentence failed verification) while
         # the extractive pass found statements for it keeps those of them that are note
-        # language: verified, evidence-linked, if not as well phrased; and a fact no sentence
-        # states comes back as its extractive statement (fill_omissions).
+        # language: verified, evidence-linked, if not as well phrased; a fact no sentence
+        # states comes back as its extractive statement when that is note language
+        # (fill_omissions), else as a line written from the fact (notes.completeness).
         drafted = {sec.key: [x for x in sec.sentences if is_note_language(x.text)] for sec in base.sections}
         empty = [k for k, v in kept.items() if not v and drafted.get(k)]
         for k in empty:
             kept[k] = list(drafted[k])
         self.stats.extra["sections_from_extractive"] = float(len(empty))
         self.stats.extra["statements_from_extractive"] = float(fill_omissions(kept, base, facts))
+        # what is still left out, written from the facts themselves ("Denies fever and chills.")
+        lines = fact_sentences(kept, base, facts, segments, self.template)
+        for key, added in lines.items():
+            kept[key].extend(added)
+        self.stats.extra["statements_from_facts"] = float(sum(len(v) for v in lines.values()))
         final = self._assemble(base, kept, set(kept))
         yield check_note(final, segments, facts=facts, instructions=instructions)
 
