@@ -436,7 +436,7 @@ _POS_ANSWERS: list[tuple[str, ...]] = [
         "constantly", "i've had", "i 've had", "i've been", "i 've been", "i get", "i've got",
         "i 've got", "i got", "unfortunately", "quite a bit", "a few", "very",
         "that's it", "that 's it", "that's right", "that 's right", "that's the one", "that 's the one",
-        "exactly", "i am", "i'm on it", "i 'm on it",
+        "exactly",
     )
 ]  # fmt: skip
 
