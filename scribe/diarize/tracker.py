@@ -370,9 +370,24 @@ class SpeakerTracker:
             sep = min(_separation(E[m], w[m], a3[m], 0, _THIRD), _separation(E[m], w[m], a3[m], 1, _THIRD))
             if sep < cfg.strong_separation or sep <= best_sep:
                 continue
-            if self._pair_ok(E, X, w, a3, idx, prof, 0, 1):
+            if self._pair_ok(E, X, w, a3, idx, prof, 0, 1) and not self._talks_like_the_clinician(idx, a3):
                 best, best_sep = a3, sep
         return best
+
+    def _talks_like_the_clinician(self, idx: list[int], assign: np.ndarray) -> bool:
+        """Does the candidate third voice ask and plan as much as the main voices' clinician
+        does? A relative or an interpreter answers and reports; a "third voice" that takes
+        the history ("did you smoke?", "are you retired?") is the clinician's own voice split
+        off (the room or the microphone changed), not a visitor. The text breaks the tie the
+        voice alone cannot."""
+        evidence: dict[int, RoleEvidence] = {}
+        for k, c in zip(idx, assign.tolist()):
+            evidence.setdefault(int(c), RoleEvidence()).add(self.items[k].obs.text)
+        third = evidence.get(_THIRD)
+        mains = [evidence[c] for c in (0, 1) if c in evidence]
+        if third is None or not mains:
+            return False
+        return third.score >= max(e.score for e in mains)
 
     def _grow_third(self, X: np.ndarray, w: np.ndarray, two: np.ndarray, reliable: np.ndarray,
                     prof: np.ndarray | None, third: np.ndarray) -> np.ndarray | None:
