@@ -58,6 +58,9 @@ def register(sub: Any) -> None:
     _writer_args(p)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--out", type=Path, help="also write the JSON results here")
+    p.add_argument("--save-notes", type=Path, metavar="DIR",
+                   help="also write every drafted note here, one Markdown file per record and writer (sentences "
+                        "with their evidence ids and flags), to read what the writers produce")
     p.set_defaults(func=cmd_eval_notes)
 
 
@@ -349,6 +352,8 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
                     t.errors += 1
                     continue
                 t.add(score(note_text(note), ref), note_checks(note))
+                if args.save_notes is not None:
+                    _save_note(args.save_notes, rec["id"], name, note, ref)
                 if (fname, without_facts) in totals and name == chosen:
                     bare = without_fact_lines(note)
                     totals[(fname, without_facts)].add(score(note_text(bare), ref), note_checks(bare))
@@ -405,6 +410,23 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
             table.add_row(*[_fmt(s[k]) for _, k in cols])
         console.print(table)
     return 0
+
+
+def _save_note(folder: Path, record_id: str, system: str, note: Any, reference: str) -> None:
+    """One drafted note as Markdown for reading: each sentence with its evidence ids and flags,
+    and the reference note after it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {record_id} — {system}", ""]
+    for sec in note.sections:
+        lines.append(f"## {sec.title}")
+        for s in sec.sentences:
+            cites = ", ".join(e.segment_id for e in s.evidence)
+            flags = "".join(f" **[{f.kind}: {f.message}]**" for f in s.flags)
+            lines.append(f"- {s.text} `[{cites}]` `{s.id}`{flags}")
+        lines.append("")
+    lines += ["---", "## Reference note", "", reference, ""]
+    name = f"{record_id.replace('/', '_')}.{system.replace(' ', '_')}.md"
+    (folder / name).write_text("\n".join(lines), encoding="utf-8")
 
 
 def _fmt(v: Any) -> str:

@@ -38,7 +38,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ...models import Evidence, FlagKind, Note, Section, Segment, Sentence, Speaker
-from ..facts import Fact, FactKind, dedupe_facts, findings_in
+from ..facts import Fact, FactKind, dedupe_facts, findings_in, question_span
 from ..guard import (
     OMISSION_KINDS,
     GuardContext,
@@ -335,12 +335,18 @@ def verify_line(
     sentence_id: str,
     earlier: set[str],
     observed: bool = False,
+    planned: bool = False,
 ) -> Verdict:
     """Check one sentence the model wrote against the segments it cites (see the module docstring).
 
     ``earlier`` holds the normalised sentences already kept (to catch repeats); a kept sentence
     is added to it. ``observed``: the section holds what was examined or measured
     (``observed_sections``), so a sentence resting only on the patient's words is dropped.
+    ``planned``: the section holds the plan (``planned_sections``), which the clinician states,
+    so a sentence citing nothing the clinician said (only the patient, or only questions) is
+    dropped. In every section a sentence citing only questions is dropped: a question says
+    nothing until it is answered ("have you noticed swollen legs or a bloated belly?" written as
+    "has not noticed …" when the answer was "I feel bloated").
     """
     issues = register_issues(written.text)
     if issues:
@@ -353,6 +359,11 @@ def verify_line(
         # an exam/results section stating what only the patient said: a symptom, not a finding
         # (a small model fills the Objective of a visit with no exam with the history again)
         return Verdict(None, "dropped", ["patient_report_as_observation"])
+    if all(only_a_question(s.text) for s in cited):
+        return Verdict(None, "dropped", ["question_only"])
+    if planned and not any(s.speaker is not Speaker.patient and not only_a_question(s.text) for s in cited):
+        # "Return if muscle cramps occur." citing the patient's "slight cramps": a plan nobody made
+        return Verdict(None, "dropped", ["plan_not_said_by_clinician"])
     text = written.text
     if _norm_key(text) in earlier:
         return Verdict(None, "dropped", ["duplicate"])
@@ -388,6 +399,23 @@ def verify_line(
 
 
 OBSERVED_KINDS = frozenset({"exam", "results"})
+
+
+def only_a_question(text: str) -> bool:
+    """The utterance asks and says nothing else (at most a few words before the question:
+    "okay, and have you had …?"); one that states a plan and then asks "does that sound
+    okay?" is not."""
+    span = question_span(text)
+    if span is None:
+        return False
+    before = [t for t in tokenize(text[:span.start]) if t.kind == "word"]
+    return len(before) <= 3
+
+
+def planned_sections(template: Template) -> frozenset[str]:
+    """Sections that hold the plan (their ``covers`` include it: SOAP's Plan, an H&P's
+    assessment-and-plan)."""
+    return frozenset(s.key for s in template.sections if "plan" in s.covers)
 
 
 def observed_sections(template: Template) -> frozenset[str]:
@@ -444,6 +472,8 @@ __all__ = [
     "load_llama_prompt",
     "note_grammar",
     "observed_sections",
+    "only_a_question",
+    "planned_sections",
     "prompt_head",
     "prompt_tail",
     "turn_line",

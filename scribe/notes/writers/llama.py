@@ -65,6 +65,7 @@ from .conversation import (
     has_clinical_content,
     note_grammar,
     observed_sections,
+    planned_sections,
     prompt_head,
     prompt_tail,
     system_text,
@@ -615,6 +616,7 @@ class LlamaSession:
         t_stop = time.perf_counter()
 
         observed = observed_sections(self.template)
+        planned = planned_sections(self.template)
         halt = {"rambling": False}
         """Set when the model's last lines all failed verification: the section call ends."""
         dropped_in_a_row = 0
@@ -626,7 +628,7 @@ class LlamaSession:
                 n = len(kept[w.section])
                 v = verify_line(w, segment_of_line, ctx, sections[w.section],
                                 sentence_id=f"{w.section}.llama{n}", earlier=earlier,
-                                observed=w.section in observed)
+                                observed=w.section in observed, planned=w.section in planned)
                 outcomes[v.outcome] = outcomes.get(v.outcome, 0) + 1
                 for r in v.reasons:
                     outcomes[f"{v.outcome}:{r}"] = outcomes.get(f"{v.outcome}:{r}", 0) + 1
