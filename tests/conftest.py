@@ -17,9 +17,9 @@ from aiohttp import web
 from scribe.config import Settings
 
 # The product's default note writer is ``llama`` (Qwen2.5-Coder-1.5B in llama.cpp, ~1.1 GB, a
-# minute or more per note on 2 cores). tests/test_writer_llama.py runs that path for real with the
-# small packaged SmolLM2 (and checks the default); every other test drafts with the extractive
-# writer, which the llama writer also falls back to. Subprocesses inherit this.
+# minute or more per note on 2 cores). tests/notes/writers/test_writer_llama.py runs that path for
+# real with the small packaged SmolLM2 (and checks the default); every other test drafts with the
+# extractive writer, which the llama writer also falls back to. Subprocesses inherit this.
 os.environ.setdefault("SCRIBE_NOTES__WRITER", "extractive")
 
 ROOT = Path(__file__).resolve().parent.parent

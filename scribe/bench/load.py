@@ -14,7 +14,7 @@ fill the requested minutes). The run reports:
   p50/p95.
 
 ``ServerProcess`` (start a real server on a free port, SIGKILL it, restart it) is also what
-the failure drills in ``tests/test_drills_*.py`` use.
+the failure drills in ``tests/drills/test_drills_*.py`` use.
 """
 
 from __future__ import annotations

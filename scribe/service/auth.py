@@ -4,7 +4,7 @@ and the request audit for every ``/v1`` HTTP route (the websocket authenticates 
 
 Scoping is here, not in handlers: a route that names an encounter — directly, through one of
 its deliveries, or as the filter of the event stream — is checked before its handler runs, so
-a handler added later cannot forget it (``tests/test_security_probe.py`` probes every route).
+a handler added later cannot forget it (``tests/trust/test_security_probe.py`` probes every route).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from scribe.notes.guard import check_note
 from scribe.notes.writers import ExtractiveWriter, write_note_sync
 from scribe.notes.templates import load_template
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
 EVAL = Path(os.environ.get("SCRIBE_EVAL_DIR", ROOT.parent / "shared" / "eval"))
 T0 = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)

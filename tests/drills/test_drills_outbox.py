@@ -16,12 +16,13 @@ import json
 from pathlib import Path
 
 import pytest
-from test_fhir_client import T0, Clock, Env, _free_port, make_note, run_fhir_server, server_docs
 
 from scribe.cli import main as scribe_main
 from scribe.fhir.document import note_identifier
 from scribe.fhir.outbox import OutboxWorker
 from scribe.models import Consent, DeliveryState
+
+from fhir_support import T0, Clock, Env, free_port, make_note, run_fhir_server, server_docs
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ def _assert_waiting(env: Env, signed: dict, min_attempts: int) -> None:
 
 async def test_ehr_unreachable_for_hours_then_each_note_delivered_exactly_once(tmp_path: Path, capsys,
                                                                                  monkeypatch) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}/fhir/R4"
     db = tmp_path / "data" / "scribe.db"
     db.parent.mkdir()
@@ -130,7 +131,7 @@ async def test_ehr_unreachable_for_hours_then_each_note_delivered_exactly_once(t
 
 
 async def test_note_signed_before_a_weekend_outage_is_delivered_when_the_ehr_returns(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     clock = Clock(T0)
     env = Env(tmp_path / "db", f"http://127.0.0.1:{port}/fhir/R4", clock)
     try:

@@ -4,7 +4,7 @@ and the schema migrated once beside the store's own."""
 from __future__ import annotations
 
 import pytest
-from test_notes_extractive import short_segments
+from notes_support import short_segments
 
 from scribe.models import Sentence
 from scribe.notes.extractive import draft

@@ -16,7 +16,7 @@ from scribe.protocol import ErrorCode, decode_event, encode_frame, encode_start
 from scribe.database import open_store
 
 from conftest import SAMPLES, TOKEN, RunningServer, reference_text, start_server
-from test_streaming_e2e import DICTATION, assert_clean_sequence, start_msg
+from stream_support import DICTATION, assert_clean_sequence, start_msg
 
 JFK = SAMPLES / "general_jfk.flac"
 

@@ -260,7 +260,7 @@ async def test_stream_server_anchors_at_startup_and_shutdown(tmp_path: Path, mon
 
 
 def test_cli_draft_of_a_stored_encounter_is_audited(tmp_path: Path, capsys) -> None:
-    from test_notes_extractive import short_segments
+    from notes_support import short_segments
 
     settings = _settings(tmp_path)
     store = open_store(settings)
@@ -282,7 +282,7 @@ def test_cli_draft_of_a_stored_encounter_is_audited(tmp_path: Path, capsys) -> N
 
 
 def _keyed_encounter(tmp_path: Path) -> Settings:
-    from test_notes_extractive import short_segments
+    from notes_support import short_segments
 
     settings = _settings(tmp_path)
     store = open_store(settings)

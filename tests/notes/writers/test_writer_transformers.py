@@ -14,7 +14,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from test_notes_extractive import short_segments
+from notes_support import short_segments
 
 from scribe.config import Settings
 from scribe.notes.extractive import draft

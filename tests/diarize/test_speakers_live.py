@@ -15,7 +15,7 @@ from scribe.protocol import SpeakersEvent
 from scribe.database import open_store
 
 from conftest import SAMPLES, TOKEN, RunningServer
-from test_streaming_e2e import start_msg
+from stream_support import start_msg
 
 pytestmark = pytest.mark.slow
 DIALOGUE = SAMPLES / "synth_dialogue_dev_01.flac"

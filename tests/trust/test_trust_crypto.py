@@ -334,7 +334,7 @@ def test_trust_imports_no_feature_and_crypto_names_no_feature_table() -> None:
     module (envelopes, rotation, the key check) names none of their tables."""
     import ast
 
-    root = Path(__file__).resolve().parent.parent / "scribe" / "trust"
+    root = Path(__file__).resolve().parents[2] / "scribe" / "trust"
     features = ("notes", "review", "fhir", "diarize")
     offenders = []
     for path in sorted(root.glob("*.py")):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SAMPLES, TOKEN, reference_text, wait_until
-from test_streaming_e2e import as_pcm, assert_clean_sequence, wer
+from stream_support import as_pcm, assert_clean_sequence, wer
 
 from scribe.audio import FileSource, float_to_pcm16
 from scribe.bench.load import ServerProcess

@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 import websockets
 from conftest import SAMPLES, TOKEN, start_server, wait_until
-from test_streaming_e2e import as_pcm, assert_clean_sequence
+from stream_support import as_pcm, assert_clean_sequence
 
 from scribe.audio import FileSource, float_to_pcm16, iter_chunks, load_audio
 from scribe.client import ClientError, StreamClient

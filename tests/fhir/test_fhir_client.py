@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,52 +19,18 @@ import pytest
 from scribe.fhir.client import BearerAuth, FhirClient
 from scribe.fhir.document import note_identifier
 from scribe.fhir.errors import FhirAuthError, FhirValidationError
-from scribe.fhir.outbox import Outbox, OutboxWorker
 from scribe.fhir.render import render_note
 from scribe.fhir.smart import SmartBackendAuth
-from scribe.fhir.targets import DocumentOptions, FhirTarget
-from scribe.models import Consent, DeliveryState, Evidence, Note, Section, Sentence
-from scribe.store import Store
+from scribe.fhir.targets import DocumentOptions
+from scribe.models import DeliveryState
 
-try:
-    from tests.fhir_server.harness import FhirServer, run_fhir_server
-except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from fhir_server.harness import FhirServer, run_fhir_server
+from fhir_support import T0, Clock, Env, FhirServer, free_port, make_note, run_fhir_server, server_docs
 
 pytestmark = pytest.mark.slow
-
-T0 = datetime(2024, 5, 1, 14, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 async def no_sleep(_: float) -> None:
     return None
-
-
-def make_note(eid: str = "enc-1", text: str = "Patient reports a dry cough for three days.", **kw: Any) -> Note:
-    return Note(
-        encounter_id=eid,
-        sections=[
-            Section(key="subjective", title="Subjective", sentences=[
-                Sentence(id="s1", text=text, evidence=[Evidence(segment_id="seg-00000", start=0.0, end=2.0, quote=text)])
-            ]),
-            Section(key="assessment", title="Assessment", sentences=[
-                Sentence(id="s2", text="Viral upper respiratory infection — café-au-lait note: ünïcödé kept.",
-                         clinician_authored=True)
-            ]),
-        ],
-        **kw,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -86,38 +51,11 @@ def clock() -> Clock:
     return Clock(datetime.now(UTC))
 
 
-class Env:
-    """A store + outbox + worker wired to one FHIR target."""
-
-    def __init__(self, path: Path, base_url: str, clock: Clock, *, auth: Any = None,
-                 options: DocumentOptions | None = None, patient: str = "Patient/p1",
-                 encounter: str | None = "Encounter/e1") -> None:
-        self.path, self.base_url, self.clock, self.auth, self.options = path, base_url, clock, auth, options
-        self.store = Store(path)
-        if self.store.get_encounter("enc-1") is None:
-            self.store.open_encounter("enc-1", clinician_id="dr-lee", patient_ref=patient, language="en",
-                                      sample_rate=16000, consent=Consent(given=True, method="verbal"))
-        self.outbox = Outbox(self.store, targets=("fhir",), clock=clock)
-        if encounter:
-            self.outbox.set_context("enc-1", encounter=encounter)
-        self.client = FhirClient(base_url, auth=auth)
-        self.target = FhirTarget(self.client, options)
-        self.worker = OutboxWorker(self.outbox, {"fhir": self.target}, lease_s=60)
-
-    async def close(self) -> None:
-        await self.worker.aclose()
-        self.store.close()
-
-
 @pytest.fixture
 async def env(fhir: FhirServer, tmp_path: Path, clock: Clock):
     e = Env(tmp_path / "scribe.db", fhir.base_url, clock)
     yield e
     await e.close()
-
-
-async def server_docs(client: FhirClient, query: str = "") -> list[dict[str, Any]]:
-    return await client.search("DocumentReference", query)
 
 
 # --------------------------------------------------------------------------- happy path
@@ -192,14 +130,8 @@ async def test_validation_error_from_client_is_plain_words(fhir: FhirServer) -> 
 # --------------------------------------------------------------------------- exactly once
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_server_down_during_sign_then_delivered_exactly_once(tmp_path: Path, clock: Clock) -> None:
-    port = _free_port()
+    port = free_port()
     e = Env(tmp_path / "db", f"http://127.0.0.1:{port}/fhir/R4", clock)
     try:
         e.outbox.sign(make_note(), "dr-lee")

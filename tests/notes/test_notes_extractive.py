@@ -3,7 +3,7 @@ incremental = one-shot, and clear results for bad input.
 
 Real encounters come from ``$SCRIBE_EVAL_DIR`` or ``../shared/eval`` (ACI-Bench dev, CC BY 4.0:
 Yim et al., Sci Data 2023); those tests are skipped where the data is absent. The short visit
-below is written for these tests.
+(``tests/notes_support.py``) is written for these tests.
 """
 
 from __future__ import annotations
@@ -24,29 +24,10 @@ from scribe.notes.extractive import IncrementalDrafter, UnsupportedLanguage, dra
 from scribe.notes.guard import check_note
 from scribe.notes.templates import load_template
 
+from notes_support import SHORT, short_segments
+
 T0 = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-EVAL = Path(os.environ.get("SCRIBE_EVAL_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "eval"))
-
-SHORT = [
-    ("doctor", "Hi, what brings you in today?"),
-    ("patient", "I've had a bad cough and a sore throat for three days."),
-    ("doctor", "Any fever or chills?"),
-    ("patient", "No."),
-    ("doctor", "Any shortness of breath?"),
-    ("patient", "Yes, a little when I climb stairs."),
-    ("doctor", "Are you taking any medications?"),
-    ("patient", "I take lisinopril 10 mg once a day for my blood pressure."),
-    ("doctor", "Okay. Your temperature is 98.6 and your oxygen saturation is 97 percent."),
-    ("doctor", "On exam your lungs are clear and your throat is red."),
-    ("doctor", "I think this is a viral upper respiratory infection."),
-    ("doctor", "I want you to start benzonatate 100 mg three times a day as needed for the cough."),
-    ("doctor", "Continue the lisinopril 10 mg daily. Come back if you get worse, okay?"),
-    ("patient", "Okay, thank you."),
-]
-
-
-def short_segments(keep_speakers: bool = True) -> list[Segment]:
-    return segments_from_turns([{"speaker": s, "text": t} for s, t in SHORT], keep_speakers=keep_speakers)
+EVAL = Path(os.environ.get("SCRIBE_EVAL_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "eval"))
 
 
 def aci_record(rid: str) -> dict:

@@ -3,7 +3,7 @@
 The app is fed fixed data through an in-memory stand-in for the API client (same interface as
 ``tui.client.ReviewClient``) so the pictures do not depend on clocks or ids; the flows against
 the real service are in test_tui_flows.py. Update after an intended change with
-``pytest tests/test_tui_snapshots.py --snapshot-update`` and look at the new SVGs.
+``pytest tests/tui/test_tui_snapshots.py --snapshot-update`` and look at the new SVGs.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from scribe.diarize.enroll import EnrolmentError, build_profile
 from scribe.diarize.scoring import attribution, hypothesis_words, reference_words, role_of
 from scribe.models import Segment, Speaker
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 pytestmark = pytest.mark.slow
 
 

@@ -317,7 +317,7 @@ async def test_draft_on_request_uses_the_sites_templates(tmp_path: Path, monkeyp
     monkeypatch.chdir(tmp_path)
     site = tmp_path / "site-templates"
     site.mkdir()
-    builtin = (Path(__file__).resolve().parent.parent / "prompts" / "templates" / "progress.toml").read_text()
+    builtin = (Path(__file__).resolve().parents[2] / "prompts" / "templates" / "progress.toml").read_text()
     (site / "soap.toml").write_text(builtin.replace('name = "progress"', 'name = "soap"')
                                     .replace('title = "Progress note"', 'title = "Clinic SOAP"'))
     settings = make_settings(tmp_path, out_dir=tmp_path / "ehr-out")

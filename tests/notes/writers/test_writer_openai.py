@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from conftest import free_port
 from openai_stub.server import StubState, start_stub
-from test_notes_extractive import short_segments
+from notes_support import short_segments
 
 from scribe.config import Settings
 from scribe.notes.guard import check_note

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_notes_extractive import SHORT, short_segments
+from notes_support import SHORT, short_segments
 
 from scribe.cli import main
 from scribe.models import Consent, Transcript

@@ -467,7 +467,7 @@ async def test_live_encounter_ends_with_an_llm_draft_whose_every_sentence_has_ev
     from scribe.database import open_store
 
     from conftest import SAMPLES, TOKEN
-    from test_streaming_e2e import start_msg
+    from stream_support import start_msg
 
     notes = live_server.server.settings.notes
     notes.writer = "llama"
@@ -531,7 +531,7 @@ async def test_live_engine_missing_stores_the_extractive_draft_and_says_why(live
     from scribe.database import open_store
 
     from conftest import SAMPLES, TOKEN
-    from test_streaming_e2e import start_msg
+    from stream_support import start_msg
 
     monkeypatch.setattr(llama_mod, "engine_available", lambda: False)
     live_server.server.settings.notes.writer = "llama"
