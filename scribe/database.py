@@ -5,7 +5,8 @@ Each schema declares its own PHI columns beside the tables it creates: the store
 (audio, transcript) in ``scribe/store.py``, and each feature in its repository module. The trust
 package names no table (``trust.at_rest.open_keyed_store`` takes the columns it is given); this
 module hands it the whole set, so the key check at open and key rotation (``scribe keys
-rotate``) walk every PHI column. A feature adding a PHI column declares it beside its schema; a
+rotate``) walk every PHI column, and consent withdrawal and the retention purge
+(``trust.consent``) the tables each schema says hold an encounter's content. A feature adding a PHI column declares it beside its schema; a
 new feature with PHI adds its tuple here. Features never import this module (it imports them).
 """
 
@@ -16,8 +17,12 @@ from typing import Any
 from .config import Settings
 from .diarize.profiles import ENCRYPTED_COLUMNS as SPEAKER_COLUMNS
 from .fhir.outbox import ENCRYPTED_COLUMNS as DELIVERY_COLUMNS
+from .notes.repo import DRAFTS_TABLE
+from .notes.repo import ENCOUNTER_TABLES as NOTE_TABLES
 from .notes.repo import ENCRYPTED_COLUMNS as NOTE_COLUMNS
+from .review.service import ENCOUNTER_TABLES as REVIEW_TABLES
 from .review.service import ENCRYPTED_COLUMNS as REVIEW_COLUMNS
+from .store import ENCOUNTER_TABLES as CORE_TABLES
 from .store import ENCRYPTED_COLUMNS as CORE_COLUMNS
 from .store import Store
 from .trust.at_rest import open_keyed_store
@@ -35,6 +40,11 @@ voiceprints): what the store and the repositories encrypt is exactly what rotati
 check at open walk."""
 
 
+WITHDRAWAL_TABLES: tuple[str, ...] = (*CORE_TABLES, *NOTE_TABLES, *REVIEW_TABLES)
+"""Every table whose rows for an encounter hold what its recording produced (audio, transcript,
+drafts, review edits): what consent withdrawal deletes (``trust.consent.apply_withdrawal``). The
+audit log and the encounter row are kept; signed notes and their deliveries block withdrawal."""
+
 
 def open_store(settings: Settings, **kwargs: Any) -> Store:
     """The store of ``settings`` with its data key, checked at open against every PHI column,
@@ -42,4 +52,4 @@ def open_store(settings: Settings, **kwargs: Any) -> Store:
     return open_keyed_store(settings, ENCRYPTED_COLUMNS, **kwargs)
 
 
-__all__ = ["ENCRYPTED_COLUMNS", "open_store"]
+__all__ = ["DRAFTS_TABLE", "ENCRYPTED_COLUMNS", "WITHDRAWAL_TABLES", "open_store"]

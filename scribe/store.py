@@ -116,6 +116,11 @@ ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
 """The core tables' PHI columns (audio and transcript). Each feature declares its own beside its
 schema; ``scribe/database.py`` collects them all for rotation and the key check at open."""
 
+ENCOUNTER_TABLES: tuple[str, ...] = ("frames", "segments", "record_segments", "record_pass")
+"""The core tables whose rows for an encounter hold what its recording produced: consent
+withdrawal deletes them (``trust.consent.apply_withdrawal``; ``scribe/database.py`` collects
+every schema's)."""
+
 
 class StoreError(Exception):
     """A store operation failed; the message names the encounter and the problem."""

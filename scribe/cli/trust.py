@@ -317,6 +317,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
     from ..models import utcnow
     from ..trust.audit import AuditLog
+    from ..database import DRAFTS_TABLE
     from ..trust.consent import purge_expired
 
     settings, store = _open_store(args)
@@ -324,8 +325,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
     audio_days = settings.trust.audio_retention_days if args.audio_days is None else args.audio_days
     draft_days = settings.trust.draft_retention_days if args.draft_days is None else args.draft_days
     try:
-        report = purge_expired(store, now, audio_days, draft_days, audit=AuditLog(store), actor=cli_actor(args),
-                               dry_run=args.dry_run)
+        report = purge_expired(store, now, audio_days, draft_days, drafts_table=DRAFTS_TABLE, audit=AuditLog(store),
+                               actor=cli_actor(args), dry_run=args.dry_run)
     finally:
         store.close()
     verb = "would delete" if args.dry_run else "deleted"

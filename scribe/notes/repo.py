@@ -44,6 +44,11 @@ ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
 """The PHI columns of these tables (the note's text), collected by ``scribe/database.py``
 so that key rotation and the key check at open walk them."""
 
+DRAFTS_TABLE = "note_versions"
+"""Where drafts are kept: the retention purge deletes unsigned ones (``trust.consent``)."""
+ENCOUNTER_TABLES: tuple[str, ...] = (DRAFTS_TABLE,)
+"""Tables whose rows for an encounter consent withdrawal deletes (collected by ``scribe/database.py``)."""
+
 
 @dataclass(frozen=True)
 class NoteVersion:

@@ -68,6 +68,8 @@ ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
 """The PHI columns of these tables (sentence text before and after a change, the clinician's
 reason), collected by ``scribe/database.py`` so that key rotation and the key check at open
 walk them."""
+ENCOUNTER_TABLES: tuple[str, ...] = ("review_events",)
+"""Tables whose rows for an encounter consent withdrawal deletes (collected by ``scribe/database.py``)."""
 
 
 class ReviewError(EditError):

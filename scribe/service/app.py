@@ -29,7 +29,7 @@ from ..models import Delivery, Encounter, EncounterStatus, Note, Segment, utcnow
 from ..protocol import CloseCode, ErrorCode, ErrorEvent, WithdrawnEvent
 from ..store import AsyncStore, Store
 from ..trust.anchor import AnchorKeeper
-from ..database import open_store
+from ..database import DRAFTS_TABLE, WITHDRAWAL_TABLES, open_store
 from ..trust.audit import Action as AuditAction
 from ..trust.audit import AuditLog, Outcome
 from ..trust.consent import ConsentError, ConsentPolicy, apply_withdrawal, purge_expired
@@ -140,7 +140,7 @@ class StreamServer:
         while True:
             try:
                 report = await self.store.call(purge_expired, self.store.store, utcnow(), trust.audio_retention_days,
-                                               trust.draft_retention_days, audit=self.audit)
+                                               trust.draft_retention_days, drafts_table=DRAFTS_TABLE, audit=self.audit)
                 if report.frames_deleted or report.drafts_deleted:
                     log.info("retention purge", extra={"frames": report.frames_deleted,
                                                        "drafts": report.drafts_deleted})
@@ -211,7 +211,7 @@ class StreamServer:
                 await conn.cancel_tasks()
             try:
                 deleted = await self.store.call(apply_withdrawal, self.store.store, self.audit, encounter_id,
-                                                actor=audit_id(actor))
+                                                tables=WITHDRAWAL_TABLES, actor=audit_id(actor))
             except ConsentError as exc:
                 if conn is not None:
                     await conn.send(ErrorEvent(code=ErrorCode.consent_required, message=str(exc), fatal=True))

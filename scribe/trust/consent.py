@@ -22,7 +22,7 @@ Why these rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -134,21 +134,6 @@ class PurgeTarget:
     """SQL condition with one ``?`` for the encounter id."""
 
 
-NOTES_TABLE = "note_versions"
-"""The notes component's draft versions (``scribe.notes.repo``)."""
-
-# Tables whose rows for an encounter hold what the recording produced. Optional tables
-# (features not installed) are skipped when absent.
-WITHDRAWAL_TARGETS: tuple[PurgeTarget, ...] = (
-    PurgeTarget("frames", "encounter_id = ?"),
-    PurgeTarget("segments", "encounter_id = ?"),
-    PurgeTarget("record_segments", "encounter_id = ?"),
-    PurgeTarget("record_pass", "encounter_id = ?"),
-    PurgeTarget(NOTES_TABLE, "encounter_id = ?"),
-    PurgeTarget("review_events", "encounter_id = ?"),
-)
-
-
 @dataclass(frozen=True)
 class WithdrawalPlan:
     encounter_id: str
@@ -157,8 +142,11 @@ class WithdrawalPlan:
     blocked: ConsentReason | None = None
 
 
-def withdrawal_plan(encounter: Any) -> WithdrawalPlan:
-    """What withdrawing consent for ``encounter`` deletes (pure).
+def withdrawal_plan(encounter: Any, tables: Sequence[str]) -> WithdrawalPlan:
+    """What withdrawing consent for ``encounter`` deletes (pure): its rows of ``tables`` (the
+    tables each schema says hold an encounter's content, ``scribe.database.WITHDRAWAL_TABLES``:
+    this package names no feature's table). Optional tables (a feature not installed) are
+    skipped when absent.
 
     Refused (``blocked``) when a note was already signed: that is medical record, and its
     removal is a decision for a person under the site's records policy, not an automatism.
@@ -166,7 +154,8 @@ def withdrawal_plan(encounter: Any) -> WithdrawalPlan:
     status = getattr(encounter, "status", None)
     status = getattr(status, "value", status)
     blocked = ConsentReason.withdrawal_after_signature if status in SIGNED_STATUSES else None
-    return WithdrawalPlan(encounter_id=encounter.id, delete=WITHDRAWAL_TARGETS, blocked=blocked)
+    return WithdrawalPlan(encounter_id=encounter.id, delete=tuple(PurgeTarget(t, "encounter_id = ?") for t in tables),
+                          blocked=blocked)
 
 
 def _existing_columns(db: Any, table: str) -> set[str]:
@@ -195,7 +184,7 @@ def _checkpoint(store: Any) -> None:
             log.warning("wal checkpoint after purge failed")
 
 
-def apply_withdrawal(store: Any, audit: AuditLog, encounter_id: str, *, actor: str,
+def apply_withdrawal(store: Any, audit: AuditLog, encounter_id: str, *, tables: Sequence[str], actor: str,
                      now: datetime | None = None) -> dict[str, int]:
     """Carry out consent withdrawal for one encounter in one transaction.
 
@@ -206,7 +195,7 @@ def apply_withdrawal(store: Any, audit: AuditLog, encounter_id: str, *, actor: s
     encounter = store.get_encounter(encounter_id)
     if encounter is None:
         raise KeyError(f"no encounter {encounter_id}")
-    plan = withdrawal_plan(encounter)
+    plan = withdrawal_plan(encounter, tables)
     if plan.blocked is not None:
         with store.tx():
             audit.record(actor, Action.consent_withdrawn, "encounter", encounter_id, Outcome.denied,
@@ -260,12 +249,13 @@ def _iso(dt: datetime) -> str:
     return dt.isoformat()
 
 
-def purge_expired(store: Any, now: datetime, audio_days: float, draft_days: float, *,
+def purge_expired(store: Any, now: datetime, audio_days: float, draft_days: float, *, drafts_table: str | None,
                   audit: AuditLog | None = None, actor: str = "retention", dry_run: bool = False) -> PurgeReport:
     """Delete audio frames of encounters started more than ``audio_days`` ago, and unsigned
     drafts older than ``draft_days``; one audit ``purge`` entry per encounter and kind.
 
-    "Unsigned draft": a row of the notes component's ``notes`` table whose encounter is not
+    "Unsigned draft": a row of ``drafts_table`` (the notes component's, named by
+    ``scribe.database.DRAFTS_TABLE``; None: no drafts to purge) whose encounter is not
     signed or delivered (and, if the table has a ``status`` or ``signed_at`` column, whose own
     row is not signed). The draft's age is its ``updated_at``/``created_at`` column when it
     has one, else the encounter's last update. Absent tables are skipped, not an error.
@@ -290,8 +280,10 @@ def purge_expired(store: Any, now: datetime, audio_days: float, draft_days: floa
                     db.execute("DELETE FROM frames WHERE encounter_id = ?", (eid,))
                     audit.record(actor, Action.purge, "audio", eid, Outcome.success,
                                  {"rows": n, "reason": "retention", "days": audio_days})
-        if draft_days > 0:
-            _purge_drafts(db, audit, report, now, draft_days, actor, dry_run)
+        if draft_days > 0 and drafts_table is None:
+            report.notes_skipped = "no drafts table"
+        elif draft_days > 0 and drafts_table is not None:
+            _purge_drafts(db, drafts_table, audit, report, now, draft_days, actor, dry_run)
     if not dry_run and (report.audio or report.drafts):
         _checkpoint(store)
     log.info("retention purge: %d frames in %d encounters, %d drafts in %d encounters%s",
@@ -300,9 +292,9 @@ def purge_expired(store: Any, now: datetime, audio_days: float, draft_days: floa
     return report
 
 
-def _purge_drafts(db: Any, audit: AuditLog, report: PurgeReport, now: datetime, draft_days: float, actor: str,
-                  dry_run: bool) -> None:
-    cols = _existing_columns(db, NOTES_TABLE)
+def _purge_drafts(db: Any, table: str, audit: AuditLog, report: PurgeReport, now: datetime, draft_days: float,
+                  actor: str, dry_run: bool) -> None:
+    cols = _existing_columns(db, table)
     if not cols:
         report.notes_skipped = "no notes table"
         return
@@ -322,7 +314,7 @@ def _purge_drafts(db: Any, audit: AuditLog, report: PurgeReport, now: datetime, 
     row_key = "ctid" if getattr(db, "dialect", "sqlite") == "postgresql" else "rowid"
     try:
         rows = db.execute(
-            f"SELECT n.{row_key}, n.encounter_id FROM {NOTES_TABLE} n JOIN encounters e ON e.id = n.encounter_id "
+            f"SELECT n.{row_key}, n.encounter_id FROM {table} n JOIN encounters e ON e.id = n.encounter_id "
             f"WHERE {where}",
             args,
         ).fetchall()
@@ -337,6 +329,6 @@ def _purge_drafts(db: Any, audit: AuditLog, report: PurgeReport, now: datetime, 
         report.drafts[eid] = len(ids)
         if dry_run:
             continue
-        db.executemany(f"DELETE FROM {NOTES_TABLE} WHERE {row_key} = ?", [(i,) for i in ids])
+        db.executemany(f"DELETE FROM {table} WHERE {row_key} = ?", [(i,) for i in ids])
         audit.record(actor, Action.purge, "draft", eid, Outcome.success,
                      {"rows": len(ids), "reason": "retention", "days": draft_days})

@@ -165,6 +165,7 @@ def test_repositories_work_on_both(store_url, tmp_path):
     from scribe.notes.repo import NoteRepo
     from scribe.review.service import ReviewService
     from scribe.trust.audit import AuditLog
+    from scribe.database import WITHDRAWAL_TABLES
     from scribe.trust.consent import apply_withdrawal
     from scribe.trust.tokens import Role, TokenStore
 
@@ -192,7 +193,7 @@ def test_repositories_work_on_both(store_url, tmp_path):
     assert profiles.get("dr-a").clinician_id == "dr-a"
     store.append_frames("e2", [(0, b"\x01\x00" * 100)])
     repo.save_draft(_note("e2"), "writer:x")
-    counts = apply_withdrawal(store, audit, "e2", actor="dr-a")
+    counts = apply_withdrawal(store, audit, "e2", tables=WITHDRAWAL_TABLES, actor="dr-a")
     assert counts["frames"] == 1 and store.audio_from("e2", 0).size == 0
     assert audit.verify().ok
     store.close()

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from scribe.database import DRAFTS_TABLE, WITHDRAWAL_TABLES
 from scribe.models import Consent, EncounterStatus, Segment
 from scribe.store import Store
 from scribe.trust.audit import AuditLog
@@ -147,7 +148,7 @@ def test_withdrawal_deletes_audio_transcript_drafts_keeps_audit(store: Store) ->
     add_note(store, "enc-w", 1, NOW)
     add_note(store, "enc-keep", 1, NOW)
     assert AUDIO_MARK in on_disk(store)
-    counts = apply_withdrawal(store, audit, "enc-w", actor="dr-a")
+    counts = apply_withdrawal(store, audit, "enc-w", tables=WITHDRAWAL_TABLES, actor="dr-a")
     # the record pass's tables (none of its rows here) are withdrawn too
     assert counts == {"frames": 3, "segments": 2, "record_segments": 0, "record_pass": 0, "note_versions": 1}
     assert (count(store, "frames", "enc-w"), count(store, "segments", "enc-w"), count(store, "note_versions", "enc-w")) == (0, 0, 0)
@@ -166,7 +167,7 @@ def test_withdrawn_audio_bytes_leave_the_file(tmp_path: Path) -> None:
     make_encounter(store, "enc-only", NOW, frames=20)
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert AUDIO_MARK in on_disk(store)
-    apply_withdrawal(store, audit, "enc-only", actor="dr-a")
+    apply_withdrawal(store, audit, "enc-only", tables=WITHDRAWAL_TABLES, actor="dr-a")
     assert AUDIO_MARK not in on_disk(store)
     store.close()
 
@@ -174,9 +175,9 @@ def test_withdrawn_audio_bytes_leave_the_file(tmp_path: Path) -> None:
 def test_withdrawal_after_signature_is_refused_and_audited(store: Store) -> None:
     audit = AuditLog(store)
     make_encounter(store, "enc-s", NOW, status=EncounterStatus.signed)
-    assert withdrawal_plan(store.get_encounter("enc-s")).blocked is ConsentReason.withdrawal_after_signature
+    assert withdrawal_plan(store.get_encounter("enc-s"), WITHDRAWAL_TABLES).blocked is ConsentReason.withdrawal_after_signature
     with pytest.raises(ConsentError) as exc:
-        apply_withdrawal(store, audit, "enc-s", actor="dr-a")
+        apply_withdrawal(store, audit, "enc-s", tables=WITHDRAWAL_TABLES, actor="dr-a")
     assert exc.value.reason is ConsentReason.withdrawal_after_signature
     assert count(store, "frames", "enc-s") == 3
     (entry,) = audit.entries()
@@ -186,7 +187,7 @@ def test_withdrawal_after_signature_is_refused_and_audited(store: Store) -> None
 
 def test_withdrawal_of_unknown_encounter(store: Store) -> None:
     with pytest.raises(KeyError):
-        apply_withdrawal(store, AuditLog(store), "enc-nope", actor="dr-a")
+        apply_withdrawal(store, AuditLog(store), "enc-nope", tables=WITHDRAWAL_TABLES, actor="dr-a")
 
 
 # --------------------------------------------------------------------------- retention
@@ -203,7 +204,7 @@ def test_purge_expired_audio_and_unsigned_drafts(store: Store) -> None:
     add_note(store, "enc-old", 2, recent)            # a newer draft version survives
     add_note(store, "enc-old-signed", 1, old)        # signed: kept
     add_note(store, "enc-recent", 1, recent)
-    report = purge_expired(store, NOW, audio_days=30, draft_days=7, audit=audit)
+    report = purge_expired(store, NOW, audio_days=30, draft_days=7, drafts_table=DRAFTS_TABLE, audit=audit)
     assert report.audio == {"enc-old": 3, "enc-old-signed": 3}
     assert report.drafts == {"enc-old": 1}
     assert count(store, "frames", "enc-recent") == 3 and count(store, "frames", "enc-old") == 0
@@ -212,7 +213,7 @@ def test_purge_expired_audio_and_unsigned_drafts(store: Store) -> None:
     purges = [(e.object_type, e.object_id, e.detail["rows"]) for e in audit.entries() if e.action == "purge"]
     assert purges == [("audio", "enc-old", 3), ("audio", "enc-old-signed", 3), ("draft", "enc-old", 1)]
     # Idempotent.
-    again = purge_expired(store, NOW, audio_days=30, draft_days=7, audit=audit)
+    again = purge_expired(store, NOW, audio_days=30, draft_days=7, drafts_table=DRAFTS_TABLE, audit=audit)
     assert again.frames_deleted == 0 and again.drafts_deleted == 0
     assert audit.verify().ok
 
@@ -220,10 +221,10 @@ def test_purge_expired_audio_and_unsigned_drafts(store: Store) -> None:
 def test_purge_dry_run_and_disabled_kinds(store: Store) -> None:
     audit = AuditLog(store)
     make_encounter(store, "enc-old", NOW - timedelta(days=400))
-    dry = purge_expired(store, NOW, 30, 7, audit=audit, dry_run=True)
+    dry = purge_expired(store, NOW, 30, 7, drafts_table=DRAFTS_TABLE, audit=audit, dry_run=True)
     assert dry.audio == {"enc-old": 3} and count(store, "frames", "enc-old") == 3
     assert dry.notes_skipped == "no notes table"
-    off = purge_expired(store, NOW, 0, 0, audit=audit)
+    off = purge_expired(store, NOW, 0, 0, drafts_table=DRAFTS_TABLE, audit=audit)
     assert off.frames_deleted == 0 and count(store, "frames", "enc-old") == 3
     assert list(audit.entries()) == []
 
@@ -238,20 +239,39 @@ def test_purge_respects_note_status_columns(store: Store) -> None:
     with store.tx() as db:
         db.executemany("INSERT INTO note_versions VALUES (?, 'enc-x', ?, ?)",
                        [("n1", "draft", old.isoformat()), ("n2", "signed", old.isoformat())])
-    report = purge_expired(store, NOW, 0, 30, audit=AuditLog(store))
+    report = purge_expired(store, NOW, 0, 30, drafts_table=DRAFTS_TABLE, audit=AuditLog(store))
     assert report.drafts == {"enc-x": 1}
     assert [r[0] for r in store.db.execute("SELECT id FROM note_versions")] == ["n2"]
 
 
 def test_purge_tolerates_a_notes_table_it_cannot_read(store: Store) -> None:
     store.migrate_component("notes_test3", ["CREATE TABLE note_versions (k TEXT PRIMARY KEY, body TEXT)"])
-    report = purge_expired(store, NOW, 30, 30, audit=AuditLog(store))
+    report = purge_expired(store, NOW, 30, 30, drafts_table=DRAFTS_TABLE, audit=AuditLog(store))
     assert report.notes_skipped == "notes table has no encounter_id column"
+
+
+def test_without_a_drafts_table_drafts_are_not_purged(store: Store) -> None:
+    report = purge_expired(store, NOW, 30, 30, drafts_table=None, audit=AuditLog(store))
+    assert report.notes_skipped == "no drafts table" and report.drafts == {}
+
+
+def test_the_tables_withdrawal_deletes_are_declared_by_their_schemas() -> None:
+    """What consent withdrawal deletes is collected from the schemas (scribe/database.py), the
+    same tables as when trust/consent.py listed them itself; and it names no feature's table."""
+    import inspect
+
+    import scribe.trust.consent as consent
+
+    assert WITHDRAWAL_TABLES == ("frames", "segments", "record_segments", "record_pass", "note_versions",
+                                 "review_events")
+    assert DRAFTS_TABLE == "note_versions"
+    source = inspect.getsource(consent)
+    assert "note_versions" not in source and "review_events" not in source
 
 
 def test_purge_requires_aware_time(store: Store) -> None:
     with pytest.raises(ValueError):
-        purge_expired(store, datetime(2026, 1, 1), 30, 30, audit=AuditLog(store))
+        purge_expired(store, datetime(2026, 1, 1), 30, 30, drafts_table=DRAFTS_TABLE, audit=AuditLog(store))
 
 
 def test_cli_purge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
