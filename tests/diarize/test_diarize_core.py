@@ -192,6 +192,28 @@ def test_a_third_voice_is_labelled_other_without_disturbing_the_two_roles():
     assert tr.labels == truth
 
 
+def test_a_third_voice_that_takes_the_history_is_not_believed_to_be_a_visitor():
+    """A "third voice" that asks the history questions as the clinician does is the clinician's
+    own voice split off (the room or the microphone changed), not a relative: the text breaks
+    the tie the voice cannot, and nobody is labelled ``other``."""
+    tr = SpeakerTracker()
+    i = 0
+    for r in range(8):
+        tr.observe(_obs(i, VOICE_A, CLIN_LINES[r % 4]))
+        tr.observe(_obs(i + 1, VOICE_B, PAT_LINES[r % 4]))
+        i += 2
+        if r in (4, 6):
+            for k in range(3):  # the same distinct voice as the visitor test, asking like a clinician
+                tr.observe(_obs(i, VOICE_C, ["Do you smoke?", "Are you retired? Do you work?",
+                                             "Have you had any surgery?"][k]))
+                i += 1
+    assert Speaker.other not in set(tr.labels.values())
+    # the same voice saying what a relative says is still a visitor
+    visited = SpeakerTracker()
+    _visit_with_a_visitor(visited)
+    assert Speaker.other in set(visited.labels.values())
+
+
 def test_the_switch_to_other_reaches_earlier_segments_as_revisions():
     tr = SpeakerTracker()
     revised: dict[str, Speaker] = {}

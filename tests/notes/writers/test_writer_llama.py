@@ -133,6 +133,26 @@ def test_unsupported_or_unchartable_sentences_are_dropped(text, lines, reason):
     assert v.sentence is None and reason in v.reasons
 
 
+def test_a_sentence_resting_only_on_a_question_is_dropped():
+    """ACI dev D2N068: "has not noticed swollen legs or a bloated belly" citing only the
+    clinician's question, when the answer was "I feel bloated every once in a while"."""
+    assert verdict("Denies fever.", [3]).reasons == ["question_only"]  # line 3: "Any fever?"
+    kept = verdict("Denies fever.", [3, 4])
+    assert kept.sentence is not None and kept.outcome == "kept"
+
+
+def test_a_plan_line_needs_the_clinician_to_have_said_it():
+    """ACI dev D2N068: "Return if muscle cramps occur." citing the patient's "slight cramps"."""
+    def plan(text, lines):
+        return verify_line(Written("plan", text, tuple(lines)), line_map(VISIT), ctx_for(VISIT), section("plan"),
+                           sentence_id="p.llama0", earlier=set(), planned=True)
+
+    assert plan("Return if knee pain worsens.", [2]).reasons == ["plan_not_said_by_clinician"]
+    assert plan("Ibuprofen 400 mg three times a day.", [8]).outcome == "kept"
+    # the same sentence outside the plan is judged as before
+    assert verdict("Knee pain since twisting it playing football.", [2]).outcome == "kept"
+
+
 def test_a_supported_sentence_is_kept_with_its_cited_evidence():
     earlier: set[str] = set()
     v = verdict("Right knee pain for 3 days after twisting it playing football.", [2], earlier=earlier)
@@ -205,7 +225,10 @@ async def test_session_keeps_verified_sentences_and_drops_an_invented_number():
     assert note.writer == "llama" and len(drafts) > 4  # the draft grew sentence by sentence
     ids = {s.id for s in VISIT}
     assert all(s.evidence and {e.segment_id for e in s.evidence} <= ids for s in note.sentences())
-    assert all(".llama" in s.id for s in note.sentences())
+    # the model's sentences, and a line written from the fact it left out (notes.completeness)
+    assert [s.text for s in note.sentences() if ".llama" not in s.id] == [
+        "Current medications include lisinopril daily."]
+    assert stats.extra["statements_from_facts"] == 1
     assert stats.extra["dropped"] >= 1 and rt.fed  # the visit was fed during add()
 
 
