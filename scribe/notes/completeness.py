@@ -11,7 +11,8 @@ lisinopril 20 mg daily.", "Blood pressure 142/90."), each citing the segments of
 the section the template gives that kind of fact. The guard then checks them like any sentence.
 
 What is *not* written: a medicine only asked about (status unknown: "are you taking
-lisinopril?" with no answer); a symptom the clinician named outside the examination and outside
+lisinopril?" with no answer), or given as current only in the clinician's words ("taking some
+paracetamol … can also help" is advice, not a home medicine); a symptom the clinician named outside the examination and outside
 a question the patient answered (it may be a question without its "?", or a hypothesis); a
 problem or diagnosis (the findings lexicon's "problems and diagnoses": "atrial fibrillation" is
 history or assessment, and "Reports atrial fibrillation" or "Examination shows sprain" would be
@@ -80,6 +81,8 @@ def _line_of(f: Fact, placed: dict[str, str], template: Template) -> _Line | Non
         if f.status in (None, MedStatus.unknown):
             return None  # asked about, or mentioned without saying whether it is taken
         if f.status is MedStatus.current:
+            if f.speaker != str(Speaker.patient) and f.via != "question-answer":
+                return None  # the clinician saying "taking paracetamol … can help" is advice, not a home medicine
             return _Line(template.section_for("medications").key, "current")
         return _Line(template.section_for("plan").key, str(f.status))
     if f.kind in (FactKind.vital, FactKind.lab) and f.quantity is not None and f.quantity.dimension == "time":

@@ -95,3 +95,14 @@ def test_without_fact_lines_removes_only_them():
     mixed = note.model_copy(update={"sections": [*note.sections[:-1], note.sections[-1].model_copy(
         update={"sentences": [keep, *note.sections[-1].sentences]})]})
     assert [x.id for x in without_fact_lines(mixed).sentences()] == ["plan.llama0"]
+
+
+def test_a_medicine_the_clinician_advises_taking_is_not_written_as_a_home_medicine():
+    # PriMock57 dev day1_consultation01 (CC BY 4.0): advice, said by the clinician
+    turns = [("doctor", "If you are feeling feverish and weak, taking some paracetamol, two tablets up to four "
+                        "times a day for the first few days can also help."),
+             ("patient", "Okay. I also take omeprazole 20 mg every morning.")]
+    note, _ = lines("soap", turns)
+    texts = [x.text for x in note.sentences()]
+    assert texts == ["Current medications include omeprazole 20 mg daily."], texts
+    assert all(not x.flags for x in note.sentences())

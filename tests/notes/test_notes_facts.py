@@ -76,6 +76,10 @@ def test_quantity_spans_point_into_the_text():
         ("at bedtime", "at bedtime"),
         ("as needed for pain", "as needed"),
         ("once a week", "weekly"),
+        # the normalised forms read back as themselves (a note line written from a fact uses them)
+        ("paracetamol four times daily", "four times daily"),
+        ("three times daily", "three times daily"),
+        ("2 times daily", "twice daily"),
     ],
 )
 def test_frequency(text, freq):
