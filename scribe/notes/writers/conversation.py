@@ -359,11 +359,6 @@ def verify_line(
         # an exam/results section stating what only the patient said: a symptom, not a finding
         # (a small model fills the Objective of a visit with no exam with the history again)
         return Verdict(None, "dropped", ["patient_report_as_observation"])
-    if all(only_a_question(s.text) for s in cited):
-        return Verdict(None, "dropped", ["question_only"])
-    if planned and not any(s.speaker is not Speaker.patient and not only_a_question(s.text) for s in cited):
-        # "Return if muscle cramps occur." citing the patient's "slight cramps": a plan nobody made
-        return Verdict(None, "dropped", ["plan_not_said_by_clinician"])
     text = written.text
     if _norm_key(text) in earlier:
         return Verdict(None, "dropped", ["duplicate"])
@@ -380,6 +375,12 @@ def verify_line(
             return Verdict(None, "dropped", ["unsupported"] + also)
         cited = [ctx.segments[e.segment_id] for e in elsewhere]
         cited = [ctx.segments[i] for i in dict.fromkeys(s.id for s in cited)]
+    # on the segments the sentence finally rests on (the model's citations, or those found for it)
+    if all(only_a_question(s.text) for s in cited):
+        return Verdict(None, "dropped", ["question_only"])
+    if planned and not any(s.speaker is not Speaker.patient and not only_a_question(s.text) for s in cited):
+        # "Return if muscle cramps occur." citing the patient's "slight cramps": a plan nobody made
+        return Verdict(None, "dropped", ["plan_not_said_by_clinician"])
     sentence = Sentence(id=sentence_id, text=text, evidence=_evidence(text, cited))
     flags = check_sentence(sentence, ctx, section, earlier=earlier)
     repairs: list[str] = []

@@ -139,6 +139,9 @@ def test_a_sentence_resting_only_on_a_question_is_dropped():
     assert verdict("Denies fever.", [3]).reasons == ["question_only"]  # line 3: "Any fever?"
     kept = verdict("Denies fever.", [3, 4])
     assert kept.sentence is not None and kept.outcome == "kept"
+    # citing a line that does not say it, and found only in the question: still dropped
+    assert verdict("Any fever.", [1]).reasons in (["question_only"], ["register:fragment"])
+    assert verdict("Has not had a fever so far in this illness.", [1]).reasons == ["question_only"]
 
 
 def test_a_plan_line_needs_the_clinician_to_have_said_it():
@@ -147,7 +150,8 @@ def test_a_plan_line_needs_the_clinician_to_have_said_it():
         return verify_line(Written("plan", text, tuple(lines)), line_map(VISIT), ctx_for(VISIT), section("plan"),
                            sentence_id="p.llama0", earlier=set(), planned=True)
 
-    assert plan("Return if knee pain worsens.", [2]).reasons == ["plan_not_said_by_clinician"]
+    assert plan("Rest the knee that has been hurting since playing football.", [2]).reasons == [
+        "plan_not_said_by_clinician"]
     assert plan("Ibuprofen 400 mg three times a day.", [8]).outcome == "kept"
     # the same sentence outside the plan is judged as before
     assert verdict("Knee pain since twisting it playing football.", [2]).outcome == "kept"
