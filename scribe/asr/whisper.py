@@ -133,6 +133,46 @@ def _trimmed_model_class() -> type[Any]:
     return _TrimmedWhisper
 
 
+class AsrConfig(Protocol):
+    """The ``asr`` settings a recogniser is built from (``scribe.config.AsrSettings``; named
+    structurally because ``scribe.config`` imports this module, so naming it here would be a
+    cycle)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def record_model(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def compute_type(self) -> str: ...
+    @property
+    def cpu_threads(self) -> int: ...
+    @property
+    def num_workers(self) -> int: ...
+    @property
+    def record_threads(self) -> int: ...
+    @property
+    def beam_size(self) -> int: ...
+    @property
+    def language(self) -> str | None: ...
+    @property
+    def hotwords(self) -> bool | None: ...
+    @property
+    def lexicon(self) -> Path | None: ...
+
+    def parallelism(self) -> tuple[int, int]: ...
+
+
+class RecognizerSettings(Protocol):
+    """What :meth:`WhisperRecognizer.from_settings` reads of ``scribe.config.Settings``."""
+
+    @property
+    def asr(self) -> AsrConfig: ...
+    @property
+    def model_cache_dir(self) -> Path: ...
+
+
 class WhisperRecognizer:
     """faster-whisper with scribe's defaults: offline model resolution, device auto-pick,
     optional lexicon hotwords, per-word probabilities kept."""
@@ -181,7 +221,7 @@ class WhisperRecognizer:
         )
 
     @classmethod
-    def from_settings(cls, settings: Any, *, single_stream: bool = False) -> WhisperRecognizer:
+    def from_settings(cls, settings: RecognizerSettings, *, single_stream: bool = False) -> WhisperRecognizer:
         """The recogniser ``settings.asr`` describes: the service's (one decode worker per core
         on CPU) or, ``single_stream``, one file at a time (one decode on every core) unless the
         parallelism is set explicitly. Raises ``ModelNotFound`` for a model not on disk."""
@@ -196,7 +236,7 @@ class WhisperRecognizer:
         )
 
     @classmethod
-    def for_record_pass(cls, settings: Any) -> WhisperRecognizer:
+    def for_record_pass(cls, settings: RecognizerSettings) -> WhisperRecognizer:
         """The record pass's recogniser (``asr.record_model``): its own model instance, with
         Whisper's padded 30 s encoder windows as offline transcription uses, one decode at a
         time on ``asr.record_threads`` threads. Load it on the thread that will run it: the

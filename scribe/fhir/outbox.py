@@ -28,13 +28,17 @@ import traceback
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from scribe.fhir.errors import DeliveryError
 from scribe.fhir.outcome import backoff_delay
 from scribe.fhir.targets import DeliveryContext, DeliveryJob, DeliveryResult, DeliveryTarget
 from scribe.models import Delivery, DeliveryState, Note, SignedNote, utcnow
 from scribe.trust.crypto import EncryptedColumn, open_text, seal_text
+
+if TYPE_CHECKING:
+    from scribe.config import Settings
+    from scribe.store import AsyncStore, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -156,10 +160,10 @@ class Outbox:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         *,
         targets: Sequence[str] | None = None,
-        settings: Any = None,
+        settings: Settings | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
@@ -658,7 +662,7 @@ class OutboxWorker:
         backoff_base_s: float = 2.0,
         backoff_max_s: float = 600.0,
         poll_s: float = 5.0,
-        astore: Any = None,
+        astore: AsyncStore | None = None,
         on_event: Callable[[Delivery], None] | None = None,
     ) -> None:
         self.outbox = outbox
@@ -678,7 +682,7 @@ class OutboxWorker:
             self._unsubscribe_cb = outbox.add_listener(on_event)
 
     @classmethod
-    def from_settings(cls, outbox: Outbox, settings: Any, **kwargs: Any) -> OutboxWorker:
+    def from_settings(cls, outbox: Outbox, settings: Settings, **kwargs: Any) -> OutboxWorker:
         from scribe.fhir.targets import targets_from_settings
 
         fhir = settings.fhir

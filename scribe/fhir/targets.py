@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -43,6 +43,9 @@ from scribe.fhir.document import (
 )
 from scribe.fhir.errors import DeliveryError, FhirConflict, FhirError
 from scribe.models import SignedNote
+
+if TYPE_CHECKING:
+    from scribe.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -471,7 +474,7 @@ class FhirTarget:
 # --------------------------------------------------------------------------- settings
 
 
-def configured_target_names(settings: Any) -> tuple[str, ...]:
+def configured_target_names(settings: Settings) -> tuple[str, ...]:
     """``fhir`` when an EHR is configured; ``directory`` when none is (or ``out_dir`` is set)."""
     fhir = settings.fhir
     names: list[str] = []
@@ -482,7 +485,7 @@ def configured_target_names(settings: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-def targets_from_settings(settings: Any) -> dict[str, DeliveryTarget]:
+def targets_from_settings(settings: Settings) -> dict[str, DeliveryTarget]:
     fhir = settings.fhir
     options = DocumentOptions.from_settings(fhir)
     out: dict[str, DeliveryTarget] = {}

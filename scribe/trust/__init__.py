@@ -13,6 +13,7 @@ Each module is self-contained with a small API so the server and store can wire 
 - ``consent``    the consent gate, consent withdrawal and retention purges
 - ``ratelimit``  a token-bucket limiter per principal or address
 - ``cli``        ``scribe audit|keys|tokens|purge``
+- ``ports``      what this package needs of the store, as protocols (it cannot import ``scribe.store``)
 
 Nothing here logs or stores PHI: audit entries carry ids and codes only, and ``audit``
 refuses free text in an entry's details.

@@ -31,11 +31,15 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .crypto import Keyring, UnknownKeyId
+from .ports import Anchors, StoreCalls
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ class AnchorRecord(BaseModel):
         return json.dumps(self.model_dump(exclude_none=True), sort_keys=True) + "\n"
 
 
-def anchor_file(settings: Any) -> Path:
+def anchor_file(settings: Settings) -> Path:
     """``trust.audit_anchor_file``, else ``<data_dir>/keys/audit.anchor`` (beside the keys,
     apart from the database, in the 0700 keys directory)."""
     configured = settings.trust.audit_anchor_file
@@ -180,7 +184,7 @@ class AnchorKeeper:
     ``store`` is the ``AsyncStore`` (``call`` runs on the store's own thread); ``audit`` an
     ``AuditLog`` whose ``anchor_quietly`` never raises. Without an anchor file it does nothing."""
 
-    def __init__(self, store: Any, audit: Any, interval_s: float):
+    def __init__(self, store: StoreCalls, audit: Anchors, interval_s: float):
         self.store = store
         self.audit = audit
         self.interval_s = interval_s

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .crypto import EncryptedColumn, KeyMissing, Keyring, read_key_file, recorded_key_ids, write_key_file
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from ..store import Store
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,11 @@ log = logging.getLogger(__name__)
 DEFAULT_KEY_NAME = "data.key"
 
 
-def default_key_file(settings: Any) -> Path:
+def default_key_file(settings: Settings) -> Path:
     return Path(settings.data_dir) / "keys" / DEFAULT_KEY_NAME
 
 
-def data_keyring(settings: Any) -> Keyring:
+def data_keyring(settings: Settings) -> Keyring:
     """The keyring per the precedence above (creating the default key file if needed).
 
     Raises :class:`~scribe.store.EncryptionKeyError` for a key that is configured but unusable,
@@ -86,7 +87,7 @@ def _create_default_key(path: Path) -> None:
     )
 
 
-def private_data_dir(settings: Any) -> Path:
+def private_data_dir(settings: Settings) -> Path:
     """Create ``settings.data_dir`` as 0700, or take group and other access away from an
     existing one: it holds the database, its WAL, keys and the audit anchor. Returns it."""
     path = Path(settings.data_dir)
@@ -100,7 +101,7 @@ def private_data_dir(settings: Any) -> Path:
     return path
 
 
-def open_keyed_store(settings: Any, encrypted_columns: Sequence[EncryptedColumn], **kwargs: Any) -> Store:
+def open_keyed_store(settings: Settings, encrypted_columns: Sequence[EncryptedColumn], **kwargs: Any) -> Store:
     """``Store(database_url or database_path, keyring)`` with the key checked against
     ``encrypted_columns`` of the database, in a private data directory, its audit log anchored
     (``trust.anchor``). The product opens it through ``scribe.database.open_store``, which

@@ -51,6 +51,7 @@ from .anchor import (
     read_anchor_file,
     write_anchor_file,
 )
+from .ports import TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ class AuditLog:
 
     COMPONENT = "audit"
 
-    def __init__(self, store: Any, *, anchor_file: Path | str | None = None, anchor_every: int | None = None):
+    def __init__(self, store: TrustStore, *, anchor_file: Path | str | None = None, anchor_every: int | None = None):
         """``anchor_file``/``anchor_every``: where and how often to anchor the head after a
         commit; default the store's (``open_store`` sets them from the settings; a bare
         ``Store`` has none, so nothing is anchored automatically)."""

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..models import EncounterStatus, utcnow
 from .audit import Action, AuditLog, Outcome
+from .ports import EncounterStore, TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def _secure_delete(db: Any) -> None:
         db.execute("PRAGMA secure_delete = ON")
 
 
-def _checkpoint(store: Any) -> None:
+def _checkpoint(store: TrustStore) -> None:
     """Fold the WAL back and truncate it, so deleted content leaves the WAL file too.
 
     Only outside a caller's transaction; best effort (a reader holding a snapshot can keep
@@ -184,7 +185,7 @@ def _checkpoint(store: Any) -> None:
             log.warning("wal checkpoint after purge failed")
 
 
-def apply_withdrawal(store: Any, audit: AuditLog, encounter_id: str, *, tables: Sequence[str], actor: str,
+def apply_withdrawal(store: EncounterStore, audit: AuditLog, encounter_id: str, *, tables: Sequence[str], actor: str,
                      now: datetime | None = None) -> dict[str, int]:
     """Carry out consent withdrawal for one encounter in one transaction.
 
@@ -249,7 +250,7 @@ def _iso(dt: datetime) -> str:
     return dt.isoformat()
 
 
-def purge_expired(store: Any, now: datetime, audio_days: float, draft_days: float, *, drafts_table: str | None,
+def purge_expired(store: EncounterStore, now: datetime, audio_days: float, draft_days: float, *, drafts_table: str | None,
                   audit: AuditLog | None = None, actor: str = "retention", dry_run: bool = False) -> PurgeReport:
     """Delete audio frames of encounters started more than ``audio_days`` ago, and unsigned
     drafts older than ``draft_days``; one audit ``purge`` entry per encounter and kind.

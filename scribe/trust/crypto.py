@@ -37,10 +37,15 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .ports import TrustStore
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +191,7 @@ class Keyring:
         return cls(primary, [read_key_file(p) for p in retired_key_files])
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Keyring:
+    def from_settings(cls, settings: Settings) -> Keyring:
         """From ``settings.trust`` (key: SecretStr | None, key_file, retired_key_files,
         accept_plaintext_rows)."""
         trust = settings.trust
@@ -337,7 +342,7 @@ def _table_columns(db: Any, table: str) -> set[str]:
     return {row[1] for row in db.execute(f'PRAGMA table_info("{table}")').fetchall()}
 
 
-def rotate(store: Any, keyring: Keyring, columns: Sequence[EncryptedColumn], *,
+def rotate(store: TrustStore, keyring: Keyring, columns: Sequence[EncryptedColumn], *,
            encrypt_plaintext: bool = False, batch: int = 500) -> RotationReport:
     """Re-encrypt every value of ``columns`` not under the primary key, in batches of ``batch`` rows per
     transaction (so a long rotation does not hold the write lock for minutes, and an
@@ -478,14 +483,14 @@ under. Checked at open so a wrong key fails at startup with both sets of ids nam
 at the first read of some row hours later; pruned to the primary after a complete rotation."""
 
 
-def recorded_key_ids(store: Any) -> list[str]:
+def recorded_key_ids(store: TrustStore) -> list[str]:
     """Key ids the database says it holds data under ([] for a database never opened with a key)."""
     if not _table_columns(store.db, "encryption_keys"):
         return []
     return [r[0] for r in store.db.execute("SELECT key_id FROM encryption_keys ORDER BY first_used_at").fetchall()]
 
 
-def probe_key_ids(store: Any, columns: Sequence[EncryptedColumn]) -> set[str]:
+def probe_key_ids(store: TrustStore, columns: Sequence[EncryptedColumn]) -> set[str]:
     """Key ids of the first and the last stored value of each column (by primary key: two
     index lookups per column, no scan). Covers databases written before ``encryption_keys``
     existed, where the registry alone would say nothing."""
@@ -510,7 +515,7 @@ def probe_key_ids(store: Any, columns: Sequence[EncryptedColumn]) -> set[str]:
     return found
 
 
-def check_store_keys(store: Any, keyring: Keyring, columns: Sequence[EncryptedColumn], *,
+def check_store_keys(store: TrustStore, keyring: Keyring, columns: Sequence[EncryptedColumn], *,
                      now: str | None = None) -> None:
     """Refuse a keyring that cannot read this database; then record the primary key's id.
     ``columns``: the encrypted columns probed (:func:`probe_key_ids`), the same set rotation walks.
@@ -538,7 +543,7 @@ def check_store_keys(store: Any, keyring: Keyring, columns: Sequence[EncryptedCo
                        (keyring.primary_id, now or datetime.now(UTC).isoformat()))
 
 
-def retire_rotated_keys(store: Any, keyring: Keyring) -> list[str]:
+def retire_rotated_keys(store: TrustStore, keyring: Keyring) -> list[str]:
     """After a complete rotation over every encrypted column, every value is under the
     primary key (or in clear): forget the other ids, so opening with an old key alone is
     refused at startup. Returns the ids forgotten."""

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..models import utcnow
 from .audit import Action, AuditLog, Outcome, as_code
+from .ports import TrustStore
 
 MIGRATIONS: list[str] = [
     """
@@ -122,7 +123,7 @@ class TokenStore:
 
     COMPONENT = "tokens"
 
-    def __init__(self, store: Any, *, pepper: bytes | None = None, audit: AuditLog | None = None):
+    def __init__(self, store: TrustStore, *, pepper: bytes | None = None, audit: AuditLog | None = None):
         self.store = store
         self._pepper = pepper or _DEFAULT_PEPPER
         self.audit = audit
