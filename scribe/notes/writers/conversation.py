@@ -378,6 +378,12 @@ def verify_line(
     # on the segments the sentence finally rests on (the model's citations, or those found for it)
     if all(only_a_question(s.text) for s in cited):
         return Verdict(None, "dropped", ["question_only"])
+    if _NEGATIVE.search(text) and all(s.speaker is not Speaker.patient and question_span(s.text) is not None
+                                      for s in cited):
+        # "No past medical history of other conditions." citing "let's review your past history …
+        # do you have any other past medical history?" (the answer was "afib"): the clinician asks
+        # the negatives, the patient's answer states them
+        return Verdict(None, "dropped", ["negative_from_a_question"])
     if planned and not any(s.speaker is not Speaker.patient and not only_a_question(s.text) for s in cited):
         # "Return if muscle cramps occur." citing the patient's "slight cramps": a plan nobody made
         return Verdict(None, "dropped", ["plan_not_said_by_clinician"])
@@ -400,6 +406,12 @@ def verify_line(
 
 
 OBSERVED_KINDS = frozenset({"exam", "results"})
+
+
+_NEGATIVE = re.compile(r"^\s*(?:no|denies|denied|not|never|none|negative)\b|\b(?:has|have|had|does|did|is|was)\s+not\b"
+                       r"|\b(?:hasn't|haven't|hadn't|doesn't|didn't|isn't|wasn't)\b|\bno\s+(?:other|prior|past|history|known)\b",
+                       re.IGNORECASE)
+"""A sentence stating a negative (an absent symptom, no history): only an answer can support it."""
 
 
 def only_a_question(text: str) -> bool:

@@ -144,6 +144,24 @@ def test_a_sentence_resting_only_on_a_question_is_dropped():
     assert verdict("Has not had a fever so far in this illness.", [1]).reasons == ["question_only"]
 
 
+def test_a_negative_resting_on_the_clinicians_question_is_dropped():
+    """ACI dev D2N069: "No past medical history of other conditions." citing "let's review your
+    past history for a second … do you have any other past medical history?" (answer: "afib")."""
+    from scribe.notes.writers.conversation import verify_line as verify
+
+    segs = [seg(0, "clinician", "Okay, let's review your past history for a second. It looks like, uh, do you "
+                                "have any other past medical history?"),
+            seg(1, "patient", "Uh, afib."),
+            seg(2, "clinician", "Okay. Your past history shows no surgeries, is that right?")]
+    ctx = ctx_for(segs)
+    v = verify(Written("subjective", "No other past medical history.", (1,)), line_map(segs), ctx,
+               section("subjective"), sentence_id="s0", earlier=set())
+    assert v.sentence is None and v.reasons == ["negative_from_a_question"]
+    positive = verify(Written("subjective", "Past medical history of afib.", (1, 2)), line_map(segs), ctx,
+                      section("subjective"), sentence_id="s1", earlier=set())
+    assert positive.sentence is not None
+
+
 def test_a_plan_line_needs_the_clinician_to_have_said_it():
     """ACI dev D2N068: "Return if muscle cramps occur." citing the patient's "slight cramps"."""
     def plan(text, lines):
