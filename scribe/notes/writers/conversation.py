@@ -355,10 +355,6 @@ def verify_line(
     cited = [ctx.segments[i] for i in ids if i in ctx.segments]
     if not cited:
         return Verdict(None, "dropped", ["no_evidence"])
-    if observed and all(s.speaker is Speaker.patient for s in cited):
-        # an exam/results section stating what only the patient said: a symptom, not a finding
-        # (a small model fills the Objective of a visit with no exam with the history again)
-        return Verdict(None, "dropped", ["patient_report_as_observation"])
     text = written.text
     if _norm_key(text) in earlier:
         return Verdict(None, "dropped", ["duplicate"])
@@ -376,6 +372,11 @@ def verify_line(
         cited = [ctx.segments[e.segment_id] for e in elsewhere]
         cited = [ctx.segments[i] for i in dict.fromkeys(s.id for s in cited)]
     # on the segments the sentence finally rests on (the model's citations, or those found for it)
+    if observed and all(s.speaker is Speaker.patient for s in cited):
+        # an exam/results section stating what only the patient said: a symptom, not a finding
+        # (a small model fills the Objective of a visit with no exam with the history again;
+        # ACI dev D2N070: "Back: stiffness present." found only in the patient's "a little stiff")
+        return Verdict(None, "dropped", ["patient_report_as_observation"])
     if all(only_a_question(s.text) for s in cited):
         return Verdict(None, "dropped", ["question_only"])
     if _NEGATIVE.search(text) and all(s.speaker is not Speaker.patient and question_span(s.text) is not None

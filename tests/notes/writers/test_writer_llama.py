@@ -344,6 +344,10 @@ def test_an_observation_resting_only_on_the_patients_words_is_dropped():
                        observed=True).sentence is not None
     assert verify_line(said_by_patient, lines, ctx, section("subjective"), sentence_id="s1",
                        earlier=set()).sentence is not None  # the same words are history
+    # cited to an examination line that does not say it, and found only in the patient's words
+    recited = Written("objective", "Right knee has been hurting for three days.", (7,))
+    v = verify_line(recited, lines, ctx, section("objective"), sentence_id="o3", earlier=set(), observed=True)
+    assert v.sentence is None and v.reasons == ["patient_report_as_observation"]
 
 
 async def test_a_rambling_section_is_cut_short():
