@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal, Union
@@ -174,6 +175,11 @@ class SpeakersEvent(_Event):
 
     type: Literal["speakers"] = "speakers"
     revisions: list[SpeakerRevision]
+
+    @classmethod
+    def of(cls, revisions: Mapping[str, Speaker]) -> SpeakersEvent:
+        """The event for segment id → new speaker."""
+        return cls(revisions=[SpeakerRevision(segment_id=k, speaker=v) for k, v in revisions.items()])
 
 
 class RevisionEvent(_Event):

@@ -165,10 +165,10 @@ class Timeline:
                 best, dist = v.speaker, d
         return best
 
-
-def _speaker_at(t: float, live: Sequence[Voiced] | Timeline) -> Speaker:
-    """The speaker of the stretch (live segment or turn) that holds time ``t``, else of the nearest one."""
-    return (live if isinstance(live, Timeline) else Timeline(live)).at(t)
+    @classmethod
+    def of(cls, spans: Sequence[Voiced] | Timeline) -> Timeline:
+        """``spans`` as a timeline (built once per call of the functions that take either)."""
+        return spans if isinstance(spans, Timeline) else cls(spans)
 
 
 @dataclass(frozen=True)
@@ -197,15 +197,15 @@ def carry_speakers(decoded: Sequence[Decoded], live: Sequence[Voiced] | Timeline
     to the question before it) is split there, so a segment has one speaker, as live ones do.
     Words keep their probabilities (the guard flags low-confidence words from them).
     """
-    live = live if isinstance(live, Timeline) else Timeline(live)
+    timeline = Timeline.of(live)
     out: list[Segment] = []
     for d in decoded:
         if not d.words:
-            pieces = [_Piece(_speaker_at((d.start + d.end) / 2, live))]
+            pieces = [_Piece(timeline.at((d.start + d.end) / 2))]
         else:
             pieces = []
             for w in d.words:
-                who = _speaker_at((w.start + w.end) / 2, live)
+                who = timeline.at((w.start + w.end) / 2)
                 if not pieces or pieces[-1].speaker != who:
                     pieces.append(_Piece(who))
                 pieces[-1].words.append(w)
@@ -230,17 +230,17 @@ def relabel(record: Sequence[Segment], live: Sequence[Voiced] | Timeline) -> dic
     """Label revisions of the live pass, carried to the record segments that cover them: each
     record segment takes the speaker of the live segment (or turn) holding most of its words
     (its middle when it has no words). Returns only the segments whose speaker changes."""
-    live = live if isinstance(live, Timeline) else Timeline(live)
+    timeline = Timeline.of(live)
     out: dict[str, Speaker] = {}
     for seg in record:
         if seg.words:
             votes: dict[Speaker, int] = {}
             for w in seg.words:
-                who = _speaker_at((w.start + w.end) / 2, live)
+                who = timeline.at((w.start + w.end) / 2)
                 votes[who] = votes.get(who, 0) + 1
             speaker = max(votes.items(), key=lambda kv: kv[1])[0]
         else:
-            speaker = _speaker_at((seg.start + seg.end) / 2, live)
+            speaker = timeline.at((seg.start + seg.end) / 2)
         if speaker != seg.speaker:
             out[seg.id] = speaker
     return out
@@ -339,9 +339,7 @@ class RecordPass:
         lo = min(s.start for s in self.replaced if s.id in revisions) - 1.0
         hi = max(s.end for s in self.replaced if s.id in revisions) + 1.0
         affected = [s for s in self.record if s.end >= lo and s.start <= hi]
-        out = relabel(affected, self.replaced)
-        self.record = [s.model_copy(update={"speaker": out[s.id]}) if s.id in out else s for s in self.record]
-        return out
+        return self._apply(relabel(affected, self.replaced))
 
     def set_turns(self, turns: Iterable[Voiced]) -> dict[str, Speaker]:
         """The labeller's timeline of the whole visit so far, re-decided with hindsight: the
@@ -350,7 +348,11 @@ class RecordPass:
         self.turns = Timeline(turns)
         if not self.turns:
             return {}
-        out = relabel(self.record, self.turns)
-        if out:
-            self.record = [s.model_copy(update={"speaker": out[s.id]}) if s.id in out else s for s in self.record]
-        return out
+        return self._apply(relabel(self.record, self.turns))
+
+    def _apply(self, changed: dict[str, Speaker]) -> dict[str, Speaker]:
+        """Record segments' new speakers, applied to those held; returned as given."""
+        if changed:
+            self.record = [s.model_copy(update={"speaker": changed[s.id]}) if s.id in changed else s
+                           for s in self.record]
+        return changed

@@ -28,7 +28,7 @@ from typing import Any
 from ..asr.record import RecordPass, Revision, WindowPlan
 from ..audio import SAMPLE_RATE
 from ..models import Encounter, Segment, Speaker
-from ..protocol import RevisionEvent, SpeakerRevision, SpeakersEvent
+from ..protocol import RevisionEvent, SpeakersEvent
 from ..store import AsyncStore
 from .engine import Engine
 from .labelling import Hindsight
@@ -112,7 +112,7 @@ class RecordRunner:
         if not changed:
             return
         await self.store.call(self.store.store.relabel_record_segments, self.encounter_id, changed)
-        await self.send(SpeakersEvent(revisions=[SpeakerRevision(segment_id=k, speaker=v) for k, v in changed.items()]))
+        await self.send(SpeakersEvent.of(changed))
         await self.feed([], changed)
 
     async def finish(self, end: int) -> None:

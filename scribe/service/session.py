@@ -40,7 +40,6 @@ from ..protocol import (
     Reject,
     SegmentEvent,
     ServerProtocol,
-    SpeakerRevision,
     SpeakersEvent,
     Start,
     StartMessage,
@@ -533,8 +532,7 @@ class Connection:
         decided = await self.labeller.hindsight()
         if decided.revisions:
             await self.server.store.relabel_segments(self.encounter_id, decided.revisions)
-            await self.send(SpeakersEvent(revisions=[SpeakerRevision(segment_id=k, speaker=v)
-                                                     for k, v in decided.revisions.items()]))
+            await self.send(SpeakersEvent.of(decided.revisions))
         return decided
 
     async def _label(self, seg: Segment) -> tuple[Segment, dict[str, Speaker]]:
@@ -563,8 +561,7 @@ class Connection:
                 for seg in segments:
                     await self.send(SegmentEvent(segment=seg))
                 if revisions:
-                    await self.send(SpeakersEvent(revisions=[SpeakerRevision(segment_id=k, speaker=v)
-                                                             for k, v in revisions.items()]))
+                    await self.send(SpeakersEvent.of(revisions))
                 await self._record_add(segments, event.until, revisions)
                 if segments:
                     log.debug("segments committed", extra={"encounter": self.encounter_id,
