@@ -232,17 +232,20 @@ def run_visitor_case(case: VisitorCase, encoder) -> VisitorResult:
                          other.recall, other.false_share, other.visitor_words)
 
 
-def _embedder(encoder) -> Callable[[np.ndarray], np.ndarray]:
-    """Audio → its window embeddings (pauses cut), for voice centroids."""
+def centroids_of(recordings: list[Recording], encoder) -> dict[str, dict[Speaker, np.ndarray]]:
+    """Each recording's voice centroids (window embeddings, pauses cut), computed once for the
+    visitor and the harder cases."""
     from ..diarize.features import voiced
 
-    return lambda audio: encoder.embed_windows(voiced(audio)).embeddings
+    def embed(audio: np.ndarray) -> np.ndarray:
+        return encoder.embed_windows(voiced(audio)).embeddings
+
+    return {r.name: voice_centroids(r, embed) for r in recordings}
 
 
-def visitor_cases(recordings: list[Recording], encoder) -> list[VisitorCase]:
-    """One constructed three-voice case per real recording that has a suitable visitor."""
-    embed = _embedder(encoder)
-    cents = {r.name: voice_centroids(r, embed) for r in recordings}
+def visitor_cases(recordings: list[Recording], cents: dict[str, dict[Speaker, np.ndarray]]) -> list[VisitorCase]:
+    """One constructed three-voice case per real recording that has a suitable visitor
+    (``cents``: ``centroids_of(recordings, …)``)."""
     by_name = {r.name: r for r in recordings}
     cases = []
     for rec in recordings:
@@ -306,12 +309,11 @@ def run_speakers_bench(args, settings, make_recognizer, *, console) -> int:
                   f"{total_full.error:.1%}", f"{total_hind.error:.1%}", f"{total_plain.error:.1%}",
                   f"{total_enr.error:.1%}", "", f"{compute_s / audio_s:.4f}" if audio_s else "–")
     console.print(table)
+    cents = centroids_of(recordings, encoder) if recordings and not (args.no_harder and args.no_visitor) else {}
     harder: list[HarderResult] = []
     if recordings and not args.no_harder:
         from ..diarize.harder import harder_cases
 
-        embed = _embedder(encoder)
-        cents = {r.name: voice_centroids(r, embed) for r in recordings}
         for case in harder_cases(recordings, lambda r: cents[r.name]):
             harder.append(run_harder_case(case, encoder))
             console.print(f"[dim]{case.name}: error {harder[-1].online.error:.1%}, "
@@ -328,7 +330,7 @@ def run_speakers_bench(args, settings, make_recognizer, *, console) -> int:
         ht.add_row("all", "", f"{sum(h.audio_s for h in harder):.0f}", f"{tot_on.matched}/{tot_on.reference_words}",
                    f"{tot_on.error:.1%}", f"{tot_hi.error:.1%}")
         console.print(ht)
-    visitors = ([run_visitor_case(c, encoder) for c in visitor_cases(recordings, encoder)]
+    visitors = ([run_visitor_case(c, encoder) for c in visitor_cases(recordings, cents)]
                 if len(recordings) > 1 and not args.no_visitor else [])
     if visitors:
         vt = Table(title="third voice: a visitor (another recording's patient) joins each real recording twice")

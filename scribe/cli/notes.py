@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..models import Transcript
+    from ..models import Note, Transcript
     from ..notes.templates import Template
     from ..notes.writers import NoteWriter
     from ..store import Store
@@ -412,7 +412,7 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_note(folder: Path, record_id: str, system: str, note: Any, reference: str) -> None:
+def _save_note(folder: Path, record_id: str, system: str, note: Note, reference: str) -> None:
     """One drafted note as Markdown for reading: each sentence with its evidence ids and flags,
     and the reference note after it."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -29,9 +29,8 @@ import numpy as np
 from ..audio import SAMPLE_RATE
 from ..models import Segment, Speaker
 from .scoring import LabelledWord
-from .visitor import SAME_PERSON, Recording, ref_spans, shift
+from .visitor import GAP_S, SAME_PERSON, Recording, ref_spans, shift
 
-GAP_S = 0.3
 SHORT_S = 90.0
 """A short visit: the first minute and a half."""
 PATIENT_FIRST_S = 20.0

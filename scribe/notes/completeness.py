@@ -23,7 +23,7 @@ states. Pure: facts, segments and sentences in, sentences out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..models import Evidence, Note, Segment, Sentence, Speaker
@@ -33,6 +33,8 @@ from .resources import finding_groups
 from .templates import Template
 
 MAX_ITEMS = 6
+ID_MARK = "fact"
+"""A line written here has the id ``<section>.fact<n>`` (``is_fact_sentence``)."""
 """Facts per sentence: a longer list is split (a reader scans six, not fifteen)."""
 OBSERVED = ("exam", "results")
 NOT_WRITTEN_GROUPS = frozenset({"problems and diagnoses", "generic pain (matched only when no more specific finding fits)"})
@@ -59,11 +61,6 @@ def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _med(f: Fact) -> str:
-    """The medicine as the extractor normalised it, with the name as said ("Lasix 80 mg daily")."""
-    return f.value
-
-
 def _changed(f: Fact) -> str:
     """ "lasix to 80 mg daily" (the new dose; the previous one when it was said: "from 40 mg")."""
     name = f.name or f.value
@@ -74,9 +71,9 @@ def _changed(f: Fact) -> str:
     return f"{name}{was} to {dose}"
 
 
-def _line_of(f: Fact, placed: dict[str, str], template: Template) -> _Line | None:
-    """Which section and which kind of line a fact goes to, or None when it is not written."""
-    observed = placed.get("observed") == "yes"
+def _line_of(f: Fact, observed: bool, template: Template) -> _Line | None:
+    """Which section and which kind of line a fact goes to, or None when it is not written.
+    ``observed``: the extractive draft placed the fact's segment under examination or results."""
     if f.kind is FactKind.medication:
         if f.status in (None, MedStatus.unknown):
             return None  # asked about, or mentioned without saying whether it is taken
@@ -103,23 +100,23 @@ def _line_of(f: Fact, placed: dict[str, str], template: Template) -> _Line | Non
     return None
 
 
+_LINES: dict[str, tuple[str, Callable[[Fact], str]]] = {
+    "reports": ("Reports {}.", lambda f: f.value),
+    "denies": ("Denies {}.", lambda f: f.value),
+    "exam-present": ("Examination shows {}.", lambda f: f.value),
+    "exam-absent": ("No {} on examination.", lambda f: f.value),
+    "current": ("Current medications include {}.", lambda f: f.value),
+    "new": ("Start {}.", lambda f: f.value),
+    "stopped": ("Stop {}.", lambda f: f.name or f.value),
+    "changed": ("Change {}.", _changed),
+}
+"""Each kind of line: its sentence, and how one fact is said in its list."""
+
+
 def _render(kind: str, facts: Sequence[Fact]) -> str:
-    if kind == "reports":
-        return f"Reports {_join([f.value for f in facts])}."
-    if kind == "denies":
-        return f"Denies {_join([f.value for f in facts])}."
-    if kind == "exam-present":
-        return f"Examination shows {_join([f.value for f in facts])}."
-    if kind == "exam-absent":
-        return f"No {_join([f.value for f in facts])} on examination."
-    if kind == "current":
-        return f"Current medications include {_join([_med(f) for f in facts])}."
-    if kind == "new":
-        return f"Start {_join([_med(f) for f in facts])}."
-    if kind == "stopped":
-        return f"Stop {_join([f.name or f.value for f in facts])}."
-    if kind == "changed":
-        return f"Change {_join([_changed(f) for f in facts])}."
+    if kind in _LINES:
+        sentence, item = _LINES[kind]
+        return sentence.format(_join([item(f) for f in facts]))
     # vitals and labs: "Blood pressure 142/90, heart rate 88."
     return _capital(", ".join(f.value for f in facts)) + "."
 
@@ -173,8 +170,7 @@ def fact_sentences(kept: dict[str, list[Sentence]], drafted: Note, facts: Sequen
     for f in _one_per_medicine(candidates):
         if f.kind is FactKind.finding and f.name in both:
             continue  # reported and denied (two sites, two times, or a misheard answer): the writer's call
-        placed = {"observed": "yes" if any(section_of.get(i) in observed_keys for i in f.segment_ids) else "no"}
-        line = _line_of(f, placed, template)
+        line = _line_of(f, any(section_of.get(i) in observed_keys for i in f.segment_ids), template)
         if line is None or line.section not in kept:
             continue
         same = groups.setdefault(line, [])
@@ -186,13 +182,13 @@ def fact_sentences(kept: dict[str, list[Sentence]], drafted: Note, facts: Sequen
             chunk = items[k:k + MAX_ITEMS]
             n = len(kept[line.section]) + len(out.get(line.section, []))
             out.setdefault(line.section, []).append(Sentence(
-                id=f"{line.section}.fact{n}", text=_render(line.kind, chunk), evidence=_evidence(chunk, by_id)))
+                id=f"{line.section}.{ID_MARK}{n}", text=_render(line.kind, chunk), evidence=_evidence(chunk, by_id)))
     return out
 
 
 def is_fact_sentence(sentence: Sentence) -> bool:
     """Written here (not by a writer)."""
-    return sentence.id.rpartition(".")[2].startswith("fact")
+    return sentence.id.rpartition(".")[2].startswith(ID_MARK)
 
 
 def without_fact_lines(note: Note) -> Note:

@@ -545,7 +545,7 @@ def qa_medications(question: Segment, answer: Segment) -> list[Fact]:
         out.append(
             Fact(
                 kind=FactKind.medication,
-                value=" ".join([m.name] + ([m.dose.normalized()] if m.dose else []) + ([m.frequency] if m.frequency else [])),
+                value=m.value,
                 text=f"{q.text} — {_first_sentence(answer.text)}",
                 segment_ids=(question.id, answer.id),
                 name=m.name,
@@ -696,6 +696,12 @@ class MedMention:
     frequency: str | None
     status: MedStatus
     surface: str
+
+    @property
+    def value(self) -> str:
+        """The normalised medication fact: "lasix 80 mg daily"."""
+        return " ".join([self.name, *([self.dose.normalized()] if self.dose else []),
+                         *([self.frequency] if self.frequency else [])])
 
 
 _CLAUSE_BREAK = frozenset(". ? ! ; but".split())
@@ -928,21 +934,17 @@ def statement_facts(seg: Segment) -> list[Fact]:
     meds = medications_in(text)
     dose_spans = set()
     for m in meds:
-        parts = [m.name]
         if m.dose is not None:
-            parts.append(m.dose.normalized())
             dose_spans.add((m.dose.start, m.dose.end))
         if m.previous_dose is not None:
             dose_spans.add((m.previous_dose.start, m.previous_dose.end))
-        if m.frequency:
-            parts.append(m.frequency)
         status = m.status
         if q_span is not None and q_span.start <= m.start < q_span.end and status is MedStatus.current:
             status = MedStatus.unknown  # "are you taking your lisinopril?" says nothing yet
         facts.append(
             Fact(
                 kind=FactKind.medication,
-                value=" ".join(parts),
+                value=m.value,
                 text=m.surface,
                 segment_ids=(seg.id,),
                 name=m.name,

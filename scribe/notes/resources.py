@@ -123,13 +123,18 @@ def parse_drug_lexicon(path: Path) -> DrugLexicon:
     return DrugLexicon(PhraseLexicon(entries, use_stems=False), generic, tuple(names))
 
 
+def _canonical_finding(name: str) -> str:
+    """A finding's canonical name: the first name on its lexicon line, normalised."""
+    return " ".join(t.norm for t in tokenize(name) if t.kind != "sym")
+
+
 def parse_findings_lexicon(path: Path) -> PhraseLexicon:
     entries: dict[tuple[str, ...], str] = {}
     for n, line in _lines(path):
         parts = [p.strip() for p in line.split("|") if p.strip()]
         if not parts:
             raise ValueError(f"{path}:{n}: empty finding")
-        canonical = " ".join(t.norm for t in tokenize(parts[0]) if t.kind != "sym")
+        canonical = _canonical_finding(parts[0])
         for p in parts:
             key = tuple(stem(t.norm) for t in tokenize(p) if t.kind != "sym")
             if key:
@@ -146,9 +151,7 @@ def parse_finding_groups(path: Path) -> dict[str, str]:
         if line.startswith("# ----"):
             group = line.removeprefix("# ----").strip()
         elif line and not line.startswith("#"):
-            first = line.split("|")[0]
-            canonical = " ".join(t.norm for t in tokenize(first) if t.kind != "sym")
-            groups.setdefault(canonical, group)
+            groups.setdefault(_canonical_finding(line.split("|")[0]), group)
     return groups
 
 
