@@ -207,6 +207,10 @@ class LlamaSettings(BaseModel):
     ``visit_threads``); after stop only the sections the end of the visit changed are written."""
     write_every_s: float = Field(default=90.0, gt=0)
     """Seconds of conversation between two writing passes during the visit."""
+    relabel_prompt_tokens: int = Field(default=768, ge=0)
+    """Speaker labels re-decided with hindsight after the model read their lines are put into
+    its transcript when at most this many prompt tokens follow the first changed line (read
+    again after stop); otherwise only the facts and the checks of its sentences use them."""
     after_stop_limit_s: float = Field(default=60.0, ge=0)
     """After stop the model writes for at most this long (0: no limit); a section it has not
     finished keeps the extractive pass's statements (note language only), so a machine too

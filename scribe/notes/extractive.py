@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from ..models import Evidence, Note, Section, Segment, Sentence, Speaker, utcnow
 from .classifier import DIVISIONS, SectionClassifier, features, load_classifier
@@ -132,6 +132,11 @@ class _Pending:
     topic: str
 
 
+def relabel(segments: Iterable[Segment], revisions: Mapping[str, Speaker]) -> list[Segment]:
+    """``segments`` with the speakers ``revisions`` give (by segment id)."""
+    return [s.model_copy(update={"speaker": revisions[s.id]}) if s.id in revisions else s for s in segments]
+
+
 @dataclass
 class DraftState:
     """What the drafter has written so far (the partial note is built from it)."""
@@ -185,8 +190,25 @@ class IncrementalDrafter:
         """The same segments parsed as a dictation; its note replaces the classified one while
         ``is_dictation`` (``dictation=False`` turns the route off)."""
         self._dictation_flags: FlagCache = {}
+        self._language = language
+        self._dictation_on = dictation
 
     # ------------------------------------------------------------------ public
+
+    def fresh(self) -> IncrementalDrafter:
+        """A new drafter with this one's template, classifier and options, and nothing read."""
+        return IncrementalDrafter(self.encounter_id, self.template, classifier=self.classifier,
+                                  language=self._language, guard=self.guard, created_at=self.created_at,
+                                  dictation=self._dictation_on)
+
+    def relabelled(self, revisions: Mapping[str, Speaker]) -> IncrementalDrafter:
+        """This drafter as if every segment read so far had come with the speaker
+        ``revisions`` give it (labels re-decided with hindsight after the drafter read them:
+        whose medicine, question or answer, are decided from labels). Re-reads the segments:
+        no model, a fraction of a second for a long visit."""
+        out = self.fresh()
+        out.extend(relabel(self.state.segments, revisions))
+        return out
 
     def add(self, segment: Segment) -> Note:
         """Process one committed segment; returns the partial note."""

@@ -35,6 +35,8 @@ class DraftRunner:
         self.session: DraftSession | None = None
         self.settling: SettledSegments | None = None
         """Segments wait here until their speaker labels are final, then go to the drafter."""
+        self._fed: dict[str, Speaker] = {}
+        """The label each segment had when the drafter read it."""
 
     async def open(self, *, hold: int = 0) -> None:
         """Start the writer's session on the notes thread (raises what the writer raises: a bad
@@ -53,6 +55,7 @@ class DraftRunner:
         session = self.session
         if session is None or not segments:
             return None
+        self._fed.update((s.id, s.speaker) for s in segments)
         return await asyncio.get_running_loop().run_in_executor(
             self.engine.notes_executor, lambda: [session.add(s) for s in segments][-1])
 
@@ -75,6 +78,7 @@ class DraftRunner:
         if self.settling is not None and len(self.settling):
             await self.feed(self.settling.flush())
         try:
+            await self._relabel(await transcript())
             async for note in self.session.finish():
                 yield note
             return
@@ -85,6 +89,20 @@ class DraftRunner:
         if on_failure is not None:
             await on_failure(failure)
         yield await self.extractive(await transcript())
+
+    async def _relabel(self, final: Sequence[Segment]) -> None:
+        """Labels re-decided with hindsight after the drafter read their segments (the record
+        pass decides every label again with the whole visit, at each window and at stop; the
+        drafter had taken a segment once ``hold`` newer ones were labelled): the writer drafts
+        with the stored, final labels."""
+        session = self.session
+        revisions = {s.id: s.speaker for s in final if self._fed.get(s.id, s.speaker) is not s.speaker}
+        if session is None or not revisions:
+            return
+        log.info("speaker labels revised after drafting read them",
+                 extra={"encounter": self.encounter_id, "segments": len(revisions)})
+        await asyncio.get_running_loop().run_in_executor(self.engine.notes_executor, session.relabel, revisions)
+        self._fed.update(revisions)
 
     async def extractive(self, segments: Sequence[Segment]) -> Note:
         from ..notes import load_template

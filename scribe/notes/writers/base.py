@@ -16,11 +16,11 @@ re-checks what comes back ("extract first, generate second").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ...models import Note, Segment
+from ...models import Note, Segment, Speaker
 from ..templates import Template
 
 
@@ -62,6 +62,12 @@ class DraftSession(Protocol):
 
     def add(self, segment: Segment) -> Note:
         """Take one committed segment (in order); return the partial note. Cheap: no LM call."""
+        ...
+
+    def relabel(self, revisions: Mapping[str, Speaker]) -> None:
+        """Speaker labels of segments already taken, re-decided with hindsight (by segment
+        id): the draft is written as if they had come with those labels. Called before
+        ``finish``, on the notes thread."""
         ...
 
     def finish(self) -> AsyncIterator[Note]:

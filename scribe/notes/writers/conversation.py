@@ -20,6 +20,11 @@ it stops). Then every sentence is verified against the segments it cites (``veri
 * no evidence, an unsupported drug, a negation the transcript contradicts or never raised
   ("denies cough" when the patient reported one: small models write "denies X" for every
   symptom listed), prompt echo or a loop → dropped;
+* in the assessment and plan: nothing the clinician said among its lines (the patient's
+  symptom is not a diagnosis), or an instruction — return precautions, follow-up, education,
+  referral, an order — its clinician lines never give (``instructions.py``) → dropped;
+* a repeat of a sentence already kept in its section, or a line resting only on a navigation
+  command to a dictation assistant ("finalize the report") → dropped;
 * a dose/status, placement or low-confidence-word problem → kept with its flag for the
   clinician.
 
@@ -39,6 +44,7 @@ from pathlib import Path
 
 from ...models import Evidence, FlagKind, Note, Section, Segment, Sentence, Speaker
 from ..facts import Fact, FactKind, dedupe_facts, findings_in, question_span
+from ..instructions import meta_commands, unsupported_instruction, without_meta_commands
 from ..guard import (
     OMISSION_KINDS,
     GuardContext,
@@ -127,8 +133,11 @@ def _clean(text: str) -> str:
 
 
 def turn_line(number: int, seg: Segment, facts: Sequence[Fact] = ()) -> str:
-    """One transcript line for the model, with the facts extracted from it underneath."""
-    return f"[{number}] {SPEAKER_LABEL.get(seg.speaker, 'Speaker')}: {_clean(seg.text)}\n" + fact_note(facts)
+    """One transcript line for the model, with the facts extracted from it underneath.
+    Commands to a dictation assistant that only navigate or close the record ("hey dragon,
+    finalize the note") are left out: the model wrote them into the plan."""
+    said = _clean(without_meta_commands(seg.text)) or "(to the dictation assistant)"
+    return f"[{number}] {SPEAKER_LABEL.get(seg.speaker, 'Speaker')}: {said}\n" + fact_note(facts)
 
 
 def _fact_item(f: Fact) -> str:
@@ -321,6 +330,24 @@ def _unheard_findings(text: str, cited: list[Segment], ctx: GuardContext) -> lis
             and not set(content_stems(f.surface)) & said]
 
 
+GENERIC_STEMS = frozenset(content_stems(
+    "patient patients reports reported states stated notes noted mentions mentioned presents presented "
+    "describes described complains complained endorses endorsed experiences experiencing history"))
+"""Words any sentence of a note may carry: they say nothing about whether two sentences repeat."""
+REPEAT_SHARE = 0.8
+
+
+def _repeats(text: str, siblings: Sequence[Sentence]) -> bool:
+    """The sentence adds (almost) nothing to one already kept in its section: at least
+    ``REPEAT_SHARE`` of its content words are in that one ("The patient reports diarrhea with
+    watery stools." after "Diarrhea with watery stools."; a small model restates its first
+    assessment line three times). A sentence that adds a finding to a shorter one is kept."""
+    mine = set(content_stems(text)) - GENERIC_STEMS
+    if not mine:
+        return False
+    return any(len(mine & (set(content_stems(x.text)) - GENERIC_STEMS)) >= REPEAT_SHARE * len(mine) for x in siblings)
+
+
 def _evidence(text: str, cited: list[Segment]) -> list[Evidence]:
     linked = link_evidence(text, cited)
     return linked or [evidence_for(s) for s in cited]
@@ -336,6 +363,8 @@ def verify_line(
     earlier: set[str],
     observed: bool = False,
     planned: bool = False,
+    assessed: bool = False,
+    siblings: Sequence[Sentence] = (),
 ) -> Verdict:
     """Check one sentence the model wrote against the segments it cites (see the module docstring).
 
@@ -344,7 +373,12 @@ def verify_line(
     (``observed_sections``), so a sentence resting only on the patient's words is dropped.
     ``planned``: the section holds the plan (``planned_sections``), which the clinician states,
     so a sentence citing nothing the clinician said (only the patient, or only questions) is
-    dropped. In every section a sentence citing only questions is dropped: a question says
+    dropped; so is an instruction (return precautions, follow-up, education, referral, an order)
+    whose cited clinician lines never give one (``instructions.py``). ``assessed``: the section
+    holds the clinician's assessment: the same two rules (a symptom the patient reported is not
+    an assessment). ``siblings``: the sentences already kept in this section; one that repeats
+    one of them is dropped. A sentence resting only on a navigation command to a dictation
+    assistant ("finalize the report") is dropped. In every section a sentence citing only questions is dropped: a question says
     nothing until it is answered ("have you noticed swollen legs or a bloated belly?" written as
     "has not noticed …" when the answer was "I feel bloated").
     """
@@ -356,7 +390,7 @@ def verify_line(
     if not cited:
         return Verdict(None, "dropped", ["no_evidence"])
     text = written.text
-    if _norm_key(text) in earlier:
+    if _norm_key(text) in earlier or _repeats(text, siblings):
         return Verdict(None, "dropped", ["duplicate"])
     unheard = _unheard_findings(text, cited, ctx)
     if unheard:
@@ -385,9 +419,22 @@ def verify_line(
         # do you have any other past medical history?" (the answer was "afib"): the clinician asks
         # the negatives, the patient's answer states them
         return Verdict(None, "dropped", ["negative_from_a_question"])
-    if planned and not any(s.speaker is not Speaker.patient and not only_a_question(s.text) for s in cited):
-        # "Return if muscle cramps occur." citing the patient's "slight cramps": a plan nobody made
-        return Verdict(None, "dropped", ["plan_not_said_by_clinician"])
+    if any(meta_commands(s.text) for s in cited) and not link_evidence(
+            text, [s.model_copy(update={"text": without_meta_commands(s.text)}) for s in cited]):
+        # "Finalize the report." / "Order the medications and procedures discussed." from
+        # "hey, dragon, order the medications and procedures discussed, and finalize the report"
+        return Verdict(None, "dropped", ["dictation_command"])
+    if planned or assessed:
+        said = [s.text for s in cited if s.speaker is not Speaker.patient and not only_a_question(s.text)]
+        if not said:
+            # "Return if muscle cramps occur." / "Cough." (as an assessment) citing the patient's
+            # "slight cramps", "a slight cough": a plan or a diagnosis nobody made
+            return Verdict(None, "dropped", ["plan_not_said_by_clinician" if planned else "assessment_not_said_by_clinician"])
+        family = unsupported_instruction(text, said)
+        if family is not None:
+            # "Return if chest pain or short of breath occurs." citing "do you have any chest
+            # pain?" and "we'll have you use crutches": nobody told the patient to come back
+            return Verdict(None, "dropped", [f"instruction_not_given:{family}"])
     sentence = Sentence(id=sentence_id, text=text, evidence=_evidence(text, cited))
     flags = check_sentence(sentence, ctx, section, earlier=earlier)
     repairs: list[str] = []
@@ -430,6 +477,12 @@ def planned_sections(template: Template) -> frozenset[str]:
     """Sections that hold the plan (their ``covers`` include it: SOAP's Plan, an H&P's
     assessment-and-plan)."""
     return frozenset(s.key for s in template.sections if "plan" in s.covers)
+
+
+def assessed_sections(template: Template) -> frozenset[str]:
+    """Sections that hold the clinician's assessment (SOAP's Assessment, an H&P's
+    assessment-and-plan)."""
+    return frozenset(s.key for s in template.sections if "assessment" in s.covers)
 
 
 def observed_sections(template: Template) -> frozenset[str]:
@@ -475,6 +528,7 @@ def has_clinical_content(base: Note, facts: Sequence[Fact]) -> bool:
 
 __all__ = [
     "DROP_KINDS",
+    "assessed_sections",
     "LlamaPrompt",
     "NoteParser",
     "Verdict",

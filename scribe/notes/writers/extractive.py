@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
-from ...models import Note, Segment
+from ...models import Note, Segment, Speaker
 from ..extractive import IncrementalDrafter
 from ..templates import Template
 from .base import WriterStats
@@ -17,6 +17,10 @@ class ExtractiveSession:
 
     def add(self, segment: Segment) -> Note:
         return self.drafter.add(segment)
+
+    def relabel(self, revisions: Mapping[str, Speaker]) -> None:
+        if revisions:
+            self.drafter = self.drafter.relabelled(revisions)
 
     async def finish(self) -> AsyncIterator[Note]:
         # all the work was done in add(); finishing only assembles and lists omissions

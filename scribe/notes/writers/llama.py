@@ -43,14 +43,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...models import Note, Section, Segment, Sentence
+from ...models import Note, Section, Segment, Sentence, Speaker
 from ..completeness import fact_sentences
-from ..extractive import IncrementalDrafter
+from ..extractive import IncrementalDrafter, relabel
 from ..guard import GuardContext, check_note
 from ..register import is_note_language
 from ..templates import Template, TemplateSection
@@ -60,6 +60,7 @@ from .conversation import (
     LlamaPrompt,
     NoteParser,
     Written,
+    assessed_sections,
     default_llama_prompt,
     fill_omissions,
     has_clinical_content,
@@ -364,6 +365,11 @@ class LlamaConfig:
     the sections the end of the visit changed are written."""
     write_every_s: float = 90.0
     """Seconds of conversation between two writing passes during the visit."""
+    relabel_prompt_tokens: int = 768
+    """Speaker labels re-decided after the model read their lines (``LlamaSession.relabel``)
+    are put into its transcript when at most this many prompt tokens follow the first changed
+    line (they are read again after stop, ~12 s on 2 cores); beyond that the model keeps its
+    reading and only the facts and the checks of its sentences use the new labels."""
     after_stop_limit_s: float = 60.0
     """After stop, the model writes for at most this long (0: no limit); sections it has not
     finished keep the extractive pass's statements (note language only), so a slow machine
@@ -457,6 +463,41 @@ class LlamaSession:
             if self.cfg.feed_during_visit:
                 self._poke()
         return note.model_copy(update={"writer": self.writer.name})
+
+    def relabel(self, revisions: Mapping[str, Speaker]) -> None:
+        """Labels re-decided with hindsight after the drafter read the segments (see
+        ``DraftSession.relabel``). The extractive pass is re-read with them (the facts — whose
+        medicine, which answer — and the guard's view of the visit follow). The model's
+        transcript lines change from the first relabelled one; llama.cpp re-reads only the
+        tokens after it, so the update is made when they are few (``relabel_prompt_tokens``)."""
+        if not revisions or not any(s.id in revisions and revisions[s.id] is not s.speaker
+                                    for s in self.drafter.state.segments):
+            return
+        fut = self._feed_future
+        if fut is not None:
+            fut.result()  # no feed job is reading the lines while they change (its error is kept)
+        drafter = self.drafter.fresh()
+        lines: list[tuple[str, str, float]] = []
+        basis: list[dict[str, frozenset[str]]] = []
+        for seg in relabel(self.drafter.state.segments, revisions):
+            n_facts = len(drafter.state.facts)
+            note = drafter.add(seg)
+            if seg.text.strip() and (not lines or lines[-1][0] != seg.id):
+                lines.append((seg.id, turn_line(len(lines) + 1, seg, drafter.state.facts[n_facts:]), seg.end))
+                basis.append(section_basis(note))
+        with self._lock:
+            first = next((i for i, (a, b) in enumerate(zip(self._lines, lines)) if a != b), len(lines))
+            tail = sum(len(t) for t in self._line_tokens[first:])
+            tail += sum(len(line) // 4 for _, line, _ in lines[len(self._line_tokens):])  # not yet tokenized
+            self.drafter = drafter
+            self._dictating = drafter.is_dictation
+            changed = sum(a != b for a, b in zip(self._lines, lines))
+            if changed and tail <= self.cfg.relabel_prompt_tokens:
+                self._lines, self._basis = lines, basis
+                del self._line_tokens[first:]
+                self.stats.extra["relabelled_lines"] = float(changed)
+            elif changed:
+                self.stats.extra["relabel_prompt_kept"] = float(changed)
 
     def _runtime(self) -> LlamaRuntime:
         """Load (or reuse) the model; any failure is kept and re-raised by ``finish``."""
@@ -617,6 +658,7 @@ class LlamaSession:
 
         observed = observed_sections(self.template)
         planned = planned_sections(self.template)
+        assessed = assessed_sections(self.template)
         halt = {"rambling": False}
         """Set when the model's last lines all failed verification: the section call ends."""
         dropped_in_a_row = 0
@@ -628,7 +670,8 @@ class LlamaSession:
                 n = len(kept[w.section])
                 v = verify_line(w, segment_of_line, ctx, sections[w.section],
                                 sentence_id=f"{w.section}.llama{n}", earlier=earlier,
-                                observed=w.section in observed, planned=w.section in planned)
+                                observed=w.section in observed, planned=w.section in planned,
+                                assessed=w.section in assessed, siblings=kept[w.section])
                 outcomes[v.outcome] = outcomes.get(v.outcome, 0) + 1
                 for r in v.reasons:
                     outcomes[f"{v.outcome}:{r}"] = outcomes.get(f"{v.outcome}:{r}", 0) + 1

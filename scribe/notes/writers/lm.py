@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
-from ...models import Note, Section, Segment, Sentence
+from ...models import Note, Section, Segment, Sentence, Speaker
 from ..extractive import IncrementalDrafter
 from ..guard import GuardContext, check_note
 from ..templates import Template
@@ -69,6 +69,10 @@ class LMSession:
 
     def add(self, segment: Segment) -> Note:
         return self.drafter.add(segment).model_copy(update={"writer": self.writer_name})
+
+    def relabel(self, revisions: Mapping[str, Speaker]) -> None:
+        if revisions:
+            self.drafter = self.drafter.relabelled(revisions)
 
     async def finish(self) -> AsyncIterator[Note]:
         if self.drafter.is_dictation:  # the clinician dictated the note: kept as dictated, not phrased

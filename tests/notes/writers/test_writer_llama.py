@@ -175,6 +175,64 @@ def test_a_plan_line_needs_the_clinician_to_have_said_it():
     assert verdict("Knee pain since twisting it playing football.", [2]).outcome == "kept"
 
 
+def test_an_assessment_or_instruction_needs_the_clinician_to_have_made_it():
+    """ACI dev D2N068: the model listed the patient's "slight cough" as an assessment and wrote
+    "Return if chest pain or short of breath occurs." citing the doctor's questions."""
+    segs = VISIT + [seg(8, "clinician", "Do you have any chest pain or shortness of breath?"),
+                    seg(9, "patient", "A slight cough, I think it's the change of seasons."),
+                    seg(10, "clinician", "If the swelling gets worse, call us or come back sooner.")]
+
+    def check(section_key, text, lines, **kw):
+        return verify_line(Written(section_key, text, tuple(lines)), line_map(segs), ctx_for(segs), section(section_key),
+                           sentence_id="a.llama0", earlier=set(), **kw)
+
+    assert check("assessment", "Slight cough.", [10], assessed=True).reasons == ["assessment_not_said_by_clinician"]
+    assert check("assessment", "Right knee sprain.", [8], assessed=True).outcome == "kept"
+    assert check("subjective", "Slight cough with the change of seasons.", [10]).outcome == "kept"
+    asked = check("plan", "Return if chest pain or shortness of breath develops.", [9, 10], planned=True)
+    assert asked.reasons == ["plan_not_said_by_clinician"]  # the doctor's question and the patient's answer
+    unsaid = check("plan", "Return if the knee is swollen.", [7], planned=True)
+    assert unsaid.reasons == ["instruction_not_given:return_precautions"]  # line 7 says the knee is swollen, no more
+    prescribed = check("plan", "Return in 2 weeks.", [8], planned=True)
+    assert prescribed.outcome == "kept"  # "come back in two weeks" (line 8)
+    no_return = check("plan", "Return if knee swelling persists after ibuprofen.", [7, 8], planned=True)
+    assert no_return.outcome == "kept"
+    invented = check("plan", "Patient education on the swollen knee.", [7], planned=True)
+    assert invented.reasons == ["instruction_not_given:education"]
+    told = check("plan", "Return if the swelling gets worse.", [11], planned=True)
+    assert told.outcome == "kept"
+
+
+def test_a_navigation_command_to_the_dictation_assistant_is_not_a_plan():
+    """ACI dev D2N069: "Order the medications and procedures discussed." and "Finalize the
+    report." from "hey, dragon, order the medications and procedures discussed, and finalize the
+    report"; the same words never reach the model's transcript."""
+    segs = VISIT + [seg(8, "clinician", "All right. Hey, Dragon, order the medications and procedures discussed, "
+                                        "and finalize the report. Okay, come with me and we'll get you checked out.")]
+
+    def plan(text):
+        return verify_line(Written("plan", text, (9,)), line_map(segs), ctx_for(segs), section("plan"),
+                           sentence_id="p.llama0", earlier=set(), planned=True)
+
+    assert plan("Finalize the report.").reasons == ["dictation_command"]
+    assert plan("Order the medications and procedures discussed.").reasons == ["dictation_command"]
+    line = turn_line(9, segs[8])
+    assert "dragon" not in line.lower() and "finalize" not in line and "come with me" in line
+
+
+def test_a_sentence_repeating_one_already_in_its_section_is_dropped():
+    """The demo's assessment said "diarrhea with watery stools …" three times over."""
+    first = verdict("Right knee pain for 3 days.", [2])
+    assert first.sentence is not None
+
+    def then(text):
+        return verify_line(Written("subjective", text, (2,)), line_map(VISIT), ctx_for(VISIT), section("subjective"),
+                           sentence_id="x.llama1", earlier=set(), siblings=[first.sentence])
+
+    assert then("The patient reports right knee pain for 3 days.").reasons == ["duplicate"]
+    assert then("Right knee pain for 3 days after twisting it playing football.").outcome == "kept"  # adds the cause
+
+
 def test_a_supported_sentence_is_kept_with_its_cited_evidence():
     earlier: set[str] = set()
     v = verdict("Right knee pain for 3 days after twisting it playing football.", [2], earlier=earlier)
@@ -252,6 +310,39 @@ async def test_session_keeps_verified_sentences_and_drops_an_invented_number():
         "Current medications include lisinopril daily."]
     assert stats.extra["statements_from_facts"] == 1
     assert stats.extra["dropped"] >= 1 and rt.fed  # the visit was fed during add()
+
+
+async def test_labels_revised_with_hindsight_reach_the_models_transcript_and_the_checks():
+    """A label the record pass re-decided after the model had read the line: the line is
+    rewritten (only the tokens after it are read again), the facts follow the new label, and
+    the model's sentence is checked against it (a plan line resting on what is now the
+    patient's speech is dropped)."""
+    wrong = [s.model_copy(update={"speaker": Speaker.patient}) if s.index == 7 else s for s in VISIT]
+    writer, rt = scripted_writer({"plan": "- Ibuprofen 400 mg three times a day. [8]\n"})
+    session = writer.start("e-relabel", SOAP)
+    for s in VISIT:
+        session.add(s)
+    await session.settle()
+    session.relabel({VISIT[7].id: Speaker.patient})  # the doctor's plan was the patient's, in hindsight
+    assert session._lines[7][1].startswith("[8] Patient: I think it's a sprain.")
+    assert session.stats.extra["relabelled_lines"] == 1
+    assert len(session._line_tokens) == 7  # lines 1-7 keep their tokens (and their KV cache)
+    assert [s.speaker for s in session.drafter.state.segments] == [s.speaker for s in wrong]
+    note = None
+    async for note in session.finish():
+        pass
+    assert "Ibuprofen 400 mg three times a day." not in [s.text for s in note.sentences()]
+    assert session.outcomes.get("dropped:plan_not_said_by_clinician") == 1
+
+    # beyond the budget the model's reading is kept; the facts and checks still use the new label
+    writer, rt = scripted_writer({}, relabel_prompt_tokens=10)
+    session = writer.start("e-relabel2", SOAP)
+    for s in VISIT:
+        session.add(s)
+    await session.settle()
+    session.relabel({VISIT[1].id: Speaker.clinician})
+    assert session._lines[1][1].startswith("[2] Patient:") and session.stats.extra["relabel_prompt_kept"] == 1
+    assert session.drafter.state.segments[1].speaker is Speaker.clinician
 
 
 def spaced(segments, gap: float):
