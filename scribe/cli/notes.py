@@ -63,6 +63,27 @@ def register(sub: Any) -> None:
                         "with their evidence ids and flags), to read what the writers produce")
     p.set_defaults(func=cmd_eval_notes)
 
+    p = esub.add_parser(
+        "e2e",
+        help="real recordings → live + record pass + speaker labels → note, against the note from the "
+             "reference dialogue",
+        description="End to end, as the server runs it: each recording (audio with a .json manifest holding the "
+                    "reference dialogue) is transcribed by the live pass (cached with 'scribe bench speakers'), "
+                    "labelled by the online labeller with hindsight, transcribed again by the record pass and "
+                    "drafted by the writer, paced as a live visit. The same writer's note from the reference "
+                    "dialogue is the baseline, in the same run: ROUGE-1/2/L and clinical-fact recall/precision of "
+                    "the note from audio against it say what transcript and label errors cost the note; register, "
+                    "evidence and flag shares and stop-to-draft of both notes are printed beside.",
+    )
+    p.add_argument("files", nargs="*", type=Path,
+                   help="audio files with a .json manifest beside them (default: ../shared/eval/real_audio/osce_*.mp3)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N recordings")
+    _writer_args(p)
+    p.add_argument("--model", help="ASR model of the live pass (default: configured asr.model)")
+    p.add_argument("--out", type=Path, help="also write the JSON results here")
+    p.add_argument("--save-notes", type=Path, metavar="DIR", help="also write both notes of every recording here")
+    p.set_defaults(func=cmd_eval_e2e)
+
 
 def _writer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", help="template name or .toml path (default: settings notes.template, 'soap')")
@@ -276,32 +297,6 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def _draft_timed(writer, segments, rec_id: str, template) -> tuple[Any, Any, float, float]:
-    """(note, stats, seconds in add() per segment, seconds from stop to the final draft).
-
-    A writer that works in the background during the visit (``settle()``: the llama writer
-    reads the transcript and writes sections as the visit goes on) is paced as in a live visit,
-    where speech arrives far slower than the model reads it: after each segment it is allowed
-    to finish what that segment started before the next one comes. How much model time that
-    took, against the visit's length, is reported (``lm_busy_during_visit_pct``): above 100 %
-    the model would fall behind a real visit."""
-    session = writer.start(rec_id, template)
-    settle = getattr(session, "settle", None)
-    in_add = 0.0
-    for s in segments:
-        t0 = time.perf_counter()
-        session.add(s)
-        in_add += time.perf_counter() - t0
-        if settle is not None:
-            await settle()
-    per_seg = in_add / max(1, len(segments))
-    t1 = time.perf_counter()
-    note = None
-    async for note in session.finish():
-        pass
-    return note, session.stats, per_seg, time.perf_counter() - t1
-
-
 def cmd_eval_notes(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
@@ -311,7 +306,7 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
     from ..notes.dialogue import segments_from_turns
     from ..notes.completeness import without_fact_lines
     from ..notes.evaluation import SystemTotals, copy_transcript, note_checks, note_text, score
-    from ..notes.writers import ExtractiveWriter, ModelMissing, WriterError
+    from ..notes.writers import ExtractiveWriter, ModelMissing, WriterError, draft_paced
 
     settings = _settings(args)
     template = _template(settings, args.template)
@@ -345,7 +340,7 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
                 if writer == "derived":
                     continue  # scored with the note it is derived from, below
                 try:
-                    note, stats, per_seg, stop = await _draft_timed(writer, segments, rec["id"], template)
+                    note, stats, per_seg, stop = await draft_paced(writer, segments, rec["id"], template)
                 except ModelMissing as exc:
                     raise UserError(str(exc)) from None
                 except WriterError:
@@ -412,21 +407,40 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_e2e(args: argparse.Namespace) -> int:
+    from ..asr.registry import ModelNotFound
+    from ..asr.whisper import WhisperRecognizer
+    from ..bench.e2e import run_e2e
+    from ..diarize.encoder import EncoderMissing
+    from ..notes.writers import ModelMissing
+    from .common import UserError, console, recognizer_from_settings
+
+    settings = _settings(args)
+    template = _template(settings, args.template)
+    writer = _writer(settings, args.writer)
+    for f in args.files:
+        if not f.is_file() or not f.with_suffix(".json").is_file():
+            raise UserError(f"{f}: need the audio file and its .json manifest beside it")
+
+    def record_recognizer() -> WhisperRecognizer:
+        try:
+            return WhisperRecognizer.for_record_pass(settings)
+        except ModelNotFound as exc:
+            raise UserError(str(exc)) from None
+
+    try:
+        return run_e2e(args, settings, writer, template, make_recognizer=lambda: recognizer_from_settings(settings),
+                       make_record_recognizer=record_recognizer, console=console)
+    except (EncoderMissing, ModelMissing) as exc:
+        raise UserError(str(exc)) from None
+
+
 def _save_note(folder: Path, record_id: str, system: str, note: Note, reference: str) -> None:
-    """One drafted note as Markdown for reading: each sentence with its evidence ids and flags,
-    and the reference note after it."""
+    from ..notes.evaluation import note_for_reading, note_file_name
+
     folder.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {record_id} — {system}", ""]
-    for sec in note.sections:
-        lines.append(f"## {sec.title}")
-        for s in sec.sentences:
-            cites = ", ".join(e.segment_id for e in s.evidence)
-            flags = "".join(f" **[{f.kind}: {f.message}]**" for f in s.flags)
-            lines.append(f"- {s.text} `[{cites}]` `{s.id}`{flags}")
-        lines.append("")
-    lines += ["---", "## Reference note", "", reference, ""]
-    name = f"{record_id.replace('/', '_')}.{system.replace(' ', '_')}.md"
-    (folder / name).write_text("\n".join(lines), encoding="utf-8")
+    (folder / note_file_name(record_id, system)).write_text(note_for_reading(record_id, system, note, reference),
+                                                            encoding="utf-8")
 
 
 def _fmt(v: Any) -> str:

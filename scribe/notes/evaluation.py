@@ -103,6 +103,25 @@ def score(candidate: str, reference: str) -> Scores:
     )
 
 
+def note_for_reading(record_id: str, system: str, note: Note, reference: str) -> str:
+    """One drafted note as Markdown for reading (``--save-notes``): each sentence with its
+    evidence ids and flags, the reference after it."""
+    lines = [f"# {record_id} — {system}", ""]
+    for sec in note.sections:
+        lines.append(f"## {sec.title}")
+        for s in sec.sentences:
+            cites = ", ".join(e.segment_id for e in s.evidence)
+            flags = "".join(f" **[{f.kind}: {f.message}]**" for f in s.flags)
+            lines.append(f"- {s.text} `[{cites}]` `{s.id}`{flags}")
+        lines.append("")
+    lines += ["---", "## Reference note", "", reference, ""]
+    return "\n".join(lines)
+
+
+def note_file_name(record_id: str, system: str) -> str:
+    return f"{record_id.replace('/', '_')}.{system.replace(' ', '_')}.md"
+
+
 @dataclass
 class NoteChecks:
     sentences: int

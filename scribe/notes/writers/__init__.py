@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import DraftSession, ModelMissing, NoteWriter, WriterError, WriterStats, write_note, write_note_sync
+from .base import (
+    DraftSession,
+    ModelMissing,
+    NoteWriter,
+    WriterError,
+    WriterStats,
+    draft_paced,
+    write_note,
+    write_note_sync,
+)
 from .extractive import ExtractiveWriter
 
 if TYPE_CHECKING:
@@ -66,6 +75,7 @@ def writer_from_settings(settings: Settings, name: str | None = None, **override
 __all__ = [
     "WRITERS",
     "DraftSession",
+    "draft_paced",
     "ExtractiveWriter",
     "ModelMissing",
     "NoteWriter",

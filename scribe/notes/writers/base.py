@@ -16,7 +16,8 @@ re-checks what comes back ("extract first, generate second").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -106,6 +107,36 @@ async def write_note(
             on_draft(note)
     assert note is not None, "a draft session must yield at least the final note"
     return note, session.stats
+
+
+async def draft_paced(
+    writer: NoteWriter, segments: Sequence[Segment], encounter_id: str, template: Template
+) -> tuple[Note, WriterStats, float, float]:
+    """(note, stats, seconds in add() per segment, seconds from stop to the final draft), for
+    the evaluations.
+
+    A writer that works in the background during the visit (``settle()``: the llama writer
+    reads the transcript and writes sections as the visit goes on) is paced as in a live visit,
+    where speech arrives far slower than the model reads it: after each segment it is allowed
+    to finish what that segment started before the next one comes. How much model time that
+    took, against the visit's length, is in its stats (``feed_seconds``,
+    ``visit_write_seconds``): above the visit's length the model would fall behind a real visit."""
+    session = writer.start(encounter_id, template)
+    settle = getattr(session, "settle", None)
+    in_add = 0.0
+    for s in segments:
+        t0 = time.perf_counter()
+        session.add(s)
+        in_add += time.perf_counter() - t0
+        if settle is not None:
+            await settle()
+    per_seg = in_add / max(1, len(segments))
+    t1 = time.perf_counter()
+    note: Note | None = None
+    async for note in session.finish():
+        pass
+    assert note is not None, "a draft session must yield at least the final note"
+    return note, session.stats, per_seg, time.perf_counter() - t1
 
 
 def write_note_sync(writer: NoteWriter, segments: Iterable[Segment], **kw: Any) -> tuple[Note, WriterStats]:
