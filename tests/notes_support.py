@@ -3,7 +3,7 @@ sore throat, with a current medication, vitals, an exam, an assessment and a pla
 
 from __future__ import annotations
 
-from scribe.models import Segment
+from scribe.models import Segment, Speaker
 from scribe.notes.dialogue import segments_from_turns
 
 SHORT = [
@@ -26,3 +26,13 @@ SHORT = [
 
 def short_segments(keep_speakers: bool = True) -> list[Segment]:
     return segments_from_turns([{"speaker": s, "text": t} for s, t in SHORT], keep_speakers=keep_speakers)
+
+
+def qa_visit(answer: Speaker) -> list[Segment]:
+    """A question answered only by "yes, sometimes": whether that is an answer (a symptom
+    reported) depends on who said it, so a visit for label-revision tests."""
+    said = [("clinician", "Do you have any chest pain?"), (answer.value, "Yes, sometimes when I climb stairs."),
+            ("clinician", "Any shortness of breath?"), ("patient", "No, none at all."),
+            ("clinician", "I think this is angina. We will order a stress test.")]
+    return [Segment(id=Segment.make_id(i), index=i, start=float(i), end=i + 0.9, text=t, speaker=Speaker(sp))
+            for i, (sp, t) in enumerate(said)]

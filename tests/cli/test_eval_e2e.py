@@ -12,16 +12,8 @@ import pytest
 
 from scribe.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("isolated_cli")]
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "synth_dialogue_dev_01.flac"
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.delenv("SCRIBE_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SCRIBE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("COLUMNS", "200")
 
 
 def test_a_recording_is_drafted_from_the_transcript_of_record_and_scored(tmp_path, capsys):

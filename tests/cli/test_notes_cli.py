@@ -16,12 +16,7 @@ from scribe.store import Store
 from scribe.database import open_store
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.delenv("SCRIBE_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SCRIBE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("COLUMNS", "200")
+pytestmark = pytest.mark.usefixtures("isolated_cli")
 
 
 def _transcript_file(tmp_path):

@@ -322,21 +322,15 @@ def test_drafting_cost_per_segment_stays_flat_with_visit_length():
     assert ratio < 3.0, f"drafting a segment in minute 30 costs {ratio:.1f}x minute 1"
 
 
-def _qa_visit(answer_speaker: Speaker) -> list[Segment]:
-    said = [("clinician", "Do you have any chest pain?"), (answer_speaker.value, "Yes, sometimes when I climb stairs."),
-            ("clinician", "Any shortness of breath?"), ("patient", "No, none at all."),
-            ("clinician", "Your lungs sound clear. I think this is angina, we will order a stress test.")]
-    return [Segment(id=Segment.make_id(i), index=i, start=float(i), end=i + 0.9, text=t, speaker=Speaker(sp))
-            for i, (sp, t) in enumerate(said)]
-
-
 def test_a_drafter_relabelled_with_hindsight_reads_as_if_labelled_so_from_the_start():
     """The record pass re-decides labels with the whole visit, after the drafter read some
     segments: "yes, sometimes" first heard as the clinician's is no answer to the
     question; relabelled as the patient's it is a symptom reported."""
     from scribe.notes.extractive import IncrementalDrafter
 
-    wrong, right = _qa_visit(Speaker.clinician), _qa_visit(Speaker.patient)
+    from notes_support import qa_visit
+
+    wrong, right = qa_visit(Speaker.clinician), qa_visit(Speaker.patient)
 
     def facts(d):
         return sorted((f.kind.value, f.value, f.negated, str(f.speaker)) for f in d.facts)

@@ -7,20 +7,14 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
+from notes_support import qa_visit
+
 from scribe.models import Segment, Speaker
 from scribe.notes import load_template
 from scribe.notes.writers import ExtractiveWriter, write_note
 from scribe.service.drafting import DraftRunner
 
 SOAP = load_template("soap")
-
-
-def visit(answer: Speaker) -> list[Segment]:
-    said = [("clinician", "Do you have any chest pain?"), (answer.value, "Yes, sometimes when I climb stairs."),
-            ("clinician", "Any shortness of breath?"), ("patient", "No, none at all."),
-            ("clinician", "I think this is angina. We will order a stress test.")]
-    return [Segment(id=Segment.make_id(i), index=i, start=float(i), end=i + 0.9, text=t, speaker=Speaker(sp))
-            for i, (sp, t) in enumerate(said)]
 
 
 class Engine:
@@ -40,7 +34,7 @@ def facts(session) -> list:
 
 
 async def test_labels_revised_after_the_drafter_read_them_are_drafted_with():
-    wrong, right = visit(Speaker.clinician), visit(Speaker.patient)
+    wrong, right = qa_visit(Speaker.clinician), qa_visit(Speaker.patient)
     engine = Engine()
     runner = DraftRunner(engine, "e-hindsight", "en")  # type: ignore[arg-type]
     await runner.open(hold=0)
@@ -61,7 +55,7 @@ async def test_labels_revised_after_the_drafter_read_them_are_drafted_with():
 
 
 async def test_no_revision_leaves_the_draft_as_read():
-    right = visit(Speaker.patient)
+    right = qa_visit(Speaker.patient)
     engine = Engine()
     runner = DraftRunner(engine, "e-same", "en")  # type: ignore[arg-type]
     await runner.open(hold=2)
