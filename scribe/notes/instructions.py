@@ -179,24 +179,28 @@ _SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
 
 
 def unsupported_instruction(sentence: str, clinician_said: Iterable[str]) -> str | None:
-    """What is wrong with the instruction ``sentence`` gives, judged on ``clinician_said`` (the
-    clinician's words in the lines it cites; navigation commands are removed here): its family
-    name when those words never give one, ``<family>_interval`` when a follow-up's interval is
-    not one said in a sentence that gives it (ACI dev D2N069: "Follow-up in 2 weeks" where the
+    """What is wrong with the instructions ``sentence`` gives, judged on ``clinician_said`` (the
+    clinician's words in the lines it cites; navigation commands are removed here): the name of
+    a family it gives that those words never give ("advised to monitor …" gives education and
+    monitoring: both must be there); ``<family>_interval`` when a follow-up's interval is not one
+    said in a sentence that sets the visit (ACI dev D2N069: "Follow-up in 2 weeks" where the
     doctor said "come back in about a week" and, two lines on, "a two week supply" — the number
     check alone finds "2 weeks" said); None when it gives no instruction or nothing is wrong."""
-    fam = instruction_family(sentence)
-    if fam is None:
+    families = [f for f in FAMILIES if f.gives.search(sentence)]
+    if not families:
         return None
     said = [without_meta_commands(t) for t in clinician_said]
-    if not any(fam.said.search(t) for t in said):
-        return fam.name
-    if fam.name in TIMED:
-        wanted = [q for q in find_quantities(sentence) if q.unit in _TIME_UNITS]
-        giving = [u for t in said for u in _SENTENCE_END.split(t) if _SETS_A_VISIT.search(u)]
-        heard = [e for u in giving for e in spoken_values(u)]
-        if not all(any(supports(e, q) for e in heard) for q in wanted):
-            return f"{fam.name}_interval"
+    for fam in families:
+        if not any(fam.said.search(t) for t in said):
+            return fam.name
+    for fam in families:
+        if fam.name in TIMED:
+            wanted = [q for q in find_quantities(sentence) if q.unit in _TIME_UNITS]
+            giving = [u for t in said for u in _SENTENCE_END.split(t) if _SETS_A_VISIT.search(u)]
+            heard = [e for u in giving for e in spoken_values(u)]
+            if not all(any(supports(e, q) for e in heard) for q in wanted):
+                return f"{fam.name}_interval"
+            break  # one interval check per sentence
     return None
 
 

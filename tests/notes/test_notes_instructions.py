@@ -76,6 +76,10 @@ def test_an_instruction_needs_the_clinicians_words_for_it():
     # ACI dev D2N068: "Monitor chest x-ray and echocardiogram regularly." citing the doctor reading them out
     shown = ["so , looking here at the results of your chest x-ray , it does look like you have a little bit of fluid"]
     assert unsupported_instruction("Monitor chest x-ray and echocardiogram regularly.", shown) == "monitoring"
+    # ACI dev D2N068: "advised to monitor their heart function and leaky valve" citing the echo read out
+    echo = ["this shows that the pumping function of your heart is a little bit reduced at 45 % , and it also "
+            "shows that leaky valve . we should talk about that ."]
+    assert unsupported_instruction("Advised to monitor heart function and the leaky valve.", echo) == "monitoring"
     assert unsupported_instruction("Monitor blood pressure at home.",
                                    ["i want you to continue to record your blood pressures at home"]) is None
     # a navigation command is not an order
