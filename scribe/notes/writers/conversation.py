@@ -23,6 +23,9 @@ it stops). Then every sentence is verified against the segments it cites (``veri
 * in the assessment and plan: nothing the clinician said among its lines (the patient's
   symptom is not a diagnosis), or an instruction — return precautions, follow-up, education,
   referral, an order — its clinician lines never give (``instructions.py``) → dropped;
+* in the exam/results sections: a line citing only the patient's words, or no line the
+  extractive pass (its section classifier, fitted on ACI-Bench train) placed there: the
+  history retold → dropped;
 * a repeat of a sentence already kept in its section, or a line resting only on a navigation
   command to a dictation assistant ("finalize the report") → dropped;
 * a dose/status, placement or low-confidence-word problem → kept with its flag for the
@@ -365,6 +368,7 @@ def verify_line(
     planned: bool = False,
     assessed: bool = False,
     siblings: Sequence[Sentence] = (),
+    examined: frozenset[str] | None = None,
 ) -> Verdict:
     """Check one sentence the model wrote against the segments it cites (see the module docstring).
 
@@ -378,7 +382,13 @@ def verify_line(
     holds the clinician's assessment: the same two rules (a symptom the patient reported is not
     an assessment). ``siblings``: the sentences already kept in this section; one that repeats
     one of them is dropped. A sentence resting only on a navigation command to a dictation
-    assistant ("finalize the report") is dropped. In every section a sentence citing only questions is dropped: a question says
+    assistant ("finalize the report") is dropped. ``examined`` (with ``observed``): the segments
+    the extractive pass placed in the exam/results sections; an observation citing none of them,
+    and no clinician line with the words of an examination or a result in it
+    (``_OBSERVATION_WORDS``: two independent signals, both saying "not an observation"), is the
+    history retold (the clinician's "presents today with some back pain" written as "Back pain:
+    present." under Objective; a video consultation with no exam filled with the symptoms) and
+    is dropped. In every section a sentence citing only questions is dropped: a question says
     nothing until it is answered ("have you noticed swollen legs or a bloated belly?" written as
     "has not noticed …" when the answer was "I feel bloated").
     """
@@ -411,6 +421,9 @@ def verify_line(
         # (a small model fills the Objective of a visit with no exam with the history again;
         # ACI dev D2N070: "Back: stiffness present." found only in the patient's "a little stiff")
         return Verdict(None, "dropped", ["patient_report_as_observation"])
+    if observed and examined is not None and not any(
+            s.id in examined or (s.speaker is not Speaker.patient and _OBSERVATION_WORDS.search(s.text)) for s in cited):
+        return Verdict(None, "dropped", ["history_as_observation"])
     if all(only_a_question(s.text) for s in cited):
         return Verdict(None, "dropped", ["question_only"])
     if _NEGATIVE.search(text) and all(s.speaker is not Speaker.patient and question_span(s.text) is not None
@@ -455,6 +468,15 @@ def verify_line(
 
 OBSERVED_KINDS = frozenset({"exam", "results"})
 
+
+_OBSERVATION_WORDS = re.compile(
+    r"\b(?:exam\w*|inspect\w*|palpat\w*|tender\w*|auscult\w*|listen\w*|lungs?|heart\s+sounds?|murmur|swollen|swelling"
+    r"|edema|range\s+of\s+motion|reflex\w*|pulses?|vitals?|blood\s+pressure|temperature|oxygen|saturation|x-?rays?"
+    r"|mri|ct|scan|ultrasound|echo\w*|ekg|ecg|results?|labs?|shows?|showed|a1c|hemoglobin|looks?|appears?|clear"
+    r"|stable|erythema\w*|rash|wound|incision|strength|sensation|gait|alignment|fracture\w*|bruis\w*|effusion"
+    r"|crackles|rales|wheez\w*|jvd|distension|distention|soft)\b", re.IGNORECASE)
+"""Words of an examination or a result ("your lungs are clear", "the x-ray shows"): a clinician
+line with one may hold an observation whatever the section classifier made of it."""
 
 _NEGATIVE = re.compile(r"^\s*(?:no|denies|denied|not|never|none|negative)\b|\b(?:has|have|had|does|did|is|was)\s+not\b"
                        r"|\b(?:hasn't|haven't|hadn't|doesn't|didn't|isn't|wasn't)\b|\bno\s+(?:other|prior|past|history|known)\b",

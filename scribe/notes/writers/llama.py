@@ -659,6 +659,9 @@ class LlamaSession:
         observed = observed_sections(self.template)
         planned = planned_sections(self.template)
         assessed = assessed_sections(self.template)
+        placed = section_basis(base)
+        examined = frozenset().union(*(placed.get(k, frozenset()) for k in observed))
+        """Segments the extractive pass placed in the exam/results sections (an observation must cite one)."""
         halt = {"rambling": False}
         """Set when the model's last lines all failed verification: the section call ends."""
         dropped_in_a_row = 0
@@ -671,7 +674,7 @@ class LlamaSession:
                 v = verify_line(w, segment_of_line, ctx, sections[w.section],
                                 sentence_id=f"{w.section}.llama{n}", earlier=earlier,
                                 observed=w.section in observed, planned=w.section in planned,
-                                assessed=w.section in assessed, siblings=kept[w.section])
+                                assessed=w.section in assessed, siblings=kept[w.section], examined=examined)
                 outcomes[v.outcome] = outcomes.get(v.outcome, 0) + 1
                 for r in v.reasons:
                     outcomes[f"{v.outcome}:{r}"] = outcomes.get(f"{v.outcome}:{r}", 0) + 1

@@ -441,6 +441,24 @@ def test_an_observation_resting_only_on_the_patients_words_is_dropped():
     assert v.sentence is None and v.reasons == ["patient_report_as_observation"]
 
 
+def test_the_history_retold_is_not_an_observation():
+    """ACI dev D2N070: "Back pain: present." under Objective citing the doctor's opening "who
+    presents today with some back pain"; PriMock57 (video consultations, no exam) filled the
+    Objective with the symptoms. Dropped when the extractive pass did not place the line in the
+    exam/results sections and it has no words of an examination or a result."""
+    segs = VISIT + [seg(8, "clinician", "So Logan is a 58 year old male who presents today with some back pain.")]
+    ctx, lines = ctx_for(segs), line_map(segs)
+
+    def objective(text, cited, examined):
+        return verify_line(Written("objective", text, cited), lines, ctx, section("objective"), sentence_id="o",
+                           earlier=set(), observed=True, examined=frozenset(examined))
+
+    assert objective("Back pain present.", (9,), []).reasons == ["history_as_observation"]
+    assert objective("Back pain present.", (9,), ["seg-00008"]).outcome == "kept"  # the classifier placed it there
+    # "the knee is swollen": words of an examination, whatever the classifier made of the line
+    assert objective("The right knee is swollen but stable.", (7,), []).outcome == "kept"
+
+
 async def test_a_rambling_section_is_cut_short():
     """Three lines in a row that fail verification end the section call: the model is writing
     what the visit did not say, and every such line costs seconds after stop."""
