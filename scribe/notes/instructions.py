@@ -44,7 +44,7 @@ WAKE_WORDS = ("dragon", "scribe", "computer", "nuance")
 _WAKE = re.compile(r"\b(?:hey|hi|ok|okay)\s*,?\s*(?:" + "|".join(WAKE_WORDS) + r")\b\s*[,.?!]?", re.I)
 _META = re.compile(
     r"^\s*(?:(?:uh|um)\s*,?\s*)*(?:please\s+|go ahead and\s+|can you\s+|could you\s+)*"
-    r"(?:finali[sz]e|sign|close|save|submit|complete|end)\s+(?:the|this|my)\s+(?:note|report|record|visit|encounter|dictation|chart)"
+    r"(?:finali[sz]e|sign|close|save|submit|complete|end)\s+(?:(?:the|this|my)\s+)?(?:note|report|record|visit|encounter|dictation|chart)"
     r"|^\s*(?:(?:uh|um)\s*,?\s*)*(?:please\s+|go ahead and\s+|can you\s+|could you\s+)*"
     r"(?:show|pull up|bring up|open|display)\s+(?:me\s+)?(?:the\s+|my\s+)?"
     r"|^\s*(?:(?:uh|um)\s*,?\s*)*(?:please\s+|go ahead and\s+|can you\s+|could you\s+)*"
@@ -56,6 +56,9 @@ _META = re.compile(
 """A command that navigates or closes the record: "finalize the note", "show me the ecg",
 "order the medications and procedures discussed" (the rest of the visit says what they are)."""
 _CLAUSE_END = re.compile(r"[.?!]")
+_SENTENCE = re.compile(r"[^.?!]+[.?!]?")
+_ADDRESSED_LAST = re.compile(r"^(?P<cmd>.*?)\s*,?\s*(?:hey\s*,?\s*)?(?:" + "|".join(WAKE_WORDS) + r")\s*[.?!]?\s*$", re.I)
+"""A command with the assistant addressed at its end: "finalize report , dragon ."."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +69,9 @@ class CommandSpan:
 
 def meta_commands(text: str) -> list[CommandSpan]:
     """Spans of ``text`` that are navigation/closing commands to a dictation assistant: the
-    wake words and the rest of that sentence ("hey , dragon , finalize the note ."). A wake
-    word alone ("hey , dragon ?") is a span too; a command with content is not."""
+    wake words and the rest of that sentence ("hey , dragon , finalize the note ."), or a
+    sentence that names the assistant at its end ("finalize report , dragon ."). A wake word
+    alone ("hey , dragon ?") is a span too; a command with content is not."""
     spans: list[CommandSpan] = []
     for m in _WAKE.finditer(text):
         rest = text[m.end():]
@@ -78,6 +82,12 @@ def meta_commands(text: str) -> list[CommandSpan]:
             spans.append(CommandSpan(m.start(), clause_end))
         elif m.group().rstrip()[-1:] in ".?!":  # "hey , dragon ?" and then the visit goes on
             spans.append(CommandSpan(m.start(), m.end()))
+    for m in _SENTENCE.finditer(text):
+        a = _ADDRESSED_LAST.match(m.group())
+        if a is not None and a.group("cmd").strip(" ,") and _META.match(a.group("cmd")) \
+                and not any(sp.start <= m.start() < sp.end for sp in spans):
+            spans.append(CommandSpan(m.start(), m.end()))
+    spans.sort(key=lambda sp: sp.start)
         # a show-me command's own sentence is navigation; what the clinician reads out next
         # ("it shows mild fluid") is the finding, and stays
     return spans
@@ -143,7 +153,7 @@ FAMILIES: tuple[Family, ...] = (
         "monitoring",
         re.compile(r"\bmonitor\w*|\bkeep\s+(?:a\s+)?(?:track|log|diary|record)\b"
                    r"|\b(?:track|record|log)s?\s+(?:his|her|their|the|daily|blood|weight|symptoms?|sugars?|readings?)\b", re.I),
-        _words(r"monitor\w*", r"record\w*", r"track\w*", r"log\w*", r"diary", r"check\w*", r"weigh\w*", r"measur\w*",
+        _words(r"monitor\w*", r"record\w*", r"track\w*", r"logs?", r"logged", r"logging", r"diary", r"check\w*", r"weigh\w*", r"measur\w*",
                r"keep\s+an\s+eye", r"watch\w*", r"write\s+(?:it|them)?\s*down", r"readings?"),
     ),
     Family(

@@ -21,6 +21,7 @@ FINALIZE = ("all right . hey , dragon , order the medications and procedures dis
         ("hey , dragon ? okay , your labs look good .", "okay , your labs look good ."),
         ("hey dragon ? show me the diabetes labs . so your a1c is 8 .", "so your a1c is 8 ."),
         ("okay dragon, please sign the note", ""),
+        ("all right . finalize report , dragon .", "all right ."),  # ACI dev D2N072
     ],
 )
 def test_navigation_and_closing_commands_are_not_the_visit(said, left):
@@ -35,6 +36,7 @@ def test_navigation_and_closing_commands_are_not_the_visit(said, left):
         "hey dragon , order an echocardiogram .",
         "we'll show you the exercises in physical therapy .",  # no wake word: the visit
         "the dragon fruit gave me a rash .",
+        "i was bitten while watching the komodo , dragon .",  # not a command
     ],
 )
 def test_commands_that_carry_content_and_ordinary_speech_stay(said):
@@ -80,6 +82,10 @@ def test_an_instruction_needs_the_clinicians_words_for_it():
     echo = ["this shows that the pumping function of your heart is a little bit reduced at 45 % , and it also "
             "shows that leaky valve . we should talk about that ."]
     assert unsupported_instruction("Advised to monitor heart function and the leaky valve.", echo) == "monitoring"
+    # ACI dev D2N070: "logan" is not "log"
+    intro = ["so logan is a 58 year old male , with a past medical history significant for diabetes type 2 , "
+             "hypertension , osteoarthritis , who presents today with some back pain ."]
+    assert unsupported_instruction("Encourage the patient to monitor their symptoms.", intro) == "monitoring"
     assert unsupported_instruction("Monitor blood pressure at home.",
                                    ["i want you to continue to record your blood pressures at home"]) is None
     # a navigation command is not an order

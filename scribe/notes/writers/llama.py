@@ -488,7 +488,8 @@ class LlamaSession:
         with self._lock:
             first = next((i for i, (a, b) in enumerate(zip(self._lines, lines)) if a != b), len(lines))
             tail = sum(len(t) for t in self._line_tokens[first:])
-            tail += sum(len(line) // 4 for _, line, _ in lines[len(self._line_tokens):])  # not yet tokenized
+            # lines not tokenized yet: ~4 characters a token (no model call on this thread)
+            tail += sum(len(line) // 4 for _, line, _ in lines[len(self._line_tokens):])
             self.drafter = drafter
             self._dictating = drafter.is_dictation
             changed = sum(a != b for a, b in zip(self._lines, lines))
