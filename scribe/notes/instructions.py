@@ -23,8 +23,9 @@ the guard's fact checks (numbers, drugs, negations) cannot see because they asse
 
 Pure: text in, spans or a family name out.
 
-The follow-up family's "said" words include bare intervals ("in two weeks"): a clinician who
-says "let's see how it is in two weeks" has set a follow-up.
+The follow-up family's "said" words include an interval ahead ("in two weeks"): a clinician
+who says "let's see how it is in two weeks" has set a follow-up; "over the past few months"
+has not (ACI dev D2N074).
 """
 
 from __future__ import annotations
@@ -137,9 +138,10 @@ FAMILIES: tuple[Family, ...] = (
         "follow_up",
         _words(r"follow\s*-?\s*up", r"re-?check", r"re-?evaluat\w*", r"re-?assess\w*", r"see\s+(?:the\s+patient|him|her|them)\s+(?:again|back)"),
         _words(r"follow\s*-?\s*up", r"see\s+you", r"see\s+him", r"see\s+her", r"come\s+back", r"back\s+in", r"check\s+in",
-               r"check\s+back", r"re-?check\w*", r"appointment", r"next\s+(?:visit|time|week|month)", r"visit", r"touch\s+base",
-               r"re-?assess\w*", r"re-?evaluat\w*", r"again", r"\d+\s+(?:days?|weeks?|months?)",
-               r"(?:a|one|two|three|four|five|six|eight|twelve|couple\s+of|few)\s+(?:days?|weeks?|months?)"),
+               r"check\s+back", r"re-?check\w*", r"appointment", r"next\s+(?:visit|time|week|month)", r"touch\s+base",
+               r"re-?assess\w*", r"re-?evaluat\w*",
+               r"in\s+(?:about\s+|another\s+)?(?:\d+|a|one|two|three|four|five|six|eight|twelve|(?:a\s+)?couple\s+of|(?:a\s+)?few)"
+               r"\s+(?:days?|weeks?|months?)"),
     ),
     Family(
         "education",

@@ -73,6 +73,9 @@ def test_an_instruction_needs_the_clinicians_words_for_it():
     assert unsupported_instruction("Return if chest pain or shortness of breath occurs.", told) is None
     assert unsupported_instruction("Follow up in 2 weeks.", ["i'll see you back in two weeks ."]) is None
     assert unsupported_instruction("Follow up in 2 weeks.", ["your knee looks swollen ."]) == "follow_up"
+    assert unsupported_instruction("Follow up as needed.", ["let's see how it is in a couple of weeks ."]) is None
+    history = ["he presented complaining of worsening headaches over the past few months ."]  # ACI dev D2N074
+    assert unsupported_instruction("Scheduled for a follow-up appointment.", history) == "follow_up"
     assert unsupported_instruction("Refer to physical therapy.", ["i want you to see a physical therapist ."]) is None
     assert unsupported_instruction("Refer to cardiology.", ["your heart sounds fine ."]) == "referral"
     # ACI dev D2N068: "Monitor chest x-ray and echocardiogram regularly." citing the doctor reading them out

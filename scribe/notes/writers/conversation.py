@@ -190,7 +190,9 @@ def note_grammar(
     """GBNF: the template's headings in order, each with 0..max_items cited one-sentence lines.
 
     A sentence starts with a capital letter and holds no newline, bracket, "?" or full stop
-    (except a decimal point: one sentence per line, at most 300 characters); its citation is
+    (except a decimal point and the dot of a title before a name, "Dr. Howard": without it a
+    referral "at the request of Dr" ended there; one sentence per line, at most 300
+    characters); its citation is
     1..max_cites line numbers. The grammar ends after the last section, so the model stops.
     ``only``: the one section (by key) to write. ``continuing``: the section's heading and
     earlier lines are already in the prompt; only 0..max_items more lines may follow.
@@ -210,7 +212,8 @@ def note_grammar(
             rules.append(f"s{i} ::= {_gbnf_literal(s.title + ':' + chr(10))} item{{0,{max_items}}}")
     rules += [
         'item ::= "- " sent " [" ids "]\\n"',
-        "sent ::= [A-Z] ([^\\n\\[\\]?.] | \".\" [0-9]){1,300} \".\"?",
+        "sent ::= [A-Z] ([^\\n\\[\\]?.] | \".\" [0-9] | title){1,300} \".\"?",
+        'title ::= ("Dr" | "Mr" | "Mrs" | "Ms" | "Prof") ". "',
         f'ids ::= num (", " num){{0,{max_cites - 1}}}',
         "num ::= [1-9] [0-9]{0,3}",
     ]

@@ -76,6 +76,8 @@ def test_grammar_lists_exactly_the_template_sections_in_order():
     assert re.findall(r'^s\d ::= "([^"]+):\\n"', g, re.M) == ["Subjective", "Objective", "Assessment", "Plan"]
     assert 'item{0,10}' in g and "?" in g.split("sent ::=")[1].split("\n")[0]  # "?" is excluded from sentences
     assert re.findall(r'^s\d ::= "([^"]+):', note_grammar(SOAP, only="plan"), re.M) == ["Plan"]
+    # a full stop only as a decimal point or after a title before a name ("at the request of Dr. Howard")
+    assert re.search(r'^sent ::= .*\| title\)', g, re.M) and 'title ::= ("Dr" | "Mr"' in g
 
 
 def test_parser_reads_sentences_as_their_lines_complete():
