@@ -102,6 +102,17 @@ _PSEUDO_NEG: list[tuple[str, ...]] = [
         "not too bad", "nothing else", "no other",
     )
 ]  # fmt: skip
+_BELIEF_NEG: list[tuple[str, ...]] = [
+    tuple(p.split())
+    for p in (
+        "n't think i", "n't think i've", "n't think i 've", "n't think i have", "n't think i had",
+        "n't think i ever", "n't think there", "n't think there's", "n't think there 's",
+        "don't think i", "don't think i've", "don't think i have", "don't think i had", "don't think there",
+        "don't think there's", "not think i",
+    )
+]  # fmt: skip
+"""A belief about oneself negated ("I don't think I've had a fever", "I don't think there was any
+blood") negates what follows, where "I don't think it's serious" (a pseudo-negation) does not."""
 _HYPOTHETICAL: list[tuple[str, ...]] = [
     tuple(p.split())
     for p in (
@@ -196,6 +207,12 @@ def _scopes(tokens: Sequence[Token], findings_spans: list[tuple[int, int]]) -> t
     while i < n:
         if inside_finding[i]:
             i += 1
+            continue
+        b = _phrase_at(tokens, i, _BELIEF_NEG)
+        if b:
+            # "i don't think i've ever had heartburn": the speaker's negative about themselves
+            open_scope(i + b, neg)
+            i += b
             continue
         p = _phrase_at(tokens, i, _PSEUDO_NEG)
         if p:
@@ -463,6 +480,8 @@ def answer_polarity(text: str) -> str | None:
         rest = toks[i + p : i + p + 2]
         if any(t.norm in ("no", "nope") for t in rest):
             return None
+        if rest and (rest[0].norm in ("never", "not") or _is_neg_word(rest[0])):
+            return "negative"  # "i have never had it", "i have n't"
         return "positive"
     if n and n >= p:
         return "negative"

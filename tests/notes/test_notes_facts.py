@@ -320,3 +320,27 @@ def test_a_medicine_named_in_a_question_and_confirmed_is_current():
         assert got == [], (q, a, got)
     confirmed = extract_facts([seg(0, "Are you still taking your lisinopril?", D), seg(1, "Yes.", P)])
     assert [f.status for f in confirmed if f.via == "question-answer"] == [MedStatus.current]
+
+
+@pytest.mark.parametrize(
+    "said, negated",
+    [
+        ("uh , maybe . i do n't think i've ever had heartburn , so i'm not sure what that feels like .", True),  # ACI D2N075
+        ("i don't think i have a fever", True),
+        ("i do n't think it's the cough that worries me", False),  # a pseudo-negation: the cough is there
+        ("i have never had heartburn", True),
+    ],
+)
+def test_a_negated_belief_about_oneself_negates_the_finding(said, negated):
+    from scribe.notes.facts import findings_in
+
+    [f] = findings_in(said)
+    assert f.negated is negated
+
+
+def test_an_answer_opening_with_a_negated_have_is_negative():
+    from scribe.notes.facts import answer_polarity
+
+    assert answer_polarity("i have never had that") == "negative"
+    assert answer_polarity("i have n't , no") == "negative"
+    assert answer_polarity("i have , on and off") == "positive"
