@@ -328,12 +328,13 @@ def _unheard_findings(text: str, cited: list[Segment], ctx: GuardContext) -> lis
     negation check covers "denies X" for X never raised; this is the positive side: a model
     writing "diarrhea" into a visit about knee pain). A finding whose words the cited lines use
     ("knee pain" for "my knee has been hurting") counts as heard."""
-    heard = {f.name for f in ctx.facts if f.kind is FactKind.finding}
-    heard |= {f.canonical for s in cited for f in findings_in(s.text)}
+    heard = {f.name for f in ctx.facts if f.kind is FactKind.finding and not f.negated}
+    heard |= {f.canonical for s in cited for f in findings_in(s.text) if not f.negated and not f.hypothetical}
+    mentioned = {f.canonical for s in cited for f in findings_in(s.text)}
     said = {st for s in cited for st in content_stems(s.text)}
     return [f.canonical for f in findings_in(text)
             if not f.hypothetical and not f.negated and f.canonical not in heard
-            and not set(content_stems(f.surface)) & said]
+            and (f.canonical in mentioned or not set(content_stems(f.surface)) & said)]
 
 
 GENERIC_STEMS = frozenset(content_stems(

@@ -443,6 +443,21 @@ def test_an_observation_resting_only_on_the_patients_words_is_dropped():
     assert v.sentence is None and v.reasons == ["patient_report_as_observation"]
 
 
+def test_a_finding_only_asked_about_or_denied_is_not_heard():
+    """ACI dev D2N078: "The patient has a history of chest pain." citing "before I do, I just want
+    to make sure you're not having any chest pain today" (no chest pain anywhere in the visit)."""
+    segs = VISIT + [seg(8, "clinician", "Before I do, I just want to make sure you're not having any chest pain today."),
+                    seg(9, "patient", "No.")]
+    ctx, lines = ctx_for(segs), line_map(segs)
+
+    def say(text, cited):
+        return verify_line(Written("assessment", text, cited), lines, ctx, section("assessment"), sentence_id="a",
+                           earlier=set(), assessed=True)
+
+    assert say("History of chest pain.", (9,)).reasons == ["unsupported_finding"]
+    assert say("Right knee sprain with swelling.", (7, 8)).outcome == "kept"  # said as present
+
+
 def test_the_history_retold_is_not_an_observation():
     """ACI dev D2N070: "Back pain: present." under Objective citing the doctor's opening "who
     presents today with some back pain"; PriMock57 (video consultations, no exam) filled the
