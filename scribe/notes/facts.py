@@ -432,6 +432,18 @@ def question_span(text: str) -> Span | None:
     return None
 
 
+def only_a_question(text: str) -> bool:
+    """The utterance asks and says nothing else: at most three words before the question
+    besides lead-ins and fillers ("okay, and have you had …?", "okay good but now are you able
+    to move your arm" — unpunctuated ASR text, ACI dev D2N079); one that states a plan and then
+    asks "does that sound okay?" is not."""
+    span = question_span(text)
+    if span is None:
+        return False
+    before = [t for t in tokenize(text[:span.start]) if t.kind == "word" and t.norm not in _LEADERS]
+    return len(before) <= 3
+
+
 _NEG_ANSWERS: list[tuple[str, ...]] = [
     tuple(p.split())
     for p in (

@@ -344,3 +344,18 @@ def test_an_answer_opening_with_a_negated_have_is_negative():
     assert answer_polarity("i have never had that") == "negative"
     assert answer_polarity("i have n't , no") == "negative"
     assert answer_polarity("i have , on and off") == "positive"
+
+
+@pytest.mark.parametrize(
+    "said, asks",
+    [
+        ("okay good but now are you able to move your arm", True),  # unpunctuated, lead-ins before it
+        ("uh , digoxin ?", True),
+        ("so i want to increase your lasix to 80 mg , does that sound okay ?", False),  # a plan, then a tag
+        ("the pain is always there", False),
+    ],
+)
+def test_only_a_question(said, asks):
+    from scribe.notes.facts import only_a_question
+
+    assert only_a_question(said) is asks

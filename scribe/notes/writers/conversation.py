@@ -46,7 +46,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ...models import Evidence, FlagKind, Note, Section, Segment, Sentence, Speaker
-from ..facts import Fact, FactKind, dedupe_facts, findings_in, question_span
+from ..facts import Fact, FactKind, dedupe_facts, findings_in, only_a_question, question_span
 from ..instructions import meta_commands, unsupported_instruction, without_meta_commands
 from ..guard import (
     OMISSION_KINDS,
@@ -355,9 +355,23 @@ def _repeats(text: str, siblings: Sequence[Sentence]) -> bool:
     return any(len(mine & (set(content_stems(x.text)) - GENERIC_STEMS)) >= REPEAT_SHARE * len(mine) for x in siblings)
 
 
-def _evidence(text: str, cited: list[Segment]) -> list[Evidence]:
-    linked = link_evidence(text, cited)
-    return linked or [evidence_for(s) for s in cited]
+def _answers(questions: list[Segment], ctx: GuardContext) -> list[Segment]:
+    """The segment after each question, when another speaker said it and it asks nothing (the
+    model cited "are you having the pain all the time?" for what the answer said)."""
+    out: list[Segment] = []
+    for q in questions:
+        i = ctx.order.index(q.id) + 1
+        if i < len(ctx.order):
+            a = ctx.segments[ctx.order[i]]
+            if a.speaker is not q.speaker and not only_a_question(a.text) and a not in questions and a not in out:
+                out.append(a)
+    return out
+
+
+def _evidence(text: str, cited: list[Segment], answered: Sequence[Segment] = ()) -> list[Evidence]:
+    linked = link_evidence(text, cited) or [evidence_for(s) for s in cited]
+    have = {e.segment_id for e in linked}
+    return linked + [evidence_for(a) for a in answered if a.id not in have]
 
 
 def verify_line(
@@ -396,6 +410,8 @@ def verify_line(
     nothing until it is answered ("have you noticed swollen legs or a bloated belly?" written as
     "has not noticed …" when the answer was "I feel bloated").
     """
+    answered: list[Segment] = []
+    """Answers cited for a sentence the model rested on their questions: always in its evidence."""
     issues = register_issues(written.text)
     if issues:
         return Verdict(None, "dropped", [f"register:{i}" for i in issues])
@@ -429,7 +445,17 @@ def verify_line(
             s.id in examined or (s.speaker is not Speaker.patient and _OBSERVATION_WORDS.search(s.text)) for s in cited):
         return Verdict(None, "dropped", ["history_as_observation"])
     if all(only_a_question(s.text) for s in cited):
-        return Verdict(None, "dropped", ["question_only"])
+        # a question says nothing until it is answered: cite the answers, if they say it (more of
+        # the sentence's words from the answer than from the question alone: "has not noticed
+        # swollen legs or a bloated belly" from "have you noticed …?" / "I feel bloated" is not)
+        answers = _answers(cited, ctx)
+        mine = set(content_stems(text))
+        heard = mine & {st for a in answers for st in content_stems(a.text)}
+        asked = (mine & {st for q in cited for st in content_stems(q.text)}) - heard
+        if not heard or len(asked) >= len(heard) or not link_evidence(text, cited + answers):
+            return Verdict(None, "dropped", ["question_only"])
+        cited = sorted(cited + answers, key=lambda s: ctx.order.index(s.id))
+        answered = answers
     if _NEGATIVE.search(text) and all(s.speaker is not Speaker.patient and question_span(s.text) is not None
                                       for s in cited):
         # "No past medical history of other conditions." citing "let's review your past history …
@@ -452,13 +478,13 @@ def verify_line(
             # "Return if chest pain or short of breath occurs." citing "do you have any chest
             # pain?" and "we'll have you use crutches": nobody told the patient to come back
             return Verdict(None, "dropped", [f"instruction_not_given:{family}"])
-    sentence = Sentence(id=sentence_id, text=text, evidence=_evidence(text, cited))
+    sentence = Sentence(id=sentence_id, text=text, evidence=_evidence(text, cited, answered))
     flags = check_sentence(sentence, ctx, section, earlier=earlier)
     repairs: list[str] = []
     if any(f.kind is FlagKind.unsupported_number for f in flags):
         text, cited, repairs = _repair_numbers(text, cited, ctx)
         if repairs:
-            sentence = Sentence(id=sentence_id, text=text, evidence=_evidence(text, cited))
+            sentence = Sentence(id=sentence_id, text=text, evidence=_evidence(text, cited, answered))
             flags = check_sentence(sentence, ctx, section, earlier=earlier)
     bad = sorted({str(f.kind) for f in flags if f.kind in DROP_KINDS})
     if bad:
@@ -486,17 +512,6 @@ _NEGATIVE = re.compile(r"^\s*(?:no|denies|denied|not|never|none|negative)\b|\b(?
                        r"|\b(?:hasn't|haven't|hadn't|doesn't|didn't|isn't|wasn't)\b|\bno\s+(?:other|prior|past|history|known)\b",
                        re.IGNORECASE)
 """A sentence stating a negative (an absent symptom, no history): only an answer can support it."""
-
-
-def only_a_question(text: str) -> bool:
-    """The utterance asks and says nothing else (at most a few words before the question:
-    "okay, and have you had …?"); one that states a plan and then asks "does that sound
-    okay?" is not."""
-    span = question_span(text)
-    if span is None:
-        return False
-    before = [t for t in tokenize(text[:span.start]) if t.kind == "word"]
-    return len(before) <= 3
 
 
 def planned_sections(template: Template) -> frozenset[str]:

@@ -138,13 +138,39 @@ def test_unsupported_or_unchartable_sentences_are_dropped(text, lines, reason):
 def test_a_sentence_resting_only_on_a_question_is_dropped():
     """ACI dev D2N068: "has not noticed swollen legs or a bloated belly" citing only the
     clinician's question, when the answer was "I feel bloated every once in a while"."""
-    assert verdict("Denies fever.", [3]).reasons == ["question_only"]  # line 3: "Any fever?"
+    # line 3 is "Any fever?": the answer (line 4, "No, no fever.") is what supports it
+    recited = verdict("Denies fever.", [3])
+    assert recited.outcome == "kept" and {e.segment_id for e in recited.sentence.evidence} >= {"seg-00003"}
     kept = verdict("Denies fever.", [3, 4])
     assert kept.sentence is not None and kept.outcome == "kept"
+    bloated = [seg(0, "clinician", "Have you noticed any swollen legs or a bloated belly?"),
+               seg(1, "patient", "I feel bloated every once in a while.")]
+    v = verify_line(Written("subjective", "Has not noticed swollen legs or a bloated belly.", (1,)), line_map(bloated),
+                    ctx_for(bloated), section("subjective"), sentence_id="b", earlier=set())
+    assert v.sentence is None  # the answer does not say it (D2N068)
     # citing a line that does not say it, and found only in the question: still dropped
     # (fever was only denied in this visit: asserted, it is not heard either)
     assert verdict("Any fever.", [1]).reasons in (["question_only"], ["register:fragment"], ["unsupported_finding"])
-    assert verdict("Has not had a fever so far in this illness.", [1]).reasons == ["question_only"]
+    # found only in the question "Any fever?", and said by its answer: kept, resting on both
+    far = verdict("Has not had a fever so far in this illness.", [1])
+    assert far.outcome == "kept" and {e.segment_id for e in far.sentence.evidence} >= {"seg-00003"}
+
+
+def test_a_sentence_citing_the_question_rests_on_its_answer():
+    """ACI dev D2N079 (unpunctuated): "The pain is there all the time and worse with pressure."
+    citing "okay alright and and now are you having the pain all the time or does it come and go"
+    (the answer, the next line, says it): the answer becomes its evidence; where the answer
+    does not say it, the sentence is dropped as before."""
+    segs = VISIT + [seg(8, "clinician", "okay alright and and now are you having the pain all the time or does it come "
+                                        "and go"),
+                    seg(9, "patient", "the pain is always there and it gets worse if i put any pressure on it")]
+    ctx, lines = ctx_for(segs), line_map(segs)
+    v = verify_line(Written("subjective", "The pain is always there and worse with pressure.", (9,)), lines, ctx,
+                    section("subjective"), sentence_id="s", earlier=set())
+    assert v.outcome == "kept" and {e.segment_id for e in v.sentence.evidence} >= {"seg-00009"}
+    v = verify_line(Written("subjective", "The pain comes and goes.", (9,)), lines, ctx, section("subjective"),
+                    sentence_id="s", earlier=set())
+    assert v.reasons == ["question_only"]
 
 
 def test_a_negative_resting_on_the_clinicians_question_is_dropped():
