@@ -500,7 +500,7 @@ OBSERVED_KINDS = frozenset({"exam", "results"})
 
 
 _OBSERVATION_WORDS = re.compile(
-    r"\b(?:exam\w*|inspect\w*|palpat\w*|tender\w*|auscult\w*|listen\w*|lungs?|heart\s+sounds?|murmur|swollen|swelling"
+    r"\b(?:inspect\w*|palpat\w*|tender\w*|auscult\w*|lungs?|heart\s+sounds?|murmur|swollen|swelling"
     r"|edema|range\s+of\s+motion|reflex\w*|pulses?|vitals?|blood\s+pressure|temperature|oxygen|saturation|x-?rays?"
     r"|mri|ct|scan|ultrasound|echo\w*|ekg|ecg|results?|labs?|shows?|showed|a1c|hemoglobin|looks?|appears?|clear"
     r"|stable|erythema\w*|rash|wound|incision|strength|sensation|gait|alignment|fracture\w*|bruis\w*|effusion"
