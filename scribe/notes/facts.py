@@ -512,6 +512,18 @@ def _is_answer_pair(question: Segment, answer: Segment) -> bool:
     return answer.speaker != question.speaker and answer.speaker is not Speaker.clinician
 
 
+def _asking_from(question: str) -> int:
+    """Where the asking starts in a question: its first question opener after a lead-in ("so",
+    a comma). What comes before is given, not asked: "and along with the cough, are you
+    experiencing any difficulty breathing?" / "no" denies the difficulty breathing, not the
+    cough (OSCE RES0205, a visit about a cough, got "Denies cough")."""
+    toks = tokenize(question)
+    for i in range(len(toks)):
+        if _phrase_at(toks, i, _QUESTION_STARTS) and (i == 0 or toks[i - 1].norm in _LEADERS or toks[i - 1].kind == "sym"):
+            return toks[i].start
+    return 0
+
+
 def qa_findings(question: Segment, answer: Segment) -> list[Fact]:
     """Findings settled by an answer to a question: ("any fever or chills?", "no") → no fever,
     no chills; ("do you have any chest pain?", "slight cramps") → chest pain reported.
@@ -527,7 +539,8 @@ def qa_findings(question: Segment, answer: Segment) -> list[Fact]:
     polarity = answer_polarity(answer.text)
     if polarity is None:
         return []
-    asked = [m for m in findings_in(q.text) if not m.hypothetical]
+    opens = _asking_from(q.text)
+    asked = [m for m in findings_in(q.text) if not m.hypothetical and m.start >= opens]
     if not asked:
         return []
     # a negated question ("no fever?", "you don't have chest pain?") answered "yes" is unclear

@@ -359,3 +359,20 @@ def test_only_a_question(said, asks):
     from scribe.notes.facts import only_a_question
 
     assert only_a_question(said) is asks
+
+
+def test_what_a_question_takes_as_given_is_not_asked():
+    """OSCE RES0205 (a visit about a cough): "and along with the cough, are you experiencing any
+    difficulty breathing?" / "no" denies the breathing trouble, not the cough."""
+    from scribe.models import Segment, Speaker
+    from scribe.notes.facts import qa_findings
+
+    def said(i, who, text):
+        return Segment(id=Segment.make_id(i), index=i, start=float(i), end=i + 0.9, text=text, speaker=Speaker(who))
+
+    no = said(1, "patient", "No.")
+    given = qa_findings(said(0, "clinician", "OK. And along with the cough, are you experiencing any difficulty "
+                                             "breathing?"), no)
+    assert [(f.value, f.negated) for f in given] == [("shortness of breath", True)]
+    both = qa_findings(said(0, "clinician", "Do you have a cough, or any fever?"), no)
+    assert {f.value for f in both} == {"cough", "fever"}
