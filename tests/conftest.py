@@ -98,3 +98,13 @@ async def wait_until(predicate, timeout: float, what: str, poll: float = 0.01) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(poll)
+
+
+@pytest.fixture
+def isolated_cli(tmp_path, monkeypatch):
+    """A CLI command run in its own folder with its own data directory and no site config
+    (``tests/cli``; a conftest there would shadow this module, which tests import by name)."""
+    monkeypatch.delenv("SCRIBE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SCRIBE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("COLUMNS", "200")
