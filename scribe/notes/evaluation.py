@@ -218,7 +218,7 @@ class SystemTotals:
             "tokens_per_s": self.completion_tokens / self.generate_seconds
             if self.completion_tokens and self.generate_seconds else None,
             "lm_sentences_kept": self.lm_sentences if self.completion_tokens else None,
-            "lm_sentences_rejected": self.repaired if self.completion_tokens else None,
+            "lm_sentences_repaired": self.repaired if self.completion_tokens else None,
             "peak_rss_mb": self.peak_rss_mb or None,
             "errors": self.errors,
         }
