@@ -381,6 +381,13 @@ def is_question(sentence: str) -> bool:
     return True
 
 
+def _opens_question(toks: Sequence[Token], i: int) -> bool:
+    """A question opener ("do you", "any", "how") at ``toks[i]``, at the start or after a
+    lead-in or punctuation (unpunctuated speech: where the asking starts)."""
+    return bool(_phrase_at(toks, i, _QUESTION_STARTS)) and (
+        i == 0 or toks[i - 1].norm in _LEADERS or toks[i - 1].kind == "sym")
+
+
 def question_span(text: str) -> Span | None:
     """The part of a turn that asks something: its trailing question sentence(s).
 
@@ -422,9 +429,7 @@ def question_span(text: str) -> Span | None:
         return last if _phrase_at(toks, i, _QUESTION_STARTS) else None
     # unpunctuated speech: the tail from the last question opener, if it is short
     for i in range(len(toks) - 1, -1, -1):
-        if _phrase_at(toks, i, _QUESTION_STARTS) and (
-            i == 0 or toks[i - 1].norm in _LEADERS or toks[i - 1].kind == "sym"
-        ):
+        if _opens_question(toks, i):
             if len(toks) - i <= 30:
                 a = last.start + toks[i].start
                 return Span(a, last.end, text[a : last.end])
@@ -518,10 +523,7 @@ def _asking_from(question: str) -> int:
     experiencing any difficulty breathing?" / "no" denies the difficulty breathing, not the
     cough (OSCE RES0205, a visit about a cough, got "Denies cough")."""
     toks = tokenize(question)
-    for i in range(len(toks)):
-        if _phrase_at(toks, i, _QUESTION_STARTS) and (i == 0 or toks[i - 1].norm in _LEADERS or toks[i - 1].kind == "sym"):
-            return toks[i].start
-    return 0
+    return next((toks[i].start for i in range(len(toks)) if _opens_question(toks, i)), 0)
 
 
 def qa_findings(question: Segment, answer: Segment) -> list[Fact]:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from .guard import spoken_values
 from .numbers import find_quantities, supports
+from .text import split_sentences
 
 # ------------------------------------------------------------------ dictation-assistant commands
 
@@ -43,21 +44,21 @@ WAKE_WORDS = ("dragon", "scribe", "computer", "nuance")
 """Names clinicians address a dictation assistant by ("hey, dragon, …")."""
 
 _WAKE = re.compile(r"\b(?:hey|hi|ok|okay)\s*,?\s*(?:" + "|".join(WAKE_WORDS) + r")\b\s*[,.?!]?", re.I)
+_LEAD_IN = r"^\s*(?:(?:uh|um)\s*,?\s*)*(?:please\s+|go ahead and\s+|can you\s+|could you\s+)*"
+_RECORD_THINGS = r"(?:medications?|meds|procedures?|orders?|tests?|labs?)"
 _META = re.compile(
-    r"^\s*(?:(?:uh|um)\s*,?\s*)*(?:please\s+|go ahead and\s+|can you\s+|could you\s+)*"
+    _LEAD_IN + r"(?:"
     r"(?:finali[sz]e|sign|close|save|submit|complete|end)\s+(?:(?:the|this|my)\s+)?(?:note|report|record|visit|encounter|dictation|chart)"
-    r"|^\s*(?:(?:uh|um)\s*,?\s*)*(?:please\s+|go ahead and\s+|can you\s+|could you\s+)*"
-    r"(?:show|pull up|bring up|open|display)\s+(?:me\s+)?(?:the\s+|my\s+)?"
-    r"|^\s*(?:(?:uh|um)\s*,?\s*)*(?:please\s+|go ahead and\s+|can you\s+|could you\s+)*"
-    r"order\s+(?:the|any|all)\s+(?:of\s+the\s+)?(?:medications?|meds|procedures?|orders?|tests?|labs?)\b"
-    r"(?:\s+(?:and|or|,)\s+(?:the\s+)?(?:medications?|meds|procedures?|orders?|tests?|labs?))*"
-    r"\s*(?:that\s+)?(?:we\s+)?(?:discussed|mentioned|talked about|we talked about)?",
+    r"|(?:show|pull up|bring up|open|display)\s+(?:me\s+)?(?:the\s+|my\s+)?"
+    r"|order\s+(?:the|any|all)\s+(?:of\s+the\s+)?" + _RECORD_THINGS + r"\b"
+    r"(?:\s+(?:and|or|,)\s+(?:the\s+)?" + _RECORD_THINGS + r")*"
+    r"\s*(?:that\s+)?(?:we\s+)?(?:discussed|mentioned|talked about|we talked about)?"
+    r")",
     re.I,
 )
 """A command that navigates or closes the record: "finalize the note", "show me the ecg",
 "order the medications and procedures discussed" (the rest of the visit says what they are)."""
 _CLAUSE_END = re.compile(r"[.?!]")
-_SENTENCE = re.compile(r"[^.?!]+[.?!]?")
 _ADDRESSED_LAST = re.compile(r"^(?P<cmd>.*?)\s*,?\s*(?:hey\s*,?\s*)?(?:" + "|".join(WAKE_WORDS) + r")\s*[.?!]?\s*$", re.I)
 """A command with the assistant addressed at its end: "finalize report , dragon ."."""
 
@@ -83,14 +84,14 @@ def meta_commands(text: str) -> list[CommandSpan]:
             spans.append(CommandSpan(m.start(), clause_end))
         elif m.group().rstrip()[-1:] in ".?!":  # "hey , dragon ?" and then the visit goes on
             spans.append(CommandSpan(m.start(), m.end()))
-    for m in _SENTENCE.finditer(text):
-        a = _ADDRESSED_LAST.match(m.group())
-        if a is not None and a.group("cmd").strip(" ,") and _META.match(a.group("cmd")) \
-                and not any(sp.start <= m.start() < sp.end for sp in spans):
-            spans.append(CommandSpan(m.start(), m.end()))
-    spans.sort(key=lambda sp: sp.start)
         # a show-me command's own sentence is navigation; what the clinician reads out next
         # ("it shows mild fluid") is the finding, and stays
+    for sent in split_sentences(text):
+        a = _ADDRESSED_LAST.match(sent.text)
+        if a is not None and a.group("cmd").strip(" ,") and _META.match(a.group("cmd")) \
+                and not any(sp.start <= sent.start < sp.end for sp in spans):
+            spans.append(CommandSpan(sent.start, sent.end))
+    spans.sort(key=lambda sp: sp.start)
     return spans
 
 
@@ -175,9 +176,15 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 
+def instruction_families(sentence: str) -> list[Family]:
+    """The instruction families a note sentence gives ("advised to monitor": education and
+    monitoring)."""
+    return [f for f in FAMILIES if f.gives.search(sentence)]
+
+
 def instruction_family(sentence: str) -> Family | None:
-    """The instruction family a note sentence gives, if any (the first that matches)."""
-    return next((f for f in FAMILIES if f.gives.search(sentence)), None)
+    """The first instruction family a note sentence gives, if any."""
+    return next(iter(instruction_families(sentence)), None)
 
 
 TIMED = frozenset({"follow_up", "return_precautions"})
@@ -187,7 +194,6 @@ _SETS_A_VISIT = _words(r"follow\s*-?\s*up", r"see\s+(?:you|him|her|them)", r"com
                        r"check\s+(?:in|back)", r"re-?check\w*", r"appointment", r"next\s+visit", r"return\w*",
                        r"touch\s+base", r"re-?assess\w*", r"re-?evaluat\w*")
 """The words that set a visit (not a bare interval: "a two week supply" sets none)."""
-_SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
 
 
 def unsupported_instruction(sentence: str, clinician_said: Iterable[str]) -> str | None:
@@ -198,7 +204,7 @@ def unsupported_instruction(sentence: str, clinician_said: Iterable[str]) -> str
     said in a sentence that sets the visit (ACI dev D2N069: "Follow-up in 2 weeks" where the
     doctor said "come back in about a week" and, two lines on, "a two week supply" — the number
     check alone finds "2 weeks" said); None when it gives no instruction or nothing is wrong."""
-    families = [f for f in FAMILIES if f.gives.search(sentence)]
+    families = instruction_families(sentence)
     if not families:
         return None
     said = [without_meta_commands(t) for t in clinician_said]
@@ -208,7 +214,7 @@ def unsupported_instruction(sentence: str, clinician_said: Iterable[str]) -> str
     for fam in families:
         if fam.name in TIMED:
             wanted = [q for q in find_quantities(sentence) if q.unit in _TIME_UNITS]
-            giving = [u for t in said for u in _SENTENCE_END.split(t) if _SETS_A_VISIT.search(u)]
+            giving = [u.text for t in said for u in split_sentences(t) if _SETS_A_VISIT.search(u.text)]
             heard = [e for u in giving for e in spoken_values(u)]
             if not all(any(supports(e, q) for e in heard) for q in wanted):
                 return f"{fam.name}_interval"
@@ -221,6 +227,7 @@ __all__ = [
     "WAKE_WORDS",
     "CommandSpan",
     "Family",
+    "instruction_families",
     "instruction_family",
     "meta_commands",
     "unsupported_instruction",

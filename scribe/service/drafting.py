@@ -72,13 +72,15 @@ class DraftRunner:
     async def finish(self, transcript: Callable[[], Awaitable[Sequence[Segment]]],
                      on_failure: Callable[[Exception], Awaitable[None]] | None = None) -> AsyncIterator[Note]:
         """After the last segment: every label is final; the writer finishes, yielding growing
-        drafts, the last one final. A writer failure yields the extractive draft of
-        ``transcript()`` (the stored segments) instead, after ``on_failure`` is told."""
+        drafts, the last one final. ``transcript()`` (the stored segments) is read once: the
+        writer drafts with its labels (``_relabel``), and a writer failure yields its extractive
+        draft instead, after ``on_failure`` is told."""
         assert self.session is not None
         if self.settling is not None and len(self.settling):
             await self.feed(self.settling.flush())
+        final = await transcript()
         try:
-            await self._relabel(await transcript())
+            await self._relabel(final)
             async for note in self.session.finish():
                 yield note
             return
@@ -88,7 +90,7 @@ class DraftRunner:
             failure = exc
         if on_failure is not None:
             await on_failure(failure)
-        yield await self.extractive(await transcript())
+        yield await self.extractive(final)
 
     async def _relabel(self, final: Sequence[Segment]) -> None:
         """Labels re-decided with hindsight after the drafter read their segments (the record

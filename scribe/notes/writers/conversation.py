@@ -294,8 +294,8 @@ def _norm_key(text: str) -> str:
 def _nearest(ids: list[str], cited: list[Segment], ctx: GuardContext) -> str:
     if not cited:
         return ids[0]
-    anchor = ctx.order.index(cited[0].id)
-    return min(ids, key=lambda i: abs(ctx.order.index(i) - anchor))
+    anchor = ctx.position(cited[0].id)
+    return min(ids, key=lambda i: abs(ctx.position(i) - anchor))
 
 
 def _repair_numbers(text: str, cited: list[Segment], ctx: GuardContext) -> tuple[str, list[Segment], list[str]]:
@@ -319,7 +319,7 @@ def _repair_numbers(text: str, cited: list[Segment], ctx: GuardContext) -> tuple
         if len(same) == 1:
             text = text[: q.start] + same.pop() + text[q.end :]
             done.append("replaced")
-    cited.sort(key=lambda s: ctx.order.index(s.id))
+    cited.sort(key=lambda s: ctx.position(s.id))
     return text, cited, done
 
 
@@ -328,9 +328,10 @@ def _unheard_findings(text: str, cited: list[Segment], ctx: GuardContext) -> lis
     negation check covers "denies X" for X never raised; this is the positive side: a model
     writing "diarrhea" into a visit about knee pain). A finding whose words the cited lines use
     ("knee pain" for "my knee has been hurting") counts as heard."""
+    found = [f for s in cited for f in findings_in(s.text)]
     heard = {f.name for f in ctx.facts if f.kind is FactKind.finding and not f.negated}
-    heard |= {f.canonical for s in cited for f in findings_in(s.text) if not f.negated and not f.hypothetical}
-    mentioned = {f.canonical for s in cited for f in findings_in(s.text)}
+    heard |= {f.canonical for f in found if not f.negated and not f.hypothetical}
+    mentioned = {f.canonical for f in found}
     said = {st for s in cited for st in content_stems(s.text)}
     return [f.canonical for f in findings_in(text)
             if not f.hypothetical and not f.negated and f.canonical not in heard
@@ -360,7 +361,7 @@ def _answers(questions: list[Segment], ctx: GuardContext) -> list[Segment]:
     model cited "are you having the pain all the time?" for what the answer said)."""
     out: list[Segment] = []
     for q in questions:
-        i = ctx.order.index(q.id) + 1
+        i = ctx.position(q.id) + 1
         if i < len(ctx.order):
             a = ctx.segments[ctx.order[i]]
             if a.speaker is not q.speaker and not only_a_question(a.text) and a not in questions and a not in out:
@@ -454,7 +455,7 @@ def verify_line(
         asked = (mine & {st for q in cited for st in content_stems(q.text)}) - heard
         if not heard or len(asked) >= len(heard) or not link_evidence(text, cited + answers):
             return Verdict(None, "dropped", ["question_only"])
-        cited = sorted(cited + answers, key=lambda s: ctx.order.index(s.id))
+        cited = sorted(cited + answers, key=lambda s: ctx.position(s.id))
         answered = answers
     if _NEGATIVE.search(text) and all(s.speaker is not Speaker.patient and question_span(s.text) is not None
                                       for s in cited):

@@ -43,7 +43,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,7 @@ from pathlib import Path
 from ...models import Note, Section, Segment, Sentence, Speaker
 from ..completeness import fact_sentences
 from ..extractive import IncrementalDrafter, relabel
+from ..facts import Fact
 from ..guard import GuardContext, check_note
 from ..register import is_note_language
 from ..templates import Template, TemplateSection
@@ -391,6 +392,16 @@ class SectionDraft:
     seconds: float
 
 
+def transcript_line(lines: Sequence[tuple[str, str, float]], segment: Segment,
+                    facts: Sequence[Fact]) -> tuple[str, str, float] | None:
+    """The model's next transcript line for ``segment`` after ``lines`` — (segment id, line,
+    end s) — or None (no words, or the segment just read again). One rule for reading the visit
+    as it comes and for reading it again with revised labels, so the two number lines alike."""
+    if not segment.text.strip() or (lines and lines[-1][0] == segment.id):
+        return None
+    return segment.id, turn_line(len(lines) + 1, segment, facts), segment.end
+
+
 RAMBLING = 3
 """A section call ends when this many of its lines in a row failed verification: the model is
 writing what the visit did not say (each such line costs seconds and is thrown away)."""
@@ -454,10 +465,10 @@ class LlamaSession:
     def add(self, segment: Segment) -> Note:
         n_facts = len(self.drafter.state.facts)
         note = self.drafter.add(segment)
-        if segment.text.strip() and (not self._lines or self._lines[-1][0] != segment.id):
-            facts = self.drafter.state.facts[n_facts:]
+        line = transcript_line(self._lines, segment, self.drafter.state.facts[n_facts:])
+        if line is not None:
             with self._lock:
-                self._lines.append((segment.id, turn_line(len(self._lines) + 1, segment, facts), segment.end))
+                self._lines.append(line)
                 self._basis.append(section_basis(note))
                 self._dictating = self.drafter.is_dictation
             if self.cfg.feed_during_visit:
@@ -482,8 +493,9 @@ class LlamaSession:
         for seg in relabel(self.drafter.state.segments, revisions):
             n_facts = len(drafter.state.facts)
             note = drafter.add(seg)
-            if seg.text.strip() and (not lines or lines[-1][0] != seg.id):
-                lines.append((seg.id, turn_line(len(lines) + 1, seg, drafter.state.facts[n_facts:]), seg.end))
+            line = transcript_line(lines, seg, drafter.state.facts[n_facts:])
+            if line is not None:
+                lines.append(line)
                 basis.append(section_basis(note))
         with self._lock:
             first = next((i for i, (a, b) in enumerate(zip(self._lines, lines)) if a != b), len(lines))
