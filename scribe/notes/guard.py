@@ -596,13 +596,15 @@ def _check_degenerate(text: str, earlier: set[str], instructions: str) -> list[F
     elif instructions:
         words = [t.norm for t in tokenize(text) if t.kind == "word"]
         inst = " " + " ".join(t.norm for t in tokenize(instructions) if t.kind == "word") + " "
-        for i in range(0, max(0, len(words) - 7)):
-            if " " + " ".join(words[i : i + 8]) + " " in inst:
+        # ten words in a row: eight caught a true sentence written in the shape of the prompt's
+        # example ("The patient presents with a 4-day history of right finger pain")
+        for i in range(0, max(0, len(words) - 9)):
+            if " " + " ".join(words[i : i + 10]) + " " in inst:
                 flags.append(
                     _flag(
                         FlagKind.degenerate_output,
                         "Repeats the template's instructions.",
-                        " ".join(words[i : i + 8]),
+                        " ".join(words[i : i + 10]),
                     )
                 )
                 break

@@ -239,6 +239,12 @@ def test_degenerate_output():
     soap = load_template("soap")
     echo = "Use only what was said in the visit. Do not add vitals, doses, test results."
     assert FlagKind.degenerate_output in kinds(check(echo, ev(8), instructions=soap.instructions))
+    # a true sentence in the shape of the prompt's example is not an echo of it
+    example = "- The patient presents with a 4-day history of sore throat and a new cough. [2]"
+    assert FlagKind.degenerate_output in kinds(check("The patient presents with a 4-day history of sore throat.",
+                                                     ev(8), instructions=example))
+    assert FlagKind.degenerate_output not in kinds(check("The patient presents with a 4-day history of right finger pain.",
+                                                         ev(8), instructions=example))
     # ordinary sentences containing "here is a" or "note" are fine
     assert check("There is a little fluid; I think you're retaining fluid.", ev(8)) == []
 

@@ -61,7 +61,7 @@ from ..numbers import find_quantities, supports
 from ..register import register_issues
 from .phrasing import read_prompt_file
 from ..templates import Template, TemplateError, TemplateSection
-from ..text import content_stems, tokenize
+from ..text import clean_utterance, content_stems, tokenize
 
 MAX_ITEMS = 10
 """Sentences per section at most (the grammar's bound: a looping model cannot fill the note)."""
@@ -414,13 +414,25 @@ def verify_line(
     answered: list[Segment] = []
     """Answers cited for a sentence the model rested on their questions: always in its evidence."""
     issues = register_issues(written.text)
+    tidied: list[str] = []
+    if issues == ["filler"]:
+        # a hesitation copied from the transcript ("get you a s- uh, aluminum foam splint"):
+        # the sentence without it, if that is note language (never a number, drug or negation touched)
+        clean = clean_utterance(_CUT_OFF_FILLER.sub(" ", written.text))
+        if clean and not register_issues(clean):
+            written, issues, tidied = Written(written.section, clean, written.lines), [], ["filler_removed"]
     if issues:
         return Verdict(None, "dropped", [f"register:{i}" for i in issues])
     ids = list(dict.fromkeys(segment_of_line[n] for n in written.lines if n in segment_of_line))
     cited = [ctx.segments[i] for i in ids if i in ctx.segments]
-    if not cited:
-        return Verdict(None, "dropped", ["no_evidence"])
     text = written.text
+    if not cited:
+        # only line numbers past the transcript's end (a small model counts on from the last
+        # line it cited): the lines that say it, as for a wrong citation, or nothing
+        cited = [ctx.segments[e.segment_id] for e in link_evidence(text, list(ctx.segments.values()))]
+        cited = [ctx.segments[i] for i in dict.fromkeys(s.id for s in cited)]
+        if not cited:
+            return Verdict(None, "dropped", ["no_evidence"])
     if _norm_key(text) in earlier or _repeats(text, siblings):
         return Verdict(None, "dropped", ["duplicate"])
     unheard = _unheard_findings(text, cited, ctx)
@@ -457,7 +469,7 @@ def verify_line(
             return Verdict(None, "dropped", ["question_only"])
         cited = sorted(cited + answers, key=lambda s: ctx.position(s.id))
         answered = answers
-    if _NEGATIVE.search(text) and all(s.speaker is not Speaker.patient and question_span(s.text) is not None
+    if _NEGATIVE.search(_CONDITION.sub(" ", text)) and all(s.speaker is not Speaker.patient and question_span(s.text) is not None
                                       for s in cited):
         # "No past medical history of other conditions." citing "let's review your past history …
         # do you have any other past medical history?" (the answer was "afib"): the clinician asks
@@ -481,7 +493,7 @@ def verify_line(
             return Verdict(None, "dropped", [f"instruction_not_given:{family}"])
     sentence = Sentence(id=sentence_id, text=text, evidence=_evidence(text, cited, answered))
     flags = check_sentence(sentence, ctx, section, earlier=earlier)
-    repairs: list[str] = []
+    repairs: list[str] = list(tidied)
     if any(f.kind is FlagKind.unsupported_number for f in flags):
         text, cited, repairs = _repair_numbers(text, cited, ctx)
         if repairs:
@@ -513,6 +525,13 @@ _NEGATIVE = re.compile(r"^\s*(?:no|denies|denied|not|never|none|negative)\b|\b(?
                        r"|\b(?:hasn't|haven't|hadn't|doesn't|didn't|isn't|wasn't)\b|\bno\s+(?:other|prior|past|history|known)\b",
                        re.IGNORECASE)
 """A sentence stating a negative (an absent symptom, no history): only an answer can support it."""
+
+_CONDITION = re.compile(r"\b(?:if|unless|until|in case)\b[^,;]*", re.IGNORECASE)
+"""A condition ("if the pain does not get better, call the clinic"): what it negates is not a
+negative the sentence states (a return precaution, not a denied symptom)."""
+
+_CUT_OFF_FILLER = re.compile(r"\b\w{1,3}-\s*(?=(?:uh|um+|er)\b)", re.IGNORECASE)
+"""A word cut off before a hesitation ("a s- uh, aluminum"): removed with the hesitation."""
 
 
 def planned_sections(template: Template) -> frozenset[str]:

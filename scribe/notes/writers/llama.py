@@ -60,6 +60,7 @@ from .conversation import (
     MAX_ITEMS,
     LlamaPrompt,
     NoteParser,
+    Verdict,
     Written,
     assessed_sections,
     default_llama_prompt,
@@ -407,6 +408,38 @@ RAMBLING = 3
 writing what the visit did not say (each such line costs seconds and is thrown away)."""
 
 
+@dataclass
+class LineCheck:
+    """Everything ``verify_line`` needs to judge the model's lines against one transcript (the
+    visit so far during it, the whole visit after stop): the same rules at both times."""
+
+    ctx: GuardContext
+    segment_of_line: dict[int, str]
+    observed: frozenset[str]
+    planned: frozenset[str]
+    assessed: frozenset[str]
+    examined: frozenset[str]
+    """Segments the extractive pass placed in the exam/results sections (an observation must cite one)."""
+    earlier: set[str]
+
+    @classmethod
+    def build(cls, template: Template, segments: Sequence[Segment], facts: Sequence[Fact], instructions: str,
+              line_ids: Sequence[str], placed: Mapping[str, frozenset[str]]) -> LineCheck:
+        observed = observed_sections(template)
+        return cls(
+            ctx=GuardContext.build(segments, facts, instructions),
+            segment_of_line={n: sid for n, sid in enumerate(line_ids, 1)},
+            observed=observed, planned=planned_sections(template), assessed=assessed_sections(template),
+            examined=frozenset().union(*(placed.get(k, frozenset()) for k in observed)),
+            earlier=set(),
+        )
+
+    def __call__(self, w: Written, section: Section, siblings: Sequence[Sentence], sentence_id: str) -> Verdict:
+        return verify_line(w, self.segment_of_line, self.ctx, section, sentence_id=sentence_id, earlier=self.earlier,
+                           observed=w.section in self.observed, planned=w.section in self.planned,
+                           assessed=w.section in self.assessed, siblings=siblings, examined=self.examined)
+
+
 def parse_section(template: Template, text: str) -> list[Written]:
     parser = NoteParser(template)
     return parser.feed(text) + parser.flush()
@@ -568,10 +601,32 @@ class LlamaSession:
             return self.cfg.threads or idle_threads(self._rt.threads if self._rt else 1)
         return self.cfg.visit_threads
 
+    def _instructions(self) -> str:
+        """Everything the model is told (a sentence echoing it is dropped by the guard)."""
+        return "\n".join([system_text(self.template, self.prompt)]
+                         + [prompt_tail(self.template, self.prompt, t) for t in self.template.sections])
+
+    def _visit_check(self, n_lines: int) -> LineCheck:
+        """``finish``'s checks against the visit so far (its first ``n_lines`` transcript lines)."""
+        with self._lock:
+            read = [sid for sid, _, _ in self._lines[:n_lines]]
+            placed = self._basis[n_lines - 1]
+        ids = set(read)
+        segments = list({s.id: s for s in list(self.drafter.state.segments) if s.id in ids}.values())
+        facts = [f for f in self.drafter.facts if ids.issuperset(f.segment_ids)]
+        return LineCheck.build(self.template, segments, facts, self._instructions(), read, placed)
+
     def _write_pass(self, rt: LlamaRuntime, transcript: list[int], n_lines: int) -> None:
         """During the visit: write (or continue) the sections that have something new to say
         (feeder thread, the visit's thread budget). At stop the section in hand is finished and
-        the rest of the pass is left to ``finish``."""
+        the rest of the pass is left to ``finish``.
+
+        Each line is verified as it completes, against the visit so far, with the checks used
+        after stop: a section keeps only its verified lines (what is continued later is what
+        held up, so a made-up line is not put back in front of the model to build on), and a
+        call ends once ``RAMBLING`` lines in a row fail. Without this, a plan written a minute
+        into an ACI-Bench visit was ten made-up lines (the prompt's example, "no changes to
+        patient education"), and a full section was never written again."""
         if self._stopping or n_lines == 0 or self._dictating:
             return
         with self._lock:
@@ -579,23 +634,50 @@ class LlamaSession:
         if end_s - self._last_pass_s < self.cfg.write_every_s:
             return
         self._last_pass_s = end_s
+        check: LineCheck | None = None
         for tsec in self.template.sections:
             if self._stopping:
                 return
             draft = self.drafts.get(tsec.key)
             if not basis.get(tsec.key) or not self._stale(tsec.key, basis):
                 continue
+            check = check or self._visit_check(n_lines)
             tokens, grammar, prefix = self._request(rt, transcript, tsec, draft)
-            pieces: list[str] = []
+            section = Section(key=tsec.key, title=tsec.title)
+            siblings: list[Sentence] = []
+            for w in draft.written if draft else ():
+                v = check(w, section, siblings, f"{tsec.key}.visit{len(siblings)}")
+                if v.sentence is not None:
+                    siblings.append(v.sentence)
+            parser = NoteParser(self.template)
+            parser.feed(prefix)
+            pending = [""]
+            kept_lines: list[str] = []
+            written: list[Written] = list(draft.written) if draft else []
+            failed = [0]
+
+            def on_text(piece: str, parser: NoteParser = parser, section: Section = section,
+                        siblings: list[Sentence] = siblings, kept_lines: list[str] = kept_lines,
+                        written: list[Written] = written, check: LineCheck = check) -> None:
+                *complete, pending[0] = (pending[0] + piece).split("\n")
+                for raw in complete:
+                    for w in parser.feed(raw + "\n"):
+                        v = check(w, section, siblings, f"{w.section}.visit{len(siblings)}")
+                        if v.sentence is None:
+                            failed[0] += 1
+                            continue
+                        failed[0] = 0
+                        siblings.append(v.sentence)
+                        kept_lines.append(raw + "\n")
+                        written.append(w)
+
             result: GenResult = rt.executor.submit(
                 rt.generate, tokens, grammar=grammar, max_tokens=self.cfg.max_tokens, threads=self._pass_threads,
-                on_text=pieces.append,
+                on_text=on_text, stop=lambda: failed[0] >= RAMBLING,
             ).result()
-            text = prefix + "".join(pieces)  # what was streamed, as after stop (the same text)
-            if not text.endswith("\n"):  # cut off by max_tokens: not a section to build on
-                continue
             self.drafts[tsec.key] = SectionDraft(
-                n_lines, basis.get(tsec.key, frozenset()), text, tuple(parse_section(self.template, text)),
+                n_lines, basis.get(tsec.key, frozenset()), (prefix or f"{tsec.title}:\n") + "".join(kept_lines),
+                tuple(written),
                 (draft.completion_tokens if draft else 0) + result.completion_tokens,
                 (draft.seconds if draft else 0.0) + result.seconds,
             )
@@ -603,8 +685,11 @@ class LlamaSession:
             extra["visit_write_seconds"] = extra.get("visit_write_seconds", 0.0) + result.seconds
             extra["visit_completion_tokens"] = extra.get("visit_completion_tokens", 0.0) + result.completion_tokens
             extra["visit_sections_written"] = extra.get("visit_sections_written", 0.0) + 1
-            log.info("llama section %s %s during the visit: lines=%d completion=%d %.1fs", tsec.key,
-                     "continued" if draft else "written", n_lines, result.completion_tokens, result.seconds)
+            extra["visit_lines_dropped"] = extra.get("visit_lines_dropped", 0.0) + (
+                len(parse_section(self.template, prefix + result.text)) - len(written))
+            log.info("llama section %s %s during the visit: lines=%d completion=%d kept=%d %.1fs%s", tsec.key,
+                     "continued" if draft else "written", n_lines, result.completion_tokens, len(written),
+                     result.seconds, " (ended: lines failed verification)" if result.aborted else "")
 
     def _transcript_tokens(self, rt: LlamaRuntime) -> tuple[list[int], int]:
         """Head + one token list per transcript line (tokenized once each, concatenated: the
@@ -651,16 +736,12 @@ class LlamaSession:
         yield base
         loop = asyncio.get_running_loop()
         rt = await loop.run_in_executor(_feeder(), self._runtime)
-        line_of = {sid: n for n, (sid, _, _) in enumerate(self._lines, 1)}
-        segment_of_line = {n: sid for sid, n in line_of.items()}
         transcript, _ = await loop.run_in_executor(_feeder(), lambda: self._transcript_tokens(rt))
         final_basis = self._basis[-1] if self._basis else {}
-        instructions = "\n".join([system_text(self.template, self.prompt)]
-                                 + [prompt_tail(self.template, self.prompt, t) for t in self.template.sections])
-        ctx = GuardContext.build(segments, facts, instructions)
+        check = LineCheck.build(self.template, segments, facts, self._instructions(),
+                                [sid for sid, _, _ in self._lines], section_basis(base))
         sections = {s.key: Section(key=s.key, title=s.title) for s in self.template.sections}
         kept: dict[str, list[Sentence]] = {s.key: [] for s in self.template.sections}
-        earlier: set[str] = set()
         outcomes: dict[str, int] = {}
         reached: set[str] = set()
         budget = self.cfg.max_tokens
@@ -668,13 +749,6 @@ class LlamaSession:
         reused = 0
         first_token: float | None = None
         t_stop = time.perf_counter()
-
-        observed = observed_sections(self.template)
-        planned = planned_sections(self.template)
-        assessed = assessed_sections(self.template)
-        placed = section_basis(base)
-        examined = frozenset().union(*(placed.get(k, frozenset()) for k in observed))
-        """Segments the extractive pass placed in the exam/results sections (an observation must cite one)."""
         halt = {"rambling": False}
         """Set when the model's last lines all failed verification: the section call ends."""
         dropped_in_a_row = 0
@@ -683,11 +757,7 @@ class LlamaSession:
             nonlocal dropped_in_a_row
             changed = False
             for w in written_lines:
-                n = len(kept[w.section])
-                v = verify_line(w, segment_of_line, ctx, sections[w.section],
-                                sentence_id=f"{w.section}.llama{n}", earlier=earlier,
-                                observed=w.section in observed, planned=w.section in planned,
-                                assessed=w.section in assessed, siblings=kept[w.section], examined=examined)
+                v = check(w, sections[w.section], kept[w.section], f"{w.section}.llama{len(kept[w.section])}")
                 outcomes[v.outcome] = outcomes.get(v.outcome, 0) + 1
                 for r in v.reasons:
                     outcomes[f"{v.outcome}:{r}"] = outcomes.get(f"{v.outcome}:{r}", 0) + 1
@@ -809,7 +879,7 @@ class LlamaSession:
             kept[key].extend(added)
         self.stats.extra["statements_from_facts"] = float(sum(len(v) for v in lines.values()))
         final = self._assemble(base, kept, set(kept))
-        yield check_note(final, segments, facts=facts, instructions=instructions)
+        yield check_note(final, segments, facts=facts, instructions=self._instructions())
 
     def _assemble(self, base: Note, kept: dict[str, list[Sentence]], reached: set[str]) -> Note:
         """Sections the model has reached show what it wrote; the rest show the extractive draft

@@ -503,6 +503,58 @@ def test_the_history_retold_is_not_an_observation():
     assert objective("The right knee is swollen but stable.", (7,), []).outcome == "kept"
 
 
+async def test_what_the_model_writes_during_the_visit_is_verified_as_it_comes():
+    """ACI dev D2N071: a plan written a minute into the visit was ten made-up lines (the
+    prompt's example among them) and, being full, was never written again. Each line written
+    during the visit is verified against the visit so far: only those that hold up are kept
+    (and put back in front of the model when it continues the section), and three failures in
+    a row end the call."""
+    writer, rt = scripted_writer({"subjective": (
+        "- Right knee pain for 3 days after a twisting injury. [2]\n"
+        "- Reports diarrhea. [2]\n- Blood pressure 120/80. [2]\n- Pharynx is erythematous. [2]\n"  # made up
+        "- Takes lisinopril every morning. [5]\n")}, write_every_s=90.0)
+    session = writer.start("e-visit", SOAP)
+    for s in spaced(VISIT, 30.0):
+        session.add(s)
+        await session.settle()
+    sub = session.drafts["subjective"]
+    assert rt.calls[0] == "subjective" and "subjective+" in rt.calls  # written, then continued from what held up
+    assert [w.text for w in sub.written] == ["Right knee pain for 3 days after a twisting injury."]
+    assert sub.text == "Subjective:\n- Right knee pain for 3 days after a twisting injury. [2]\n"
+    assert "lisinopril" not in sub.text  # cut short after three failures: never reached
+    assert session.stats.extra["visit_lines_dropped"] == 3
+    async for _ in session.finish():
+        pass
+
+
+def test_a_hesitation_copied_from_the_transcript_is_removed_and_a_condition_is_not_a_negative():
+    """ACI dev D2N072: both plan lines were dropped. "Start with a s-uh, aluminum foam splint"
+    had a hesitation in it; "If the pain does not get better, call the clinic" was read as a
+    negative resting on the doctor's "why don't you call us …?"."""
+    said = ("so , i would recommend we get you a s- uh , aluminum foam splint . and if it does n't get better , "
+            "why do n't you call us and come back at that point ?")
+    segs = VISIT + [seg(8, "clinician", said)]
+    ctx, lines = ctx_for(segs), line_map(segs)
+
+    def plan(text):
+        return verify_line(Written("plan", text, (9,)), lines, ctx, section("plan"), sentence_id="p",
+                           earlier=set(), planned=True)
+
+    v = plan("Start with a s-uh, aluminum foam splint.")
+    assert v.outcome == "repaired" and v.reasons == ["filler_removed"]
+    assert v.sentence.text == "Start with a aluminum foam splint."
+    assert plan("If the pain does not get better, call the clinic and come back.").sentence is not None
+    assert plan("No splint is needed.").reasons == ["negative_from_a_question"]  # a negative still needs an answer
+
+
+def test_line_numbers_past_the_end_of_the_transcript_are_found_in_the_lines_that_say_it():
+    """A small model counts citations on from the last line it cited ("[36]" in a 35-line
+    visit so far): the sentence rests on the lines that say it, or is dropped."""
+    v = verdict("Right knee pain for 3 days after a twisting injury.", [12])  # VISIT has 8 lines
+    assert v.sentence is not None and [e.segment_id for e in v.sentence.evidence] == ["seg-00001"]
+    assert verdict("Reports a broken wrist.", [12]).reasons == ["no_evidence"]
+
+
 async def test_a_rambling_section_is_cut_short():
     """Three lines in a row that fail verification end the section call: the model is writing
     what the visit did not say, and every such line costs seconds after stop."""
