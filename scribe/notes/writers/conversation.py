@@ -12,7 +12,8 @@ template's section headings, in order, each followed by at most ``max_items`` li
 ``- <Sentence> [<line numbers>]`` with no "?" in them, and nothing after the last section (so
 it stops). Then every sentence is verified against the segments it cites (``verify_line``):
 
-* not note language (``register.py``: a question, "I"/"you", filler, a fragment) → dropped;
+* not note language (``register.py``: a question, "I"/"you", filler, a fragment) → dropped,
+  except a hesitation copied from the transcript, which is taken out ("repaired");
 * a number the cited segments do not state → repaired when the transcript allows it (the
   segment that states it is added to the evidence, or the one value of that kind the cited
   segments do state replaces it), else dropped;
@@ -30,6 +31,9 @@ it stops). Then every sentence is verified against the segments it cites (``veri
   command to a dictation assistant ("finalize the report") → dropped;
 * a dose/status, placement or low-confidence-word problem → kept with its flag for the
   clinician.
+
+Line numbers past the end of the transcript (a small model counts on from its last citation)
+are treated as a wrong citation: the sentence rests on the lines that say it, or is dropped.
 
 Sentence evidence is the cited segments: the spans of them that ``link_evidence`` aligns to the
 sentence. When nothing in the cited segments aligns, the segments that do are cited instead;

@@ -17,7 +17,8 @@ Two parts:
   the model. After stop, ``finish()`` adds the facts and asks for the note with all threads:
   only the tail of the prompt is new work, so the time from stop to draft does not grow with
   the visit. Each sentence is verified as its line completes (``conversation.verify_line``)
-  and the draft grows on screen.
+  and the draft grows on screen. Sections written during the visit are verified the same way
+  as their lines come, against the visit so far (``LineCheck``): only what holds up is kept.
 
 Nothing from nothing: when the extractive pass found no clinical content (silence, small talk)
 no model is called and the note is empty ("Nothing recorded." under every heading). A
