@@ -11,7 +11,8 @@ writer drops a sentence of its own that fails it.
 ``register_issues(text)`` returns the reasons a sentence is not note language (empty when it
 is):
 
-* ``question`` — ends with "?" or opens like one ("Have you…", "Do you…", "How long…");
+* ``question`` — ends with "?", opens like one ("Have you…", "Do you…", "How long…"), or holds
+  one after a comma ("Takes Norvasc at home, is it running high, or anything else.");
 * ``first_person`` / ``second_person`` — I, me, my, we, our… / you, your… outside quotation
   marks (a note may quote the patient: 'States "I can't sleep."');
 * ``filler`` — a hesitation (um, uh, mm-hmm) anywhere, or a sentence made only of discourse
@@ -20,7 +21,9 @@ is):
 * ``fragment`` — a short sentence (≤ 7 words) opening like an answer that needs the previous
   turn ("Like a cramp.", "About six months ago.", "Pretty strong, nothing out of the
   ordinary."), or one with no clinical content (no drug, number with a unit, or
-  symptom/finding) and fewer than two content words ("Okay then.", "That one.").
+  symptom/finding) and fewer than two content words ("Okay then.", "That one."), or a drug
+  name alone ("Miralax."), or a short sentence whose subject is a word pointing at the
+  conversation ("That hurts.", "It is better now.").
 
 Heuristic and deliberately conservative: short clinical sentences ("Denies fever.",
 "Hypertension.", "Lungs clear.") pass.
@@ -70,6 +73,12 @@ _COMMAND = re.compile(
     re.I,
 )
 """Words addressed to the recording device ("Dax, finalize the note"), not about the patient."""
+_INNER_QUESTION = re.compile(
+    r",\s*(?:is|are|was|were|do|does|did|have|has|can|could|would|will)\s+(?:it|you|he|she|they|there|we)\b", re.I)
+"""A question after a comma, mid-sentence: "…, is it running high, or anything else"."""
+_POINTING = re.compile(r"^\W*(?:that|this|it|these|those)\s+(?:is|was|are|were|hurts?|feels?|does|did|'s|seems?)\b",
+                       re.I)
+"""A subject that points at the conversation ("That hurts."): it means nothing in a note."""
 
 
 def _clinical(text: str) -> bool:
@@ -88,7 +97,7 @@ def register_issues(text: str) -> list[str]:
     issues: list[str] = []
     unquoted = _QUOTED.sub(" ", text)
     words = [t.norm for t in tokenize(unquoted) if t.kind == "word"]
-    if unquoted.rstrip().endswith("?") or _QUESTION_OPEN.match(unquoted):
+    if unquoted.rstrip().endswith("?") or _QUESTION_OPEN.match(unquoted) or _INNER_QUESTION.search(unquoted):
         issues.append(QUESTION)
     if _COMMAND.search(unquoted):
         issues.append(COMMAND)
@@ -101,7 +110,10 @@ def register_issues(text: str) -> list[str]:
     all_words = [t.norm for t in tokenize(text) if t.kind == "word"]
     content = [w for w in all_words if w not in STOPWORDS and w not in _DISCOURSE and len(w) > 1]
     if FILLER not in issues and (
-        (_FRAGMENT_OPEN.match(unquoted) and len(words) <= 7) or (len(content) < 2 and not _clinical(text))
+        (_FRAGMENT_OPEN.match(unquoted) and len(words) <= 7)
+        or (len(content) < 2 and not _clinical(text))
+        or (_POINTING.match(unquoted) and len(words) <= 5)
+        or (len(content) == 1 and medications_in(text) and not find_quantities(text))
     ):
         issues.append(FRAGMENT)
     return issues

@@ -27,6 +27,10 @@ from scribe.notes.register import register_clean_share, register_issues
         ("Um, the pain started yesterday.", "filler"),
         ("Finalize the note.", "command"),
         ("Dax, order a chest x-ray.", "command"),
+        # ACI dev D2N071/D2N072 drafts (session 8)
+        ("The patient has been taking the norvasc at home, is it running high, or anything else.", "question"),
+        ("That hurts.", "fragment"),
+        ("Miralax.", "fragment"),
     ],
 )
 def test_transcript_speech_is_not_note_language(text, reason):
@@ -48,6 +52,9 @@ def test_transcript_speech_is_not_note_language(text, reason):
         'States "I cannot sleep at night."',
         "Start lisinopril 10 mg daily.",
         "Will order an MRI of the right knee.",
+        "Miralax 17 g daily.",
+        "It is unclear whether the rash is related to the new medication.",
+        "Pain is worse at night, and it is relieved by rest.",
     ],
 )
 def test_chart_sentences_are_note_language(text):

@@ -65,7 +65,8 @@ from ..numbers import find_quantities, supports
 from ..register import register_issues
 from .phrasing import read_prompt_file
 from ..templates import Template, TemplateError, TemplateSection
-from ..text import clean_utterance, content_stems, tokenize
+from ..plan_lines import PLAN_VERBS, plan_lines
+from ..text import clean_utterance, content_stems, split_sentences, tokenize
 
 MAX_ITEMS = 10
 """Sentences per section at most (the grammar's bound: a looping model cannot fill the note)."""
@@ -554,6 +555,31 @@ def observed_sections(template: Template) -> frozenset[str]:
     """Sections that hold only what was examined or measured (their ``covers`` are exam and
     results: SOAP's Objective, H&P's examination)."""
     return frozenset(s.key for s in template.sections if s.covers and set(s.covers) <= OBSERVED_KINDS)
+
+
+PLAN_COVERED_SHARE = 0.6
+"""A plan line the model's plan already states: this share of its words in one of its lines."""
+PLAN_STEMS = GENERIC_STEMS | frozenset(content_stems(" ".join(PLAN_VERBS)))
+
+
+def plan_decisions(segments: Sequence[Segment], stated: Sequence[Sentence]) -> list[tuple[str, Segment]]:
+    """Decisions the clinician stated ("I wanna go ahead and order an echocardiogram") that no
+    sentence of ``stated`` (the plan as written so far) states, as plan lines with the segment
+    each comes from, in transcript order (``plan_lines.py``). A small model's plan is one to
+    three lines where the clinician gave five to ten; these are the rest, in the clinician's words."""
+    written = [set(content_stems(x.text)) - PLAN_STEMS for x in stated]
+    out: list[tuple[str, Segment]] = []
+    for seg in segments:
+        if seg.speaker is not Speaker.clinician:
+            continue
+        for span in split_sentences(without_meta_commands(seg.text)):
+            for line in plan_lines(clean_utterance(span.text)):
+                mine = set(content_stems(line)) - PLAN_STEMS
+                if not mine or any(len(mine & w) >= PLAN_COVERED_SHARE * len(mine) for w in written):
+                    continue
+                written.append(mine)
+                out.append((line, seg))
+    return out
 
 
 def fill_omissions(kept: dict[str, list[Sentence]], drafted: Note, facts: Sequence[Fact]) -> int:

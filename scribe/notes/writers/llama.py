@@ -69,6 +69,7 @@ from .conversation import (
     has_clinical_content,
     note_grammar,
     observed_sections,
+    plan_decisions,
     planned_sections,
     prompt_head,
     prompt_tail,
@@ -863,6 +864,22 @@ class LlamaSession:
                  "repaired=%d", self.stats.calls, reused, evaluated, self.stats.completion_tokens,
                  self.stats.generate_seconds, self.stats.lm_sentences, outcomes.get("dropped", 0),
                  outcomes.get("repaired", 0))
+        # Decisions the clinician stated that the model's plan leaves out, in the clinician's
+        # words with the lead-in taken off ("Order an echocardiogram for that murmur."), each
+        # verified like a model line against the segment it comes from.
+        plan_key = next((t.key for t in self.template.sections if t.key in check.planned), None)
+        decided = 0
+        if plan_key is not None:
+            line_of = {sid: n for n, (sid, _, _) in enumerate(self._lines, 1)}
+            stated = [x for k in check.planned | check.assessed for x in kept.get(k, [])]
+            for text, seg in plan_decisions(segments, stated):
+                if seg.id in line_of:
+                    v = check(Written(plan_key, text, (line_of[seg.id],)), sections[plan_key], kept[plan_key],
+                              f"{plan_key}.decision{decided}")
+                    if v.sentence is not None:
+                        kept[plan_key].append(v.sentence)
+                        decided += 1
+        self.stats.extra["statements_from_decisions"] = float(decided)
         # A section the model left empty (or whose every sentence failed verification) while
         # the extractive pass found statements for it keeps those of them that are note
         # language: verified, evidence-linked, if not as well phrased; a fact no sentence

@@ -547,6 +547,23 @@ def test_a_hesitation_copied_from_the_transcript_is_removed_and_a_condition_is_n
     assert plan("No splint is needed.").reasons == ["negative_from_a_question"]  # a negative still needs an answer
 
 
+async def test_decisions_the_models_plan_leaves_out_come_back_in_the_clinicians_words():
+    """The small model's plan held one to three lines where the clinician gave five to ten:
+    a decision the clinician stated ("I'm also gonna order an x-ray of your right knee") that
+    no plan line states is added, lead-in off, verified and citing its segment; one the model
+    already wrote is not repeated."""
+    visit = VISIT + [seg(8, "clinician", "I'm also gonna order an x-ray of your right knee, okay?")]
+    writer, rt = scripted_writer({"plan": "- Ibuprofen 400 mg three times a day. [8]\n"})
+    note, stats = await write_note(writer, visit, encounter_id="e-dec", template=SOAP)
+    plan = next(sec for sec in note.sections if sec.key == "plan")
+    added = [x for x in plan.sentences if ".decision" in x.id]
+    assert [x.text for x in added] == ["Order an x-ray of right knee."]
+    assert [e.segment_id for e in added[0].evidence] == ["seg-00008"] and stats.extra["statements_from_decisions"] == 1
+    writer, rt = scripted_writer({"plan": "- Ibuprofen 400 mg three times a day. [8]\n- Right knee x-ray ordered. [9]\n"})
+    note, stats = await write_note(writer, visit, encounter_id="e-dec2", template=SOAP)
+    assert stats.extra["statements_from_decisions"] == 0 and "Order an x-ray" not in render_text(note)
+
+
 def test_line_numbers_past_the_end_of_the_transcript_are_found_in_the_lines_that_say_it():
     """A small model counts citations on from the last line it cited ("[36]" in a 35-line
     visit so far): the sentence rests on the lines that say it, or is dropped."""
