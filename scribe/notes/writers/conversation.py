@@ -44,7 +44,7 @@ model copies its prompt's example). No I/O here.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -557,25 +557,29 @@ def observed_sections(template: Template) -> frozenset[str]:
     return frozenset(s.key for s in template.sections if s.covers and set(s.covers) <= OBSERVED_KINDS)
 
 
-PLAN_COVERED_SHARE = 0.6
-"""A plan line the model's plan already states: this share of its words in one of its lines."""
+COVERED_SHARE = 0.6
+"""A line the model's section already states: this share of its words in one of its sentences."""
 PLAN_STEMS = GENERIC_STEMS | frozenset(content_stems(" ".join(PLAN_VERBS)))
 
 
-def plan_decisions(segments: Sequence[Segment], stated: Sequence[Sentence]) -> list[tuple[str, Segment]]:
-    """Decisions the clinician stated ("I wanna go ahead and order an echocardiogram") that no
-    sentence of ``stated`` (the plan as written so far) states, as plan lines with the segment
-    each comes from, in transcript order (``plan_lines.py``). A small model's plan is one to
-    three lines where the clinician gave five to ten; these are the rest, in the clinician's words."""
+def said_by_clinician(segments: Sequence[Segment], stated: Sequence[Sentence],
+                      lines_of: Callable[[str], list[str]]) -> list[tuple[str, Segment]]:
+    """What the clinician stated in so many words that no sentence of ``stated`` (the section as
+    the model wrote it) states, as note lines with the segment each comes from, in transcript
+    order. ``lines_of`` reads one cleaned sentence: ``plan_lines.plan_lines`` (decisions: "I
+    wanna go ahead and order an echocardiogram" → "Order an echocardiogram.") or
+    ``problems.problem_lines`` ("for your last problem, your hypertension" → "Hypertension.").
+    A small model's plan is one to three lines where the clinician gave five to ten, and its
+    assessment often the prompt's example; these are the rest, in the clinician's words."""
     written = [set(content_stems(x.text)) - PLAN_STEMS for x in stated]
     out: list[tuple[str, Segment]] = []
     for seg in segments:
         if seg.speaker is not Speaker.clinician:
             continue
         for span in split_sentences(without_meta_commands(seg.text)):
-            for line in plan_lines(clean_utterance(span.text)):
+            for line in lines_of(clean_utterance(span.text)):
                 mine = set(content_stems(line)) - PLAN_STEMS
-                if not mine or any(len(mine & w) >= PLAN_COVERED_SHARE * len(mine) for w in written):
+                if not mine or any(len(mine & w) >= COVERED_SHARE * len(mine) for w in written):
                     continue
                 written.append(mine)
                 out.append((line, seg))

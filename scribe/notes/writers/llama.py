@@ -54,6 +54,8 @@ from ..completeness import fact_sentences
 from ..extractive import IncrementalDrafter, relabel
 from ..facts import Fact
 from ..guard import GuardContext, check_note
+from ..plan_lines import plan_lines
+from ..problems import problem_lines
 from ..register import is_note_language
 from ..templates import Template, TemplateSection
 from .base import ModelMissing, WriterError, WriterStats
@@ -69,10 +71,10 @@ from .conversation import (
     has_clinical_content,
     note_grammar,
     observed_sections,
-    plan_decisions,
     planned_sections,
     prompt_head,
     prompt_tail,
+    said_by_clinician,
     system_text,
     turn_line,
     verify_line,
@@ -864,22 +866,24 @@ class LlamaSession:
                  "repaired=%d", self.stats.calls, reused, evaluated, self.stats.completion_tokens,
                  self.stats.generate_seconds, self.stats.lm_sentences, outcomes.get("dropped", 0),
                  outcomes.get("repaired", 0))
-        # Decisions the clinician stated that the model's plan leaves out, in the clinician's
-        # words with the lead-in taken off ("Order an echocardiogram for that murmur."), each
-        # verified like a model line against the segment it comes from.
-        plan_key = next((t.key for t in self.template.sections if t.key in check.planned), None)
-        decided = 0
-        if plan_key is not None:
-            line_of = {sid: n for n, (sid, _, _) in enumerate(self._lines, 1)}
-            stated = [x for k in check.planned | check.assessed for x in kept.get(k, [])]
-            for text, seg in plan_decisions(segments, stated):
-                if seg.id in line_of:
-                    v = check(Written(plan_key, text, (line_of[seg.id],)), sections[plan_key], kept[plan_key],
-                              f"{plan_key}.decision{decided}")
-                    if v.sentence is not None:
-                        kept[plan_key].append(v.sentence)
-                        decided += 1
-        self.stats.extra["statements_from_decisions"] = float(decided)
+        # What the clinician stated in so many words that the model left out: the problems named
+        # as such ("for your last problem, your hypertension" → "Hypertension.") in the
+        # assessment, the decisions ("I wanna order an echocardiogram for that murmur" → "Order
+        # an echocardiogram for that murmur.") in the plan; each verified like a model line
+        # against the segment it comes from.
+        line_of = {sid: n for n, (sid, _, _) in enumerate(self._lines, 1)}
+        for kind, keys, lines_of in (("problems", check.assessed, problem_lines), ("decisions", check.planned, plan_lines)):
+            key = next((t.key for t in self.template.sections if t.key in keys), None)
+            n = 0
+            if key is not None:
+                stated = [x for k in check.planned | check.assessed for x in kept.get(k, [])]
+                for text, seg in said_by_clinician(segments, stated, lines_of):
+                    if seg.id in line_of:
+                        v = check(Written(key, text, (line_of[seg.id],)), sections[key], kept[key], f"{key}.{kind}{n}")
+                        if v.sentence is not None:
+                            kept[key].append(v.sentence)
+                            n += 1
+            self.stats.extra[f"statements_from_{kind}"] = float(n)
         # A section the model left empty (or whose every sentence failed verification) while
         # the extractive pass found statements for it keeps those of them that are note
         # language: verified, evidence-linked, if not as well phrased; a fact no sentence
@@ -893,8 +897,8 @@ class LlamaSession:
         self.stats.extra["statements_from_extractive"] = float(fill_omissions(kept, base, facts))
         # what is still left out, written from the facts themselves ("Denies fever and chills.")
         lines = fact_sentences(kept, base, facts, segments, self.template)
-        for key, added in lines.items():
-            kept[key].extend(added)
+        for key, more in lines.items():
+            kept[key].extend(more)
         self.stats.extra["statements_from_facts"] = float(sum(len(v) for v in lines.values()))
         final = self._assemble(base, kept, set(kept))
         yield check_note(final, segments, facts=facts, instructions=self._instructions())

@@ -552,11 +552,16 @@ async def test_decisions_the_models_plan_leaves_out_come_back_in_the_clinicians_
     a decision the clinician stated ("I'm also gonna order an x-ray of your right knee") that
     no plan line states is added, lead-in off, verified and citing its segment; one the model
     already wrote is not repeated."""
-    visit = VISIT + [seg(8, "clinician", "I'm also gonna order an x-ray of your right knee, okay?")]
-    writer, rt = scripted_writer({"plan": "- Ibuprofen 400 mg three times a day. [8]\n"})
+    visit = VISIT + [seg(8, "clinician", "I'm also gonna order an x-ray of your right knee, okay?"),
+                     seg(9, "clinician", "For your last problem, your hypertension, you're doing well on the lisinopril.")]
+    writer, rt = scripted_writer({"assessment": "- Right knee sprain. [8]\n",
+                                  "plan": "- Ibuprofen 400 mg three times a day. [8]\n"})
     note, stats = await write_note(writer, visit, encounter_id="e-dec", template=SOAP)
+    assessment = next(sec for sec in note.sections if sec.key == "assessment")
+    assert [x.text for x in assessment.sentences] == ["Right knee sprain.", "Hypertension."]  # the problem named as one
+    assert [e.segment_id for e in assessment.sentences[1].evidence] == ["seg-00009"]
     plan = next(sec for sec in note.sections if sec.key == "plan")
-    added = [x for x in plan.sentences if ".decision" in x.id]
+    added = [x for x in plan.sentences if ".decisions" in x.id]
     assert [x.text for x in added] == ["Order an x-ray of right knee."]
     assert [e.segment_id for e in added[0].evidence] == ["seg-00008"] and stats.extra["statements_from_decisions"] == 1
     writer, rt = scripted_writer({"plan": "- Ibuprofen 400 mg three times a day. [8]\n- Right knee x-ray ordered. [9]\n"})
