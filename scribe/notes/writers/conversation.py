@@ -428,6 +428,9 @@ def verify_line(
             written, issues, tidied = Written(written.section, clean, written.lines), [], ["filler_removed"]
     if issues:
         return Verdict(None, "dropped", [f"register:{i}" for i in issues])
+    shaped = _reshaped(written.text, ctx.instructions)
+    if shaped != written.text:
+        written, tidied = Written(written.section, shaped, written.lines), tidied + ["reshaped"]
     ids = list(dict.fromkeys(segment_of_line[n] for n in written.lines if n in segment_of_line))
     cited = [ctx.segments[i] for i in ids if i in ctx.segments]
     text = written.text
@@ -530,6 +533,25 @@ _NEGATIVE = re.compile(r"^\s*(?:no|denies|denied|not|never|none|negative)\b|\b(?
                        r"|\b(?:hasn't|haven't|hadn't|doesn't|didn't|isn't|wasn't)\b|\bno\s+(?:other|prior|past|history|known)\b",
                        re.IGNORECASE)
 """A sentence stating a negative (an absent symptom, no history): only an answer can support it."""
+
+_PRESENTS_AGE = re.compile(r"^The patient (?:presents with|reports|has) (an? \d+[- ]year[- ]old\b)", re.I)
+"""The prompt's example opens "The patient presents with a 4-day history of …"; a small model
+writes "The patient presents with a 58-year-old male with …"."""
+_LABEL = re.compile(r"^(?P<label>[A-Z][A-Za-z ,/]{10,80}):\s+(?P<rest>\S.*)$")
+
+
+def _reshaped(text: str, instructions: str) -> str:
+    """The sentence with two shapes a small model copies from its prompt put right: "The
+    patient presents with a 58-year-old male" → "The patient is a 58-year-old male", and a
+    label copied from the section's description ("Results of labs and imaging reviewed at the
+    visit: Chest x-ray shows …") taken off. Nothing the sentence says changes."""
+    text = _PRESENTS_AGE.sub(r"The patient is \1", text)
+    m = _LABEL.match(text)
+    if m and len(m.group("label").split()) >= 3 and m.group("label").lower() in instructions.lower():
+        rest = m.group("rest")
+        text = rest[0].upper() + rest[1:]
+    return text
+
 
 _CONDITION = re.compile(r"\b(?:if|unless|until|in case)\b[^,;]*", re.IGNORECASE)
 """A condition ("if the pain does not get better, call the clinic"): what it negates is not a

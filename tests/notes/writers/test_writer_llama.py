@@ -569,6 +569,27 @@ async def test_decisions_the_models_plan_leaves_out_come_back_in_the_clinicians_
     assert stats.extra["statements_from_decisions"] == 0 and "Order an x-ray" not in render_text(note)
 
 
+def test_shapes_copied_from_the_prompt_are_put_right():
+    """ACI dev D2N068: "The patient presents with a 58-year-old male …" (the prompt's example
+    opens "The patient presents with a 4-day history") and "Results of labs and imaging
+    reviewed at the visit: Chest x-ray shows …" (the section's description as a label)."""
+    from scribe.notes.facts import extract_facts
+
+    segs = VISIT + [seg(8, "clinician", "So he's a 58-year-old male who presents for follow-up."),
+                    seg(9, "clinician", "Your x-ray shows a little fluid in the lungs.")]
+    ctx = GuardContext.build(segs, extract_facts(segs), "Objective: vital signs, physical examination findings, "
+                             "and results of labs and imaging reviewed at the visit.")
+
+    def line(key, text, cited):
+        return verify_line(Written(key, text, cited), line_map(segs), ctx, section(key), sentence_id="r", earlier=set())
+
+    v = line("subjective", "The patient presents with a 58-year-old male who presents for follow-up.", (9,))
+    assert v.outcome == "repaired" and v.sentence.text.startswith("The patient is a 58-year-old male")
+    v = line("objective", "Results of labs and imaging reviewed at the visit: X-ray shows fluid in the lungs.", (10,))
+    assert v.sentence.text == "X-ray shows fluid in the lungs." and "reshaped" in v.reasons
+    assert line("objective", "Vital signs: look really good.", (7,)).sentence.text == "Vital signs: look really good."
+
+
 def test_line_numbers_past_the_end_of_the_transcript_are_found_in_the_lines_that_say_it():
     """A small model counts citations on from the last line it cited ("[36]" in a 35-line
     visit so far): the sentence rests on the lines that say it, or is dropped."""
