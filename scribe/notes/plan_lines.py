@@ -46,7 +46,8 @@ _INTENT = (
     r"|i\s+(?:would\s+|'d\s+)?(?:recommend|suggest)\s+(?:that\s+)?(?:we\s+|you\s+)?"
     r"|i\s+(?:want|would\s+like|'d\s+like)\s+(?:for\s+)?you\s+to\s+"
 )
-_FILLS = r"(?:(?:also|just|go\s+(?:ahead\s+)?and|go\s+on\s+and|then|first)\s*,?\s+)*"
+_FILLS = (r"(?:(?:also|just|go\s+(?:ahead\s+)?and|go\s+on\s+and|then|first"
+          r"|recommend\s+(?:that\s+)?(?:we|you)?)\s*,?\s+)*")
 _LEAD = re.compile(rf"^{_OPENERS}(?:{_INTENT}){_FILLS}(?P<verb>{'|'.join(PLAN_VERBS)})\b(?P<rest>.*)$", re.I)
 _IMPERATIVE = re.compile(rf"^{_OPENERS}(?:please\s+)?(?P<verb>{'|'.join(IMPERATIVE_VERBS)})\b(?P<rest>.*)$", re.I)
 

@@ -26,6 +26,7 @@ from scribe.notes.plan_lines import plan_lines
         ("I'm also gonna order you some ultram 50 milligrams as needed every six hours for pain.",
          ["Order the patient some ultram 50 milligrams as needed every six hours for pain."]),
         ("I don't think that anything else is going on, but I wanna go ahead and order an mri.", ["Order an mri."]),
+        ("I'm going to recommend we give you some motrin, 800 milligrams.", ["Give the patient some motrin, 800 milligrams."]),
         ("We'll go ahead and order your routine blood work, and I'll be in touch with you through the patient portal, "
          "okay?", ["Order routine blood work."]),
     ],

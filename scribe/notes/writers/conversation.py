@@ -446,6 +446,8 @@ def verify_line(
     unheard = _unheard_findings(text, cited, ctx)
     if unheard:
         return Verdict(None, "dropped", ["unsupported_finding"])
+    if _speculates(text, cited):
+        return Verdict(None, "dropped", ["speculation"])
     if not link_evidence(text, cited):
         # the cited lines do not say it: cite the lines that do, or drop it (a sentence the
         # transcript nowhere supports, e.g. copied from the prompt's example)
@@ -551,6 +553,31 @@ def _reshaped(text: str, instructions: str) -> str:
         rest = m.group("rest")
         text = rest[0].upper() + rest[1:]
     return text
+
+
+_INFERENCE = {
+    "hedge": re.compile(r"\b(?:may|might|likely|unlikely|possibl[ey]|probabl[ey]|could|i\s+think"
+                        r"|concern\w*\s+for|maybe|perhaps)\b", re.IGNORECASE),
+    "inference": re.compile(r"\b(?:suggest\w*|indicat\w*|impl(?:y|ies|ied)|points?\s+to)\b", re.IGNORECASE),
+    "generalisation": re.compile(r"\b(?:common(?:ly)?|typical(?:ly)?|often|usually|frequent(?:ly)?)\b", re.IGNORECASE),
+    "cause": re.compile(r"\b(?:due\s+to|caused\s+by|because|cause[sd]?|consistent\s+with|risk\s+factor\w*"
+                        r"|related\s+to|secondary\s+to)\b", re.IGNORECASE),
+}
+"""Kinds of inference: a hedge, an inference, a generalisation, a cause. A scribe writes the
+one the clinician made, not one of its own."""
+
+
+def _speculates(text: str, cited: Sequence[Segment]) -> bool:
+    """The sentence makes a kind of inference (``_INFERENCE``) its cited lines do not make.
+    ACI dev D2N069: "The patient's history of a knee brace and crutches use suggests that they
+    may have a history of physical therapy or rehabilitation." and "… consistent with an acute
+    medial meniscus sprain, which is a common injury in the knee." — every content word in the
+    evidence, the inference the model's own."""
+    said = " ".join(s.text for s in cited)
+    for pattern in _INFERENCE.values():
+        if pattern.search(text) and not pattern.search(said):
+            return True
+    return False
 
 
 _CONDITION = re.compile(r"\b(?:if|unless|until|in case)\b[^,;]*", re.IGNORECASE)

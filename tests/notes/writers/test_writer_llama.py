@@ -590,6 +590,27 @@ def test_shapes_copied_from_the_prompt_are_put_right():
     assert line("objective", "Vital signs: look really good.", (7,)).sentence.text == "Vital signs: look really good."
 
 
+def test_an_inference_nobody_made_is_dropped():
+    """ACI dev D2N069: "… consistent with an acute medial meniscus sprain, which is a common
+    injury in the knee." and "… suggests that they may have a history of physical therapy":
+    every content word is in the evidence; the inference — a generalisation, a cause, a
+    "suggests" — is the model's. One the clinician made is kept."""
+    said = ("so i think you have probably an acute medial meniscus sprain right now . my recommendation would be "
+            "to put you in a knee brace , and this is usually from twisting it .")
+    segs = VISIT + [seg(8, "clinician", said)]
+    ctx, lines = ctx_for(segs), line_map(segs)
+
+    def assess(text):
+        return verify_line(Written("assessment", text, (9,)), lines, ctx, section("assessment"), sentence_id="a",
+                           earlier=set(), assessed=True)
+
+    assert assess("Acute medial meniscus sprain, consistent with a knee brace.").reasons == ["speculation"]
+    assert assess("Knee brace use suggests a history of physical therapy.").reasons == ["speculation"]
+    assert assess("Acute medial meniscus sprain, probably.").sentence is not None  # the clinician's own hedge
+    assert assess("Acute medial meniscus sprain, usually from twisting.").sentence is not None  # said so
+    assert assess("Acute medial meniscus sprain due to a twisting injury.").reasons == ["speculation"]
+
+
 def test_line_numbers_past_the_end_of_the_transcript_are_found_in_the_lines_that_say_it():
     """A small model counts citations on from the last line it cited ("[36]" in a 35-line
     visit so far): the sentence rests on the lines that say it, or is dropped."""
