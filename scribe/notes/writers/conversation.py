@@ -43,6 +43,7 @@ model copies its prompt's example). No I/O here.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -485,6 +486,14 @@ def verify_line(
         # do you have any other past medical history?" (the answer was "afib"): the clinician asks
         # the negatives, the patient's answer states them
         return Verdict(None, "dropped", ["negative_from_a_question"])
+    if _NEGATIVE.search(_CONDITION.sub(" ", text)) and _negative_said(text, cited) is None:
+        # "No need for hematologist referral." citing the referral being made (ACI dev D2N073):
+        # said elsewhere, by the clinician for a plan or assessment line, it is cited there
+        said_by = [s for s in ctx.segments.values() if not (planned or assessed) or s.speaker is not Speaker.patient]
+        where = _negative_said(text, said_by)
+        if where is None:
+            return Verdict(None, "dropped", ["negative_not_said"])
+        cited = sorted(cited + [where], key=lambda s: ctx.position(s.id))
     if any(meta_commands(s.text) for s in cited) and not link_evidence(
             text, [s.model_copy(update={"text": without_meta_commands(s.text)}) for s in cited]):
         # "Finalize the report." / "Order the medications and procedures discussed." from
@@ -578,6 +587,32 @@ def _speculates(text: str, cited: Sequence[Segment]) -> bool:
         if pattern.search(text) and not pattern.search(said):
             return True
     return False
+
+
+_NEGATION_SAID = re.compile(r"\b(?:no|not|never|none|nothing|nope|nah|without|negative|denies|denied|deny|neither"
+                            r"|nor|normal|clear|unremarkable)\b|n't\b|n ' t\b", re.IGNORECASE)
+"""A negative said: "no", "not", "never" … — or a normal finding ("your lungs are clear"), which
+a chart states as negatives ("No wheezes.")."""
+_NEED_STEMS = frozenset(content_stems("need needed needs further additional any other changes change required"))
+"""Words of a negative plan line that name no thing ("No further work-up needed.")."""
+
+
+def _negative_said(text: str, segments: Sequence[Segment]) -> Segment | None:
+    """The first segment with a sentence that says the negative: a "no", "not", "never" (or a
+    normal finding) and the symptom or finding the sentence negates (most, 60 %, of its content
+    words when it names none: "No need for intravenous iron."). A long clinician turn holds
+    a "don't" somewhere; the negative must be said of the thing the sentence negates."""
+    named = {f.canonical for f in findings_in(text)}
+    mine = set(content_stems(_NEGATION_SAID.sub(" ", text))) - GENERIC_STEMS - _NEED_STEMS
+    enough = math.ceil(0.6 * len(mine))
+    for seg in segments:
+        for span in split_sentences(seg.text):
+            said = _CONDITION.sub(" ", span.text)  # "if these tests are normal, we will consider …" negates nothing
+            if not _NEGATION_SAID.search(said):
+                continue
+            if named & {f.canonical for f in findings_in(said)} if named else len(mine & set(content_stems(said))) >= enough:
+                return seg
+    return None
 
 
 _CONDITION = re.compile(r"\b(?:if|unless|until|in case)\b[^,;]*", re.IGNORECASE)

@@ -611,6 +611,29 @@ def test_an_inference_nobody_made_is_dropped():
     assert assess("Acute medial meniscus sprain due to a twisting injury.").reasons == ["speculation"]
 
 
+def test_a_negative_nobody_said_is_dropped():
+    """ACI dev D2N073: seven "No need for …" lines ("No need for hematologist referral.",
+    "No need for capsule endoscopy.") in a visit that planned both. A negative must be said of
+    the thing it negates, in one sentence of the visit; a condition ("if these tests are
+    normal, we will consider a capsule endoscopy") negates nothing. One said elsewhere by the
+    clinician is cited there."""
+    segs = VISIT + [
+        seg(8, "clinician", "if these tests are normal , then we will consider that capsule endoscopy ."),
+        seg(9, "clinician", "and i'll send you to the hematologist . i don't think you need to follow up with the surgeon ."),
+    ]
+    ctx, lines = ctx_for(segs), line_map(segs)
+
+    def plan(text, cited):
+        return verify_line(Written("plan", text, cited), lines, ctx, section("plan"), sentence_id="p",
+                           earlier=set(), planned=True)
+
+    assert plan("No need for capsule endoscopy.", (9,)).reasons == ["negative_not_said"]
+    assert plan("No need to send the patient to the hematologist.", (10,)).reasons == ["negative_not_said"]
+    kept = plan("No follow-up with the surgeon.", (9,))  # said, in the next line
+    assert kept.sentence is not None and {e.segment_id for e in kept.sentence.evidence} >= {"seg-00009"}
+    assert verdict("Denies fever.", [3, 4]).sentence is not None
+
+
 def test_line_numbers_past_the_end_of_the_transcript_are_found_in_the_lines_that_say_it():
     """A small model counts citations on from the last line it cited ("[36]" in a 35-line
     visit so far): the sentence rests on the lines that say it, or is dropped."""
