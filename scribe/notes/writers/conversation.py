@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -429,7 +429,7 @@ def verify_line(
             written, issues, tidied = Written(written.section, clean, written.lines), [], ["filler_removed"]
     if issues:
         return Verdict(None, "dropped", [f"register:{i}" for i in issues])
-    shaped = _reshaped(written.text, ctx.instructions)
+    shaped = _reshaped(written.text, ctx.instructions, stated_sex(ctx.segments.values()))
     if shaped != written.text:
         written, tidied = Written(written.section, shaped, written.lines), tidied + ["reshaped"]
     ids = list(dict.fromkeys(segment_of_line[n] for n in written.lines if n in segment_of_line))
@@ -548,15 +548,47 @@ _NEGATIVE = re.compile(r"^\s*(?:no|denies|denied|not|never|none|negative)\b|\b(?
 _PRESENTS_AGE = re.compile(r"^The patient (?:presents with|reports|has) (an? \d+[- ]year[- ]old\b)", re.I)
 """The prompt's example opens "The patient presents with a 4-day history of …"; a small model
 writes "The patient presents with a 58-year-old male with …"."""
+_SOMEONE_ELSE = re.compile(r"\b(?:dr|doctor|mr|mrs|ms|husband|wife|son|daughter|father|mother|dad|mom|brother|sister"
+                           r"|partner|boyfriend|girlfriend|friend|grandfather|grandmother|uncle|aunt|surgeon|physician"
+                           r"|provider|nurse|pharmacist|therapist|specialist)\b", re.IGNORECASE)
+
+
+def _cased(word: str, like: str) -> str:
+    return word.capitalize() if like[:1].isupper() else word
+
+
 _LABEL = re.compile(r"^(?P<label>[A-Z][A-Za-z ,/]{10,80}):\s+(?P<rest>\S.*)$")
 
 
-def _reshaped(text: str, instructions: str) -> str:
-    """The sentence with two shapes a small model copies from its prompt put right: "The
-    patient presents with a 58-year-old male" → "The patient is a 58-year-old male", and a
-    label copied from the section's description ("Results of labs and imaging reviewed at the
-    visit: Chest x-ray shows …") taken off. Nothing the sentence says changes."""
+_SEX_STATED = re.compile(r"\b\d+[- ]?(?:year|yr)s?[- ]old\s+(?P<sex>female|woman|lady|girl|male|man|gentleman|boy)\b",
+                         re.IGNORECASE)
+_FEMALE = frozenset({"female", "woman", "lady", "girl"})
+_HE = {"he": "she", "him": "her", "his": "her", "himself": "herself"}
+_SHE = {"she": "he", "hers": "his", "herself": "himself"}
+"""("her" is "him" or "his" by its place in the sentence: left alone.)"""
+
+
+def stated_sex(segments: Iterable[Segment]) -> str | None:
+    """"female" or "male" when the clinician states it with the age ("a 43 year old female"),
+    and states only that; None otherwise."""
+    said = {("female" if m.group("sex").lower() in _FEMALE else "male")
+            for s in segments if s.speaker is not Speaker.patient for m in _SEX_STATED.finditer(s.text)}
+    return said.pop() if len(said) == 1 else None
+
+
+def _reshaped(text: str, instructions: str, sex: str | None = None) -> str:
+    """The sentence with shapes a small model copies from its prompt or its transcript put
+    right: "The patient presents with a 58-year-old male" → "The patient is a 58-year-old
+    male"; a label copied from the section's description ("Results of labs and imaging
+    reviewed at the visit: Chest x-ray shows …") taken off; and, when the clinician stated the
+    patient's sex with the age, the other sex's pronouns ("he was up on a ladder" for "a 43
+    year old female": the model turned the patient's "I" into "he"). Nothing else the sentence
+    says changes; a sentence naming anyone else (a doctor, a relative) keeps its pronouns."""
     text = _PRESENTS_AGE.sub(r"The patient is \1", text)
+    wrong = _HE if sex == "female" else _SHE if sex == "male" else {}
+    if wrong and not _SOMEONE_ELSE.search(text):
+        text = re.sub(rf"\b({'|'.join(wrong)})\b",
+                      lambda m: _cased(wrong[m.group(1).lower()], m.group(1)), text, flags=re.IGNORECASE)
     m = _LABEL.match(text)
     if m and len(m.group("label").split()) >= 3 and m.group("label").lower() in instructions.lower():
         rest = m.group("rest")

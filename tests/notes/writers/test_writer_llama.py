@@ -589,6 +589,17 @@ def test_shapes_copied_from_the_prompt_are_put_right():
     assert v.sentence.text == "X-ray shows fluid in the lungs." and "reshaped" in v.reasons
     assert line("objective", "Vital signs: look really good.", (7,)).sentence.text == "Vital signs: look really good."
 
+    # ACI dev D2N069: "a 43 year old female" / "I was up on a ladder" → "he was up on a ladder"
+    female = [seg(0, "clinician", "ms. thompson is a 43 year old female here for right knee pain ."),
+              seg(1, "patient", "i was up on a ladder and i twisted my knee as i was trying to catch my fall .")]
+    fctx = GuardContext.build(female, extract_facts(female))
+    v = verify_line(Written("subjective", "He was up on a ladder and twisted his knee.", (2,)), line_map(female), fctx,
+                    section("subjective"), sentence_id="f", earlier=set())
+    assert v.sentence.text == "She was up on a ladder and twisted her knee." and "reshaped" in v.reasons
+    v = verify_line(Written("subjective", "Dr. Howard said he twisted his knee on a ladder.", (2,)), line_map(female),
+                    fctx, section("subjective"), sentence_id="g", earlier=set())
+    assert v.sentence is None or "he twisted his knee" in v.sentence.text  # someone else named: left alone
+
 
 def test_an_inference_nobody_made_is_dropped():
     """ACI dev D2N069: "… consistent with an acute medial meniscus sprain, which is a common
