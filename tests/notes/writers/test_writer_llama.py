@@ -527,18 +527,26 @@ async def test_what_the_model_writes_during_the_visit_is_verified_as_it_comes():
         pass
 
 
+def after_visit(section_key, said, **flags):
+    """``verify_line`` for a ``section_key`` sentence citing one more clinician line, ``said``
+    (line 9), after VISIT."""
+    segs = VISIT + [seg(8, "clinician", said)]
+    ctx, lines = ctx_for(segs), line_map(segs)
+
+    def check(text, cited=(9,)):
+        return verify_line(Written(section_key, text, tuple(cited)), lines, ctx, section(section_key),
+                           sentence_id=f"{section_key}.c", earlier=set(), **flags)
+
+    return check
+
+
 def test_a_hesitation_copied_from_the_transcript_is_removed_and_a_condition_is_not_a_negative():
     """ACI dev D2N072: both plan lines were dropped. "Start with a s-uh, aluminum foam splint"
     had a hesitation in it; "If the pain does not get better, call the clinic" was read as a
     negative resting on the doctor's "why don't you call us …?"."""
     said = ("so , i would recommend we get you a s- uh , aluminum foam splint . and if it does n't get better , "
             "why do n't you call us and come back at that point ?")
-    segs = VISIT + [seg(8, "clinician", said)]
-    ctx, lines = ctx_for(segs), line_map(segs)
-
-    def plan(text):
-        return verify_line(Written("plan", text, (9,)), lines, ctx, section("plan"), sentence_id="p",
-                           earlier=set(), planned=True)
+    plan = after_visit("plan", said, planned=True)
 
     v = plan("Start with a s-uh, aluminum foam splint.")
     assert v.outcome == "repaired" and v.reasons == ["filler_removed"]
@@ -608,12 +616,7 @@ def test_an_inference_nobody_made_is_dropped():
     "suggests" — is the model's. One the clinician made is kept."""
     said = ("so i think you have probably an acute medial meniscus sprain right now . my recommendation would be "
             "to put you in a knee brace , and this is usually from twisting it .")
-    segs = VISIT + [seg(8, "clinician", said)]
-    ctx, lines = ctx_for(segs), line_map(segs)
-
-    def assess(text):
-        return verify_line(Written("assessment", text, (9,)), lines, ctx, section("assessment"), sentence_id="a",
-                           earlier=set(), assessed=True)
+    assess = after_visit("assessment", said, assessed=True)
 
     assert assess("Acute medial meniscus sprain, consistent with a knee brace.").reasons == ["speculation"]
     assert assess("Knee brace use suggests a history of physical therapy.").reasons == ["speculation"]
