@@ -486,14 +486,18 @@ def verify_line(
         # do you have any other past medical history?" (the answer was "afib"): the clinician asks
         # the negatives, the patient's answer states them
         return Verdict(None, "dropped", ["negative_from_a_question"])
-    if _NEGATIVE.search(_CONDITION.sub(" ", text)) and _negative_said(text, cited) is None:
+    if _NEGATIVE.search(_CONDITION.sub(" ", text)):
         # "No need for hematologist referral." citing the referral being made (ACI dev D2N073):
-        # said elsewhere, by the clinician for a plan or assessment line, it is cited there
-        said_by = [s for s in ctx.segments.values() if not (planned or assessed) or s.speaker is not Speaker.patient]
-        where = _negative_said(text, said_by)
+        # said elsewhere (by the clinician, for a plan or assessment line), it is cited there
+        where = _negative_said(text, cited, ctx)
+        if where is None:
+            said_by = [s for s in ctx.segments.values() if not (planned or assessed) or s.speaker is not Speaker.patient]
+            where = _negative_said(text, said_by, ctx)
         if where is None:
             return Verdict(None, "dropped", ["negative_not_said"])
-        cited = sorted(cited + [where], key=lambda s: ctx.position(s.id))
+        if where not in cited:  # the line that says it (an answer says "no" without the words) is evidence
+            cited = sorted(cited + [where], key=lambda s: ctx.position(s.id))
+            answered = answered + [where]
     if any(meta_commands(s.text) for s in cited) and not link_evidence(
             text, [s.model_copy(update={"text": without_meta_commands(s.text)}) for s in cited]):
         # "Finalize the report." / "Order the medications and procedures discussed." from
@@ -596,16 +600,19 @@ def _reshaped(text: str, instructions: str, sex: str | None = None) -> str:
     return text
 
 
-_INFERENCE = {
-    "hedge": re.compile(r"\b(?:may|might|likely|unlikely|possibl[ey]|probabl[ey]|could|i\s+think"
-                        r"|concern\w*\s+for|maybe|perhaps)\b", re.IGNORECASE),
-    "inference": re.compile(r"\b(?:suggest\w*|indicat\w*|impl(?:y|ies|ied)|points?\s+to)\b", re.IGNORECASE),
-    "generalisation": re.compile(r"\b(?:common(?:ly)?|typical(?:ly)?|often|usually|frequent(?:ly)?)\b", re.IGNORECASE),
-    "cause": re.compile(r"\b(?:due\s+to|caused\s+by|because|cause[sd]?|consistent\s+with|risk\s+factor\w*"
-                        r"|related\s+to|secondary\s+to)\b", re.IGNORECASE),
-}
-"""Kinds of inference: a hedge, an inference, a generalisation, a cause. A scribe writes the
-one the clinician made, not one of its own."""
+_INFERENCE = (
+    (re.compile(r"\b(?:may|might|likely|unlikely|possibl[ey]|probabl[ey]|could|i\s+think|concern\w*\s+for|maybe"
+                r"|perhaps)\b", re.IGNORECASE), None),
+    (re.compile(r"\b(?:suggest\w*|indicat\w*|impl(?:y|ies|ied)|points?\s+to)\b", re.IGNORECASE), None),
+    (re.compile(r"\b(?:common(?:ly)?|typical(?:ly)?)\b", re.IGNORECASE), None),
+    (re.compile(r"\b(?:due\s+to|caused\s+by|because|consistent\s+with|risk\s+factor\w*|related\s+to|secondary\s+to)\b",
+                re.IGNORECASE),
+     re.compile(r"\b(?:due\s+to|caus\w*|because|'?cause|consistent\s+with|risk\s+factor\w*|related|secondary\s+to"
+                r"|contribut\w*|from)\b", re.IGNORECASE)),
+)
+"""Kinds of inference — a hedge, an inference, a generalisation, a cause — as (the words that
+make one in a sentence, the words that show the clinician made one of that kind; None: the
+same words). "Has caused burning" describes; "caused by" infers."""
 
 
 def _speculates(text: str, cited: Sequence[Segment]) -> bool:
@@ -615,35 +622,45 @@ def _speculates(text: str, cited: Sequence[Segment]) -> bool:
     medial meniscus sprain, which is a common injury in the knee." — every content word in the
     evidence, the inference the model's own."""
     said = " ".join(s.text for s in cited)
-    for pattern in _INFERENCE.values():
-        if pattern.search(text) and not pattern.search(said):
-            return True
-    return False
+    return any(made.search(text) and not (shown or made).search(said) for made, shown in _INFERENCE)
 
 
 _NEGATION_SAID = re.compile(r"\b(?:no|not|never|none|nothing|nope|nah|without|negative|denies|denied|deny|neither"
                             r"|nor|normal|clear|unremarkable)\b|n't\b|n ' t\b", re.IGNORECASE)
 """A negative said: "no", "not", "never" … — or a normal finding ("your lungs are clear"), which
 a chart states as negatives ("No wheezes.")."""
-_NEED_STEMS = frozenset(content_stems("need needed needs further additional any other changes change required"))
+_NEED_STEMS = frozenset(content_stems("need needed needs further additional any other required"))
 """Words of a negative plan line that name no thing ("No further work-up needed.")."""
 
 
-def _negative_said(text: str, segments: Sequence[Segment]) -> Segment | None:
-    """The first segment with a sentence that says the negative: a "no", "not", "never" (or a
+def _negative_said(text: str, segments: Sequence[Segment], ctx: GuardContext) -> Segment | None:
+    """The first segment that says the negative: a sentence with a "no", "not", "never" (or a
     normal finding) and the symptom or finding the sentence negates (most, 60 %, of its content
-    words when it names none: "No need for intravenous iron."). A long clinician turn holds
-    a "don't" somewhere; the negative must be said of the thing the sentence negates."""
+    words when it names none: "No need for intravenous iron."), or the answer to a question
+    that names them ("any problems sleeping?" / "no, I sleep like a rock"). A long clinician
+    turn holds a "don't" somewhere; the negative must be said of the thing the sentence negates."""
     named = {f.canonical for f in findings_in(text)}
     mine = set(content_stems(_NEGATION_SAID.sub(" ", text))) - GENERIC_STEMS - _NEED_STEMS
     enough = math.ceil(0.6 * len(mine))
+
+    def says(negation: str, content: str) -> bool:
+        if not _NEGATION_SAID.search(negation):
+            return False
+        if named:
+            return bool(named & {f.canonical for f in findings_in(content)})
+        return len(mine & set(content_stems(content))) >= enough
+
     for seg in segments:
-        for span in split_sentences(seg.text):
-            said = _CONDITION.sub(" ", span.text)  # "if these tests are normal, we will consider …" negates nothing
-            if not _NEGATION_SAID.search(said):
-                continue
-            if named & {f.canonical for f in findings_in(said)} if named else len(mine & set(content_stems(said))) >= enough:
-                return seg
+        # "if these tests are normal, we will consider …" negates nothing
+        spans = [_CONDITION.sub(" ", sp.text) for sp in split_sentences(seg.text)]
+        if any(says(said, said) for said in spans):
+            return seg
+        if spans:  # asked (or put to the patient), and answered
+            for answer in _answers([seg], ctx):
+                first = split_sentences(answer.text)
+                reply = _CONDITION.sub(" ", first[0].text) if first else ""
+                if says(reply, f"{spans[-1]} {reply}"):
+                    return answer
     return None
 
 
