@@ -27,10 +27,18 @@ it stops). Then every sentence is verified against the segments it cites (``veri
 * in the exam/results sections: a line citing only the patient's words, or no line the
   extractive pass (its section classifier, fitted on ACI-Bench train) placed there: the
   history retold → dropped;
+* a negative ("No need for …", "has not …") that no sentence of the visit, or question and
+  its answer, says of the thing it negates → dropped (said elsewhere: cited there);
+* an inference — a hedge, a "suggests", "a common injury", a cause — its cited lines do not
+  make → dropped (``speculation``);
 * a repeat of a sentence already kept in its section, or a line resting only on a navigation
   command to a dictation assistant ("finalize the report") → dropped;
 * a dose/status, placement or low-confidence-word problem → kept with its flag for the
   clinician.
+
+Shapes copied from the prompt ("The patient presents with a 58-year-old male", a section
+description as a label) and the other sex's pronouns, when the clinician stated the patient's
+sex with the age, are put right ("repaired", ``reshaped``).
 
 Line numbers past the end of the transcript (a small model counts on from its last citation)
 are treated as a wrong citation: the sentence rests on the lines that say it, or is dropped.
