@@ -236,6 +236,11 @@ class Connection:
                                           "start a new encounter with a new id")
             old = server.sessions.get(msg.encounter_id)
             if old is not None and old.finishing:
+                # audited like any refused resume (a loaded server is still finishing the
+                # encounter when the clinician comes back; the refusal must not go unrecorded)
+                await server.store.call(audit.record, principal.clinician_id, AuditAction.update, "encounter",
+                                        audit_id(msg.encounter_id), Outcome.denied,
+                                        {"event": "recording_resumed", "status": "finishing"})
                 return await self._refuse(
                     ErrorCode.encounter_closed,
                     f"encounter {msg.encounter_id} is being finalised after 'stop'; fetch the transcript from "

@@ -106,6 +106,24 @@ async def test_a_refused_resume_is_audited_as_refused(live_server: RunningServer
     assert resumes and all(r[3] == "denied" for r in resumes), resumes
 
 
+async def test_a_resume_refused_while_the_encounter_is_finishing_is_audited(live_server: RunningServer):
+    """Under load the first CI run found it: a clinician coming back while the server is still
+    finishing the encounter after 'stop' was refused without an audit row."""
+    from types import SimpleNamespace
+
+    server = live_server.server
+    server.sessions["enc-finishing"] = SimpleNamespace(finishing=True)  # the stop being finalised
+    try:
+        async with websockets.connect(live_server.url, additional_headers=auth("test-token-0123456789")) as ws:
+            await ws.send(encode_start(start("enc-finishing", "dr-a")))
+            assert (await next_event(ws)).code == ErrorCode.encounter_closed
+    finally:
+        del server.sessions["enc-finishing"]
+    rows = await server.store.call(audit_rows, server.store.store)
+    assert [r[1:] for r in rows if r[2] == "enc-finishing"] == [
+        ("update", "enc-finishing", "denied", {"event": "recording_resumed", "status": "finishing"})]
+
+
 async def test_a_token_sent_as_a_subprotocol_is_refused_and_never_logged(live_server: RunningServer, caplog):
     caplog.set_level(logging.DEBUG)
     secret = "scr_leakcheck_" + "z" * 40
