@@ -1,13 +1,13 @@
 """Plan lines from what the clinician said they will do. Pure.
 
-"we'll go ahead and order your routine blood work" → "Order the patient's routine blood work."
+"we'll go ahead and order your routine blood work" → "Order routine blood work."
 
 Why: the small model writes one to three plan lines where the clinician gave five to ten (the
 whole ACI-Bench dev run, session 7), and the extractive statements it leaves behind are the
 clinician's words in the first and second person ("I do wanna order just, an echocardiogram
 for that murmur."), which are not note language. A decision the clinician states with a
 lead-in ("I want to", "let's", "we'll go ahead and", "I would recommend we") is a plan line once
-the lead-in is taken off and "you" becomes "the patient": nothing is added, the words are the
+the lead-in is taken off, "your" is dropped and "you" becomes "the patient": nothing is added, the words are the
 clinician's. Only a statement that is plainly a decision is rewritten: one with a negation, a
 condition or a hedge ("I don't think we need…", "if it gets worse…", "maybe we could…") or a
 question is left alone, and what comes out must be note language and is verified like a model
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 
+from .instructions import WAKE_WORDS
 from .register import register_issues
 from .text import clean_utterance
 
@@ -36,7 +37,7 @@ IMPERATIVE_VERBS = (
 """Verbs a sentence may open with and still be the clinician's decision ("Order a refill of
 protonix 40 milligrams daily.", dictated, or said to the dictation assistant)."""
 
-_WAKE = r"(?:(?:hey|ok|okay)\s*,?\s*)?(?:dragon|dax|nuance|scribe|computer)\s*,?\s+"
+_WAKE = rf"(?:(?:hey|ok|okay)\s*,?\s*)?(?:{'|'.join(WAKE_WORDS + ('dax',))})\s*,?\s+"
 _OPENERS = rf"(?:(?:so|and|okay|ok|now|then|alright|all right|well|also|next|but)\s*,?\s+|{_WAKE})*"
 _MODAL = (r"(?:'m|am|are|'re|'d|would|'ll|will|do|can|should|shall)?\s*(?:also\s+|just\s+|still\s+|definitely\s+)?"
           r"(?:going\s+to\s+|gonna\s+|wanna\s+|want\s+to\s+|like\s+to\s+|need\s+to\s+|have\s+to\s+)?")
@@ -107,7 +108,6 @@ def _plan_line(clause: str) -> str | None:
     if m is None or _NOT_A_DECISION.search(m.group("rest")):
         return None
     rest = _TRAILING.sub("", _TAIL.sub("", m.group("rest")).rstrip(" .!"))
-    rest = _JUST.sub("", rest)
     rest = _YOURSELF.sub("themselves", rest)
     rest = _YOUR.sub("", rest)
     rest = _YOU.sub("the patient", rest)

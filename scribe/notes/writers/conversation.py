@@ -305,6 +305,13 @@ def _norm_key(text: str) -> str:
     return " ".join(t.norm for t in tokenize(text) if t.kind != "sym")
 
 
+def _lines_that_say(text: str, ctx: GuardContext) -> list[Segment]:
+    """The segments of the whole transcript that ``link_evidence`` aligns to ``text``, each once,
+    in transcript order: where a sentence rests when its citations do not say it."""
+    spans = link_evidence(text, list(ctx.segments.values()))
+    return [ctx.segments[i] for i in dict.fromkeys(e.segment_id for e in spans)]
+
+
 def _nearest(ids: list[str], cited: list[Segment], ctx: GuardContext) -> str:
     if not cited:
         return ids[0]
@@ -446,8 +453,7 @@ def verify_line(
     if not cited:
         # only line numbers past the transcript's end (a small model counts on from the last
         # line it cited): the lines that say it, as for a wrong citation, or nothing
-        cited = [ctx.segments[e.segment_id] for e in link_evidence(text, list(ctx.segments.values()))]
-        cited = [ctx.segments[i] for i in dict.fromkeys(s.id for s in cited)]
+        cited = _lines_that_say(text, ctx)
         if not cited:
             return Verdict(None, "dropped", ["no_evidence"])
     if _norm_key(text) in earlier or _repeats(text, siblings):
@@ -460,13 +466,12 @@ def verify_line(
     if not link_evidence(text, cited):
         # the cited lines do not say it: cite the lines that do, or drop it (a sentence the
         # transcript nowhere supports, e.g. copied from the prompt's example)
-        elsewhere = link_evidence(text, list(ctx.segments.values()))
+        elsewhere = _lines_that_say(text, ctx)
         if not elsewhere:
             probe = Sentence(id=sentence_id, text=text, evidence=[evidence_for(s) for s in cited])
             also = sorted({str(f.kind) for f in check_sentence(probe, ctx, section) if f.kind in DROP_KINDS})
             return Verdict(None, "dropped", ["unsupported"] + also)
-        cited = [ctx.segments[e.segment_id] for e in elsewhere]
-        cited = [ctx.segments[i] for i in dict.fromkeys(s.id for s in cited)]
+        cited = elsewhere
     # on the segments the sentence finally rests on (the model's citations, or those found for it)
     if observed and all(s.speaker is Speaker.patient for s in cited):
         # an exam/results section stating what only the patient said: a symptom, not a finding
@@ -488,13 +493,13 @@ def verify_line(
             return Verdict(None, "dropped", ["question_only"])
         cited = sorted(cited + answers, key=lambda s: ctx.position(s.id))
         answered = answers
-    if _NEGATIVE.search(_CONDITION.sub(" ", text)) and all(s.speaker is not Speaker.patient and question_span(s.text) is not None
-                                      for s in cited):
+    negative = _NEGATIVE.search(_CONDITION.sub(" ", text)) is not None
+    if negative and all(s.speaker is not Speaker.patient and question_span(s.text) is not None for s in cited):
         # "No past medical history of other conditions." citing "let's review your past history …
         # do you have any other past medical history?" (the answer was "afib"): the clinician asks
         # the negatives, the patient's answer states them
         return Verdict(None, "dropped", ["negative_from_a_question"])
-    if _NEGATIVE.search(_CONDITION.sub(" ", text)):
+    if negative:
         # "No need for hematologist referral." citing the referral being made (ACI dev D2N073):
         # said elsewhere (by the clinician, for a plan or assessment line), it is cited there
         where = _negative_said(text, cited, ctx)

@@ -444,11 +444,6 @@ class LineCheck:
                            assessed=w.section in self.assessed, siblings=siblings, examined=self.examined)
 
 
-def parse_section(template: Template, text: str) -> list[Written]:
-    parser = NoteParser(template)
-    return parser.feed(text) + parser.flush()
-
-
 def section_basis(note: Note) -> dict[str, frozenset[str]]:
     """For each section, the segments its extractive statements rest on. A section written
     during the visit is out of date when a later segment's statement lands in it: the
@@ -476,6 +471,9 @@ class LlamaSession:
         self.cfg = writer.config
         self.template = template
         self.prompt: LlamaPrompt = writer.prompt or default_llama_prompt()
+        self.instructions = "\n".join([system_text(template, self.prompt)]
+                                      + [prompt_tail(template, self.prompt, t) for t in template.sections])
+        """Everything the model is told (a sentence echoing it is dropped by the guard)."""
         self.drafter = IncrementalDrafter(encounter_id, template, language=language)
         self.stats = WriterStats()
         self._lines: list[tuple[str, str, float]] = []  # (segment id, transcript line, end s), in order
@@ -605,11 +603,6 @@ class LlamaSession:
             return self.cfg.threads or idle_threads(self._rt.threads if self._rt else 1)
         return self.cfg.visit_threads
 
-    def _instructions(self) -> str:
-        """Everything the model is told (a sentence echoing it is dropped by the guard)."""
-        return "\n".join([system_text(self.template, self.prompt)]
-                         + [prompt_tail(self.template, self.prompt, t) for t in self.template.sections])
-
     def _visit_check(self, n_lines: int) -> LineCheck:
         """``finish``'s checks against the visit so far (its first ``n_lines`` transcript lines)."""
         with self._lock:
@@ -618,7 +611,7 @@ class LlamaSession:
         ids = set(read)
         segments = list({s.id: s for s in list(self.drafter.state.segments) if s.id in ids}.values())
         facts = [f for f in self.drafter.facts if ids.issuperset(f.segment_ids)]
-        return LineCheck.build(self.template, segments, facts, self._instructions(), read, placed)
+        return LineCheck.build(self.template, segments, facts, self.instructions, read, placed)
 
     def _write_pass(self, rt: LlamaRuntime, transcript: list[int], n_lines: int) -> None:
         """During the visit: write (or continue) the sections that have something new to say
@@ -658,7 +651,7 @@ class LlamaSession:
             pending = [""]
             kept_lines: list[str] = []
             written: list[Written] = list(draft.written) if draft else []
-            failed = [0]
+            failed = [0, 0]  # failures in a row, failures in all
 
             def on_text(piece: str, parser: NoteParser = parser, section: Section = section,
                         siblings: list[Sentence] = siblings, kept_lines: list[str] = kept_lines,
@@ -669,6 +662,7 @@ class LlamaSession:
                         v = check(w, section, siblings, f"{w.section}.visit{len(siblings)}")
                         if v.sentence is None:
                             failed[0] += 1
+                            failed[1] += 1
                             continue
                         failed[0] = 0
                         siblings.append(v.sentence)
@@ -689,8 +683,7 @@ class LlamaSession:
             extra["visit_write_seconds"] = extra.get("visit_write_seconds", 0.0) + result.seconds
             extra["visit_completion_tokens"] = extra.get("visit_completion_tokens", 0.0) + result.completion_tokens
             extra["visit_sections_written"] = extra.get("visit_sections_written", 0.0) + 1
-            extra["visit_lines_dropped"] = extra.get("visit_lines_dropped", 0.0) + (
-                len(parse_section(self.template, prefix + result.text)) - len(written))
+            extra["visit_lines_dropped"] = extra.get("visit_lines_dropped", 0.0) + failed[1]
             log.info("llama section %s %s during the visit: lines=%d completion=%d kept=%d %.1fs%s", tsec.key,
                      "continued" if draft else "written", n_lines, result.completion_tokens, len(written),
                      result.seconds, " (ended: lines failed verification)" if result.aborted else "")
@@ -742,7 +735,7 @@ class LlamaSession:
         rt = await loop.run_in_executor(_feeder(), self._runtime)
         transcript, _ = await loop.run_in_executor(_feeder(), lambda: self._transcript_tokens(rt))
         final_basis = self._basis[-1] if self._basis else {}
-        check = LineCheck.build(self.template, segments, facts, self._instructions(),
+        check = LineCheck.build(self.template, segments, facts, self.instructions,
                                 [sid for sid, _, _ in self._lines], section_basis(base))
         sections = {s.key: Section(key=s.key, title=s.title) for s in self.template.sections}
         kept: dict[str, list[Sentence]] = {s.key: [] for s in self.template.sections}
@@ -901,7 +894,7 @@ class LlamaSession:
             kept[key].extend(more)
         self.stats.extra["statements_from_facts"] = float(sum(len(v) for v in lines.values()))
         final = self._assemble(base, kept, set(kept))
-        yield check_note(final, segments, facts=facts, instructions=self._instructions())
+        yield check_note(final, segments, facts=facts, instructions=self.instructions)
 
     def _assemble(self, base: Note, kept: dict[str, list[Sentence]], reached: set[str]) -> Note:
         """Sections the model has reached show what it wrote; the rest show the extractive draft
