@@ -246,19 +246,30 @@ def _findings_cached(text: str) -> tuple[FindingMention, ...]:
     return tuple(_findings(text))
 
 
+_RISKS = re.compile(r"\b(?:risks?|complications?|side[- ]effects?)\b(?!\s+factors?)", re.I)
+"""Where a disclosure of risks begins: what is listed after it, to the end of the turn, may
+happen, it has not ("there are some risks i have to inform you of … seizure, stroke, permanent
+numbness, weakness, difficulty speaking, or even death" became a symptom line in a history).
+The list runs over several sentences, past any sentence-bounded scope. On ACI-Bench train, 10
+of the 11 findings after such a word in a clinician turn were risks (the other, a fracture, is
+said elsewhere in its visit). "Risk factors" are the patient's own and are not a disclosure."""
+
+
 def _findings(text: str) -> list[FindingMention]:
     toks = tokenize(text)
     lex = findings_lexicon()
     matches = lex.find(toks)
     matches = _refine_pain(toks, matches, lex)
     neg, hyp = _scopes(toks, [(m.start, m.end) for m in matches])
+    risks = _RISKS.search(text)
+    disclosed = risks.end() if risks else len(text) + 1
     out = []
     for m in matches:
         out.append(
             FindingMention(
                 canonical=m.canonical,
                 negated=neg[m.start],
-                hypothetical=hyp[m.start],
+                hypothetical=hyp[m.start] or m.char_start >= disclosed,
                 start=m.char_start,
                 end=m.char_end,
                 surface=text[m.char_start : m.char_end],

@@ -184,6 +184,37 @@ def test_hypothetical_findings_are_not_facts():
     assert extract_facts([seg(0, "Call me if you have any chest pain.", D)]) == []
 
 
+@pytest.mark.parametrize(
+    "said, found",
+    [
+        # the verb is not the symptom (ACI train: "he shakes his hands", "milk shakes"); "the
+        # shakes" is. The demo's "I feel a bit weak and shake it" became "describes the pain as
+        # a chills" in a draft, and passed as heard.
+        ("I feel a bit weak and shake it.", {("weakness", False)}),
+        ("He shakes his hands for relief.", set()),
+        ("I get the shakes at night.", {("chills", False)}),
+        # a goal is not a symptom (MTS train: "trying to lose weight"); a loss is
+        ("I have been trying to lose weight.", set()),
+        ("I lost weight over the summer.", {("weight loss", False)}),
+    ],
+)
+def test_lay_words_that_are_not_the_symptom(said, found):
+    assert _neg(said) == found
+
+
+def test_what_a_risk_disclosure_lists_has_not_happened():
+    """ACI dev D2N074: the surgical risks, listed over several sentences, became a history line
+    ("Seizure, stroke, permanent numbness, weakness, difficulty speaking, or even death.")."""
+    said = ("there are some risks i have to inform you of . uh , risk of anesthesia including but not "
+            "limited to the risk of heart attack , stroke , and death . seizure , stroke , permanent "
+            "numbness , weakness , difficulty speaking , or even death .")
+    assert _neg(said) == set() and all(f.hypothetical for f in findings_in(said))
+    assert _neg("the most common side effects are going to be nausea and vomiting") == set()
+    # the patient's risk factors are the patient's; a finding before the disclosure stands
+    assert _neg("your risk factors include diabetes and hypertension") == {("diabetes", False), ("hypertension", False)}
+    assert _neg("i have had nausea since the surgery and no complications") == {("nausea", False)}
+
+
 def test_body_part_pain():
     assert _neg("I have pain in my left knee") == {("knee pain", False)}
     assert _neg("my back really hurts") == {("back pain", False)}

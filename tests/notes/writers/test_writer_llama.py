@@ -135,6 +135,19 @@ def test_unsupported_or_unchartable_sentences_are_dropped(text, lines, reason):
     assert v.sentence is None and reason in v.reasons
 
 
+def test_a_symptom_read_into_a_verb_is_not_heard():
+    """The demo: "I feel a bit weak and shake it" (tiny.en for "shaky") drafted as "The patient
+    describes the pain as a chills."; nobody mentioned chills."""
+    said = [seg(0, "clinician", "Can you describe the pain to me?"),
+            seg(1, "patient", "It feels like a cramp, like a muscular cramp, and I feel a bit weak and shake it.")]
+    v = verify_line(Written("subjective", "The patient describes the pain as a chills.", (1, 2)), line_map(said),
+                    ctx_for(said), section("subjective"), sentence_id="c", earlier=set())
+    assert v.sentence is None and v.reasons == ["unsupported_finding"]
+    ok = verify_line(Written("subjective", "The patient describes the pain as a muscular cramp.", (1, 2)),
+                     line_map(said), ctx_for(said), section("subjective"), sentence_id="d", earlier=set())
+    assert ok.sentence is not None
+
+
 def test_a_sentence_resting_only_on_a_question_is_dropped():
     """ACI dev D2N068: "has not noticed swollen legs or a bloated belly" citing only the
     clinician's question, when the answer was "I feel bloated every once in a while"."""
