@@ -13,7 +13,9 @@ template's section headings, in order, each followed by at most ``max_items`` li
 it stops). Then every sentence is verified against the segments it cites (``verify_line``):
 
 * not note language (``register.py``: a question, "I"/"you", filler, a fragment) → dropped,
-  except a hesitation copied from the transcript, which is taken out ("repaired");
+  except a hesitation copied from the transcript, which is taken out, and a plan line in the
+  voice it was said to the patient ("Weigh yourself every day."), which is written in the
+  note's ("Instructed to weigh himself every day.", ``notes.person``) ("repaired");
 * a number the cited segments do not state → repaired when the transcript allows it (the
   segment that states it is added to the evidence, or the one value of that kind the cited
   segments do state replaces it), else dropped;
@@ -74,6 +76,7 @@ from ..numbers import find_quantities, supports
 from ..register import register_issues
 from .phrasing import read_prompt_file
 from ..templates import Template, TemplateError, TemplateSection
+from ..person import third_person
 from ..plan_lines import PLAN_VERBS, plan_lines
 from ..text import clean_utterance, content_stems, split_sentences, tokenize
 
@@ -98,6 +101,9 @@ DROP_KINDS = frozenset(
     }
 )
 """Flags that mean the model invented or garbled something: the sentence is not shown."""
+
+_SPOKEN_PERSON = frozenset({"first_person", "second_person"})
+"""Register issues a plan line has when it keeps the voice it was said in: put right, not dropped."""
 
 CLINICAL_FACTS = (FactKind.medication, FactKind.vital, FactKind.lab, FactKind.finding)
 
@@ -442,6 +448,12 @@ def verify_line(
         clean = clean_utterance(_CUT_OFF_FILLER.sub(" ", written.text))
         if clean and not register_issues(clean):
             written, issues, tidied = Written(written.section, clean, written.lines), [], ["filler_removed"]
+    if issues and planned and set(issues) <= _SPOKEN_PERSON:
+        # the plan as it was said to the patient ("Weigh yourself every day.", "Call me if
+        # you're gaining more weight."): the same line in the note's voice (notes.person)
+        voiced = third_person(written.text, stated_sex(ctx.segments.values()))
+        if voiced and not register_issues(voiced):
+            written, issues, tidied = Written(written.section, voiced, written.lines), [], tidied + ["third_person"]
     if issues:
         return Verdict(None, "dropped", [f"register:{i}" for i in issues])
     shaped = _reshaped(written.text, ctx.instructions, stated_sex(ctx.segments.values()))

@@ -204,6 +204,28 @@ def test_a_negative_resting_on_the_clinicians_question_is_dropped():
     assert positive.sentence is not None
 
 
+def test_a_plan_line_in_the_voice_it_was_said_is_written_in_the_notes():
+    """ACI dev D2N068: four of five plan lines ("Weigh yourself every day.", "Call me if you're
+    gaining more weight.") were refused for "you"/"me" and the plan kept one line."""
+    said = VISIT + [seg(8, "clinician", "I want you to weigh yourself every day, and call me if you gain weight.")]
+
+    def verdict_in(key, text, lines):
+        return verify_line(Written(key, text, tuple(lines)), line_map(said), ctx_for(said), section(key),
+                           sentence_id=f"{key}.llama0", earlier=set(), planned=key == "plan")
+
+    v = verdict_in("plan", "Weigh yourself every day.", [9])
+    assert v.outcome == "repaired" and "third_person" in v.reasons
+    assert v.sentence.text == "Instructed to weigh themselves every day."
+    assert [e.segment_id for e in v.sentence.evidence] == ["seg-00008"]
+    called = verdict_in("plan", "Call me if you gain weight.", [9])
+    assert called.sentence.text == "Instructed to call the clinic if they gain weight."
+    # the checks still run on the line in its new voice: nobody said to elevate the leg
+    assert verdict_in("plan", "Elevate your leg every night.", [9]).sentence is None
+    # outside the plan a "you" is still not note language
+    assert verdict_in("subjective", "Your knee has been hurting for three days.", [2]).reasons == [
+        "register:second_person"]
+
+
 def test_a_plan_line_needs_the_clinician_to_have_said_it():
     """ACI dev D2N068: "Return if muscle cramps occur." citing the patient's "slight cramps"."""
     def plan(text, lines):
