@@ -394,7 +394,12 @@ class SectionDraft:
     """What the model wrote, heading included (a later pass continues it)."""
     written: tuple[Written, ...]
     completion_tokens: int
+    """Generated during the visit, lines that failed verification included."""
     seconds: float
+    kept_tokens: int = 0
+    """The tokens of ``text``: what of it the note keeps, and what counts against its length cap
+    (``max_tokens``); lines generated and thrown away during the visit do not make the note
+    longer (counting them left a long visit's plan a few dozen tokens after stop)."""
 
 
 def transcript_line(lines: Sequence[tuple[str, str, float]], segment: Segment,
@@ -673,11 +678,13 @@ class LlamaSession:
                 rt.generate, tokens, grammar=grammar, max_tokens=self.cfg.max_tokens, threads=self._pass_threads,
                 on_text=on_text, stop=lambda: failed[0] >= RAMBLING,
             ).result()
+            text = (prefix or f"{tsec.title}:\n") + "".join(kept_lines)
             self.drafts[tsec.key] = SectionDraft(
-                n_lines, basis.get(tsec.key, frozenset()), (prefix or f"{tsec.title}:\n") + "".join(kept_lines),
+                n_lines, basis.get(tsec.key, frozenset()), text,
                 tuple(written),
                 (draft.completion_tokens if draft else 0) + result.completion_tokens,
                 (draft.seconds if draft else 0.0) + result.seconds,
+                len(rt.tokenize(text)),
             )
             extra = self.stats.extra
             extra["visit_write_seconds"] = extra.get("visit_write_seconds", 0.0) + result.seconds
@@ -781,7 +788,7 @@ class LlamaSession:
             if draft is not None and (not self._stale(tsec.key, final_basis) or len(draft.written) >= MAX_ITEMS):
                 reached.add(tsec.key)
                 take(draft.written)
-                budget -= draft.completion_tokens
+                budget -= draft.kept_tokens
                 reused += 1
                 yield self._assemble(base, kept, reached)
                 continue
@@ -797,7 +804,7 @@ class LlamaSession:
             reached.add(tsec.key)
             if draft is not None:
                 continued += 1
-                budget -= draft.completion_tokens
+                budget -= draft.kept_tokens
                 take(parser.feed(prefix))  # what was written during the visit shows at once
                 yield self._assemble(base, kept, reached)
 

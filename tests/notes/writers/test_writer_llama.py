@@ -562,6 +562,31 @@ async def test_what_the_model_writes_during_the_visit_is_verified_as_it_comes():
         pass
 
 
+async def test_lines_thrown_away_during_the_visit_do_not_use_up_the_notes_length():
+    """The length cap (``max_tokens``) counts what the note keeps. It counted every token
+    generated during the visit, failed lines included: ACI dev D2N068 spent 770 of 900 before
+    stop, and a longer visit would leave the plan unwritten."""
+    import dataclasses
+
+    writer, rt = scripted_writer({
+        "subjective": "- Right knee pain for 3 days after a twisting injury. [2]\n",
+        "plan": "- Ibuprofen 400 mg three times a day. [8]\n",
+    }, write_every_s=90.0, max_tokens=300)
+    session = writer.start("e-budget", SOAP)
+    for s in spaced(VISIT, 30.0):
+        session.add(s)
+        await session.settle()
+    sub = session.drafts["subjective"]
+    assert sub.kept_tokens == len(sub.text)  # the scripted tokenizer: one token per character
+    # a long visit: many passes, most of their lines refused
+    session.drafts["subjective"] = dataclasses.replace(sub, completion_tokens=5_000)
+    note = None
+    async for note in session.finish():
+        pass
+    assert "Ibuprofen 400 mg three times a day." in [x.text for x in note.sentences()]
+    assert rt.calls[-1] == "plan"
+
+
 def after_visit(section_key, said, **flags):
     """``verify_line`` for a ``section_key`` sentence citing one more clinician line, ``said``
     (line 9), after VISIT."""
