@@ -42,6 +42,9 @@ Shapes copied from the prompt ("The patient presents with a 58-year-old male", a
 description as a label) and the other sex's pronouns, when the clinician stated the patient's
 sex with the age, are put right ("repaired", ``reshaped``).
 
+A plan item written under an assessment that is not also the plan ("Order another
+echocardiogram.") is moved to the plan and judged as a plan line (``plan_home``).
+
 Line numbers past the end of the transcript (a small model counts on from its last citation)
 are treated as a wrong citation: the sentence rests on the lines that say it, or is dropped.
 
@@ -707,6 +710,29 @@ def assessed_sections(template: Template) -> frozenset[str]:
     """Sections that hold the clinician's assessment (SOAP's Assessment, an H&P's
     assessment-and-plan)."""
     return frozenset(s.key for s in template.sections if "assessment" in s.covers)
+
+
+_PLAN_OPEN = re.compile(
+    rf"^(?:instructed to|will|recommend(?:ed)?|follow[- ]?up|return|monitor|record|{'|'.join(PLAN_VERBS)})\b"
+    r"(?!\s+(?:in|of|with the)\b)",
+    re.I,
+)
+"""A sentence that opens as a plan item does ("Order another echocardiogram.", "Continue
+lisinopril 20 mg daily.", "Instructed to weigh himself every day."), not as an impression
+("Increase in swelling of the knee." is a finding)."""
+
+
+def plan_home(template: Template, w: Written) -> Written:
+    """``w`` moved to the plan when it is a plan item the model wrote under an assessment that
+    is not also the plan (a small model runs on from the impression into the plan: ACI dev
+    D2N068's Assessment held "Order another echocardiogram.", "Continue lisinopril 20 mg
+    daily.", "Record blood pressures at home …" while its Plan had one line). It is then judged
+    as a plan line; a later plan line saying the same is a repeat."""
+    sec = next((s for s in template.sections if s.key == w.section), None)
+    if sec is None or "assessment" not in sec.covers or "plan" in sec.covers or not _PLAN_OPEN.match(w.text):
+        return w
+    home = next((s.key for s in template.sections if "plan" in s.covers and "assessment" not in s.covers), None)
+    return w if home is None else Written(home, w.text, w.lines)
 
 
 def observed_sections(template: Template) -> frozenset[str]:

@@ -71,6 +71,7 @@ from .conversation import (
     has_clinical_content,
     note_grammar,
     observed_sections,
+    plan_home,
     planned_sections,
     prompt_head,
     prompt_tail,
@@ -761,6 +762,7 @@ class LlamaSession:
             nonlocal dropped_in_a_row
             changed = False
             for w in written_lines:
+                w = plan_home(self.template, w)  # a plan item written under the assessment
                 v = check(w, sections[w.section], kept[w.section], f"{w.section}.llama{len(kept[w.section])}")
                 outcomes[v.outcome] = outcomes.get(v.outcome, 0) + 1
                 for r in v.reasons:

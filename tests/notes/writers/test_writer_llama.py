@@ -587,6 +587,33 @@ async def test_lines_thrown_away_during_the_visit_do_not_use_up_the_notes_length
     assert rt.calls[-1] == "plan"
 
 
+def test_a_plan_item_written_under_the_assessment_goes_to_the_plan():
+    from scribe.notes.writers.conversation import plan_home
+
+    order = Written("assessment", "Order another echocardiogram.", (3,))
+    assert plan_home(SOAP, order) == Written("plan", "Order another echocardiogram.", (3,))
+    for impression in ("Congestive heart failure with fluid retention.", "Increase in swelling of the knee."):
+        assert plan_home(SOAP, Written("assessment", impression, (3,))).section == "assessment"
+    assert plan_home(SOAP, Written("subjective", "Continue lisinopril 20 mg daily.", (3,))).section == "subjective"
+    # a template whose assessment is also its plan keeps it there
+    progress = load_template("progress")
+    combined = next(s.key for s in progress.sections if "plan" in s.covers)
+    assert plan_home(progress, Written(combined, "Order another echocardiogram.", (3,))).section == combined
+
+
+async def test_the_assessment_keeps_the_impression_and_the_plan_its_items():
+    """ACI dev D2N068: the model ran on from the impression into the plan under Assessment."""
+    writer, rt = scripted_writer({
+        "assessment": "- Right knee sprain. [8]\n- Start ibuprofen 400 mg three times a day. [8]\n",
+        "plan": "- Ibuprofen 400 mg three times a day. [8]\n- Come back in two weeks. [8]\n",
+    })
+    note, _ = await write_note(writer, VISIT, encounter_id="e-ap", template=SOAP)
+    by = {sec.key: [x.text for x in sec.sentences] for sec in note.sections}
+    assert by["assessment"] == ["Right knee sprain."]
+    assert by["plan"][:2] == ["Start ibuprofen 400 mg three times a day.", "Come back in two weeks."]
+    assert "Ibuprofen 400 mg three times a day." not in by["plan"]  # the same item again: a repeat
+
+
 def after_visit(section_key, said, **flags):
     """``verify_line`` for a ``section_key`` sentence citing one more clinician line, ``said``
     (line 9), after VISIT."""
