@@ -630,7 +630,9 @@ def _reshaped(text: str, instructions: str, sex: str | None = None) -> str:
 
 _INFERENCE = (
     (re.compile(r"\b(?:may|might|likely|unlikely|possibl[ey]|probabl[ey]|could|i\s+think|concern\w*\s+for|maybe"
-                r"|perhaps)\b", re.IGNORECASE), None),
+                r"|perhaps)\b", re.IGNORECASE),
+     re.compile(r"\b(?:may|might|likely|unlikely|possib\w*|probab\w*|could|think|concern\w*|maybe|perhaps"
+                r"|seems?|appears?|suspect\w*|wonder\w*|differential|suggest\w*)\b", re.IGNORECASE)),
     (re.compile(r"\b(?:suggest\w*|indicat\w*|impl(?:y|ies|ied)|points?\s+to)\b", re.IGNORECASE), None),
     (re.compile(r"\b(?:common(?:ly)?|typical(?:ly)?)\b", re.IGNORECASE), None),
     (re.compile(r"\b(?:due\s+to|caused\s+by|because|consistent\s+with|risk\s+factor\w*|related\s+to|secondary\s+to)\b",

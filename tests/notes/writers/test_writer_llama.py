@@ -710,6 +710,16 @@ def test_an_inference_nobody_made_is_dropped():
     assert assess("Acute medial meniscus sprain, which is a common injury.").reasons == ["speculation"]
     assert assess("Acute medial meniscus sprain due to a twisting injury.").reasons == ["speculation"]
     assert assess("Acute medial meniscus sprain, probably.").sentence is not None  # the clinician's own hedge
+    # a hedge in other words (PriMock57 dev: the diagnosis "Gastroenteritis likely the cause." was
+    # dropped, the clinician having said "there can be a possibility of bacteria causing it")
+    for hedged, line in (
+            ("mainly caused by viruses but there can be a possibility of bacteria causing its symptoms .",
+             "Symptoms likely caused by viruses or bacteria."),
+            ("it seems like you have something called gastroenteritis .", "Likely gastroenteritis."),
+            ("i suspect this is gastroenteritis .", "Likely gastroenteritis.")):
+        assert after_visit("assessment", hedged, assessed=True)(line).sentence is not None, hedged
+    assert after_visit("assessment", "this is gastroenteritis .", assessed=True)(
+        "Likely gastroenteritis.").reasons == ["speculation"]  # the hedge is the model's
     # a cause the clinician gave licenses one in the note; "has caused" describes, it does not infer
     twisted = after_visit("assessment", "i think this sprain is from twisting it on the ladder .", assessed=True)
     assert twisted("Sprain due to twisting on the ladder.").sentence is not None
