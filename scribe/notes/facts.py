@@ -132,6 +132,10 @@ _SCOPE_STOP = frozenset(
     """. ? ! ; : but however though although except which who because since while whereas
     other than apart besides yet still anyway""".split()
 )
+_NEGATION_STOP = _SCOPE_STOP | frozenset("yeah yes yep just".split())
+"""Words that also end a negation's reach: an affirmation or a "just" starts what *is* there
+("no, no blood, yeah, just watery and loose stool", PriMock57 dev, denies blood, not the stool).
+A hypothetical runs on ("not sure if it's just a head cold")."""
 _SUBJECTS = frozenset("i he she we they it you my his her their our its this that there".split())
 _SCOPE_WORDS = 8
 
@@ -187,9 +191,10 @@ def _scopes(tokens: Sequence[Token], findings_spans: list[tuple[int, int]]) -> t
     def open_scope(start: int, flags: list[bool]) -> None:
         words = 0
         j = start
+        stops = _SCOPE_STOP if flags is hyp else _NEGATION_STOP
         while j < n:
             t = tokens[j]
-            if t.norm in _SCOPE_STOP:
+            if t.norm in stops:
                 break
             # a new clause: ", and i have a cough" / "and she"
             if t.norm in (",", "and", "or", "so") and j + 1 < n and tokens[j + 1].norm in _SUBJECTS:

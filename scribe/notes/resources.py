@@ -46,13 +46,14 @@ class Match:
 class PhraseLexicon:
     """Longest-match lookup of multi-word phrases on token lists."""
 
-    def __init__(self, entries: dict[tuple[str, ...], str], *, use_stems: bool):
-        self._entries = entries
+    def __init__(self, entries: dict[tuple[str, ...], str], *, use_stems: bool, skip: frozenset[str] = frozenset()):
         self._use_stems = use_stems
-        self._max = max((len(k) for k in entries), default=1)
+        self._skip = skip
+        self._entries = {tuple(w for w in k if w not in skip): v for k, v in entries.items()} if skip else entries
+        self._max = max((len(k) for k in self._entries), default=1)
 
     def key(self, tokens: list[Token]) -> tuple[str, ...]:
-        return tuple(t.stem if self._use_stems else t.norm for t in tokens)
+        return tuple(t.stem if self._use_stems else t.norm for t in tokens if t.norm not in self._skip)
 
     def canonical_names(self) -> set[str]:
         return set(self._entries.values())
@@ -63,7 +64,7 @@ class PhraseLexicon:
 
     def find(self, tokens: list[Token]) -> list[Match]:
         """Non-overlapping matches, left to right, longest first; symbols are skipped."""
-        words = [(i, t) for i, t in enumerate(tokens) if t.kind != "sym" or t.norm in "-"]
+        words = [(i, t) for i, t in enumerate(tokens) if (t.kind != "sym" or t.norm in "-") and t.norm not in self._skip]
         keys = [t.stem if self._use_stems else t.norm for _, t in words]
         out: list[Match] = []
         k = 0
@@ -139,7 +140,14 @@ def parse_findings_lexicon(path: Path) -> PhraseLexicon:
             key = tuple(stem(t.norm) for t in tokenize(p) if t.kind != "sym")
             if key:
                 entries.setdefault(key, canonical)
-    return PhraseLexicon(entries, use_stems=True)
+    return PhraseLexicon(entries, use_stems=True, skip=POSSESSIVES)
+
+
+POSSESSIVES = frozenset({"my", "your", "his", "her", "their", "our"})
+"""Words a finding is said with in whoever's mouth: "blood in your stools", "blood in my stool"
+and "blood in his stool" are one finding (PriMock57 dev: "any blood in your stools?" / "no" was
+not found, and a draft's "noticed blood in their stools" passed as unmentioned). "The" stays:
+"the shakes" is not the verb."""
 
 
 def parse_finding_groups(path: Path) -> dict[str, str]:

@@ -215,6 +215,18 @@ def test_what_a_risk_disclosure_lists_has_not_happened():
     assert _neg("i have had nausea since the surgery and no complications") == {("nausea", False)}
 
 
+def test_a_finding_said_with_a_possessive_is_the_same_finding():
+    """PriMock57 dev: "have you noticed any blood in your stools?" / "no, no blood" was not found
+    (the lexicon says "blood in the stool"), and a draft's "noticed blood in their stools" passed."""
+    for said in ("blood in your stools", "blood in my stool", "blood in his stool", "blood in the stool"):
+        assert _neg(f"I have noticed {said}.") == {("blood in stool", False)}, said
+    assert _neg("I get a pain in your chest when I climb stairs.") == {("chest pain", False)}
+    assert _neg("I get the shakes.") == {("chills", False)}  # "the" is not skipped: "the shakes" is not the verb
+    # the answer denies the blood, not the stool it describes after "yeah, just"
+    assert _neg("No, no blood, yeah, just watery and loose stool.") == {("diarrhea", False)}
+    assert _neg("no fever, just a cough") == {("fever", True), ("cough", False)}
+
+
 def test_body_part_pain():
     assert _neg("I have pain in my left knee") == {("knee pain", False)}
     assert _neg("my back really hurts") == {("back pain", False)}

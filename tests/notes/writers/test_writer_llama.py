@@ -148,6 +148,16 @@ def test_a_symptom_read_into_a_verb_is_not_heard():
     assert ok.sentence is not None
 
 
+def test_a_finding_the_patient_denied_is_not_written_as_noticed():
+    """PriMock57 dev: "… and they have noticed blood in their stools." for "no, no blood"."""
+    said = [seg(0, "clinician", "And you mention it's mainly watery. Have you noticed any other things, like blood in your stools?"),
+            seg(1, "patient", "No, no blood, yeah, just watery and loose stool.")]
+    v = verify_line(Written("subjective", "The diarrhea is watery and loose, and they have noticed blood in their stools.",
+                            (1, 2)), line_map(said), ctx_for(said), section("subjective"), sentence_id="b", earlier=set())
+    # the question and its answer make "blood in stool: absent" a fact the sentence contradicts
+    assert v.sentence is None and v.reasons == ["negation_mismatch"]
+
+
 def test_a_sentence_resting_only_on_a_question_is_dropped():
     """ACI dev D2N068: "has not noticed swollen legs or a bloated belly" citing only the
     clinician's question, when the answer was "I feel bloated every once in a while"."""
