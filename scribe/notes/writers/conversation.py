@@ -781,6 +781,11 @@ def fill_omissions(kept: dict[str, list[Sentence]], drafted: Note, facts: Sequen
     ACI-Bench dev without this); the extractive statements are already evidence-linked and
     guard-checked, so this costs no verification and adds no claim nobody made."""
     have = [x for v in kept.values() for x in v]
+    said = {(x.name, x.negated) for x in facts if x.kind is FactKind.finding}
+    both = {name for name, negated in said if (name, not negated) in said}
+    """Reported and denied (PriMock57 dev: "any vomiting?" / "uh, no." / "I vomited at the start
+    … now I've stopped"): a statement of one side is left to the model and the clinician, as
+    ``completeness`` leaves it ("Denies sweating, night sweats and vomiting." went back in)."""
     added = 0
     for f in dedupe_facts(x for x in facts if x.kind in OMISSION_KINDS):
         if covers(f, have):
@@ -791,7 +796,8 @@ def fill_omissions(kept: dict[str, list[Sentence]], drafted: Note, facts: Sequen
                 continue
             hit = next((x for x in sec.sentences
                         if ids & {e.segment_id for e in x.evidence} and x not in have
-                        and covers(f, [x]) and not register_issues(x.text)), None)
+                        and covers(f, [x]) and not register_issues(x.text)
+                        and not {m.canonical for m in findings_in(x.text)} & both), None)
             if hit is not None:
                 kept[sec.key].append(hit)
                 have.append(hit)

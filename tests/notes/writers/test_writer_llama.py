@@ -1051,3 +1051,23 @@ def test_facts_the_model_left_out_come_back_as_note_language_statements():
     assert added == len(back) and added >= 1
     assert all(is_note_language(x.text) and x.evidence for x in back)
     assert fill_omissions(kept, drafted, extract_facts(VISIT)) == 0  # idempotent: now covered
+
+
+def test_a_finding_reported_and_denied_is_not_put_back_on_one_side():
+    """PriMock57 dev: "any vomiting at all?" / "uh, no." / "I vomited at the start … now I've
+    stopped": the extractive "Denies sweating, night sweats and vomiting." went back into the
+    history of a visit about vomiting and diarrhea."""
+    from scribe.notes.extractive import draft
+    from scribe.notes.facts import extract_facts
+    from scribe.notes.writers.conversation import fill_omissions
+
+    said = [seg(0, "clinician", "What brings you in?"),
+            seg(1, "patient", "I've had diarrhea for three days."),
+            seg(2, "clinician", "Any other symptoms like sweating, or night sweats? And any vomiting at all?"),
+            seg(3, "patient", "Uh, no."),
+            seg(4, "patient", "Well, I vomited at the start but now I've stopped vomiting.")]
+    drafted = draft(said, encounter_id="e-both")
+    assert any("Denies" in x.text and "vomiting" in x.text for x in drafted.sentences())  # the one-sided statement
+    kept = {s.key: [] for s in SOAP.sections}
+    fill_omissions(kept, drafted, extract_facts(said))
+    assert not any("vomiting" in x.text and "Denies" in x.text for v in kept.values() for x in v)
