@@ -215,6 +215,9 @@ class LlamaSettings(BaseModel):
     """After stop the model writes for at most this long (0: no limit); a section it has not
     finished keeps the extractive pass's statements (note language only), so a machine too
     slow for the model still gets its draft in bounded time."""
+    hint_lines: bool = True
+    """Name, in each section's request, the transcript lines the extractive pass placed in that
+    section (a small model otherwise drifts to its prompt's example, citing the example's lines)."""
 
 
 class NotesSettings(BaseModel):

@@ -185,13 +185,25 @@ def fact_note(facts: Sequence[Fact]) -> str:
     return f"    facts: {'; '.join(items)}\n" if items else ""
 
 
-def prompt_tail(template: Template, prompt: LlamaPrompt, section: TemplateSection) -> str:
-    """After the transcript: the request for one section, and the assistant's turn."""
+HINT_LINES = 20
+"""Line numbers named in a section's request at most."""
+
+
+def prompt_tail(template: Template, prompt: LlamaPrompt, section: TemplateSection, lines: Sequence[int] = ()) -> str:
+    """After the transcript: the request for one section, and the assistant's turn.
+
+    ``lines``: the transcript lines the extractive pass placed in this section, named in the
+    request ("Lines of this visit that speak of it: 71, 75, 77."). Asked for the plan after a
+    long video consultation, a small model wrote the prompt's example plan and cited the
+    example's line numbers; pointed at the visit's own lines, it reads them."""
     try:
         tail = prompt.tail.format(section_title=section.title, section_description=section.description,
                                   note_title=template.title)
     except (KeyError, IndexError, ValueError) as e:
         raise TemplateError(prompt.source, f"unknown or malformed placeholder in the prompt: {e}") from None
+    if lines:
+        named = sorted(set(lines))[:HINT_LINES]
+        tail += f"\nLines of this visit that speak of it: {', '.join(map(str, named))}."
     return f"{tail}{IM_END}\n{IM_START}assistant\n"
 
 

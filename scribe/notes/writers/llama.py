@@ -381,6 +381,8 @@ class LlamaConfig:
     """After stop, the model writes for at most this long (0: no limit); sections it has not
     finished keep the extractive pass's statements (note language only), so a slow machine
     still gets its draft in bounded time."""
+    hint_lines: bool = True
+    """Name in each section's request the transcript lines placed in it (``prompt_tail``)."""
 
 
 @dataclass(frozen=True)
@@ -590,12 +592,20 @@ class LlamaSession:
         d = self.drafts.get(key)
         return d is None or bool(basis.get(key, frozenset()) - d.basis)
 
+    def _hint(self, basis: Mapping[str, frozenset[str]], key: str) -> list[int]:
+        """The transcript line numbers of the segments the extractive pass placed in ``key``."""
+        if not self.cfg.hint_lines:
+            return []
+        ids = basis.get(key, frozenset())
+        with self._lock:
+            return [n for n, (sid, _, _) in enumerate(self._lines, 1) if sid in ids]
+
     def _request(self, rt: LlamaRuntime, transcript: list[int], tsec: TemplateSection,
-                 draft: SectionDraft | None) -> tuple[list[int], str, str]:
+                 draft: SectionDraft | None, hint: Sequence[int] = ()) -> tuple[list[int], str, str]:
         """(prompt tokens, grammar, text already written) to write a section, or to continue
         the one written earlier: its lines are put back as the start of the model's answer, so
         it adds what the rest of the visit said (or nothing) instead of writing it all again."""
-        tail = rt.tokenize(prompt_tail(self.template, self.prompt, tsec), special=True)
+        tail = rt.tokenize(prompt_tail(self.template, self.prompt, tsec, hint), special=True)
         if draft is None:
             return transcript + tail, note_grammar(self.template, only=tsec.key), ""
         grammar = note_grammar(self.template, only=tsec.key, continuing=True,
@@ -645,7 +655,7 @@ class LlamaSession:
             if not basis.get(tsec.key) or not self._stale(tsec.key, basis):
                 continue
             check = check or self._visit_check(n_lines)
-            tokens, grammar, prefix = self._request(rt, transcript, tsec, draft)
+            tokens, grammar, prefix = self._request(rt, transcript, tsec, draft, self._hint(basis, tsec.key))
             section = Section(key=tsec.key, title=tsec.title)
             siblings: list[Sentence] = []
             for w in draft.written if draft else ():
@@ -800,7 +810,8 @@ class LlamaSession:
             dropped_in_a_row = 0
             halt["rambling"] = False
             tokens, grammar, prefix = await loop.run_in_executor(
-                _feeder(), functools.partial(self._request, rt, transcript, tsec, draft))
+                _feeder(), functools.partial(self._request, rt, transcript, tsec, draft,
+                                             self._hint(final_basis, tsec.key)))
             parser = NoteParser(self.template)
             queue: asyncio.Queue[str | None] = asyncio.Queue()
             reached.add(tsec.key)

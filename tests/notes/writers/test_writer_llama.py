@@ -89,6 +89,19 @@ def test_parser_reads_sentences_as_their_lines_complete():
     assert p.flush() == [Written("plan", "Ice the knee.", (8,))]
 
 
+def test_a_sections_request_names_the_lines_placed_in_it():
+    """PriMock57 dev: asked for the plan after a long consultation, the model wrote the prompt's
+    example plan citing the example's lines; named the visit's own plan lines, it wrote the
+    visit's plan (Dioralyte, paracetamol, rest)."""
+    from scribe.notes.writers.conversation import default_llama_prompt, prompt_tail
+
+    plan = SOAP.section("plan")
+    tail = prompt_tail(SOAP, default_llama_prompt(), plan, [86, 71, 75, 71])
+    assert "Lines of this visit that speak of it: 71, 75, 86." in tail
+    assert "Lines of this visit" not in prompt_tail(SOAP, default_llama_prompt(), plan)
+    assert tail.endswith("assistant\n")
+
+
 def test_transcript_line_carries_its_facts():
     from scribe.notes.facts import segment_facts
 
@@ -331,6 +344,7 @@ class ScriptedRuntime:
         self.fed: list[int] = []
         self.calls: list[str] = []
         self.prompts: list[int] = []
+        self.requests: list[str] = []
         self.executor = ThreadPoolExecutor(max_workers=1)
 
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
@@ -345,6 +359,7 @@ class ScriptedRuntime:
         key, continuing = m.group(1), bool(m.group(2))
         self.calls.append(key + "+" if continuing else key)
         self.prompts.append(len(tokens))
+        self.requests.append("".join(map(chr, tokens[-400:])))  # the end of the prompt: the section's request
         if continuing:
             text = self.more.get(key, "")
         else:
@@ -384,6 +399,16 @@ async def test_session_keeps_verified_sentences_and_drops_an_invented_number():
         "Current medications include lisinopril daily."]
     assert stats.extra["statements_from_facts"] == 1
     assert stats.extra["dropped"] >= 1 and rt.fed  # the visit was fed during add()
+
+
+async def test_each_sections_request_names_the_visits_lines_for_it():
+    writer, rt = scripted_writer({"plan": "- Ibuprofen 400 mg three times a day. [8]\n"})
+    await write_note(writer, VISIT, encounter_id="e-hint", template=SOAP)
+    plan = rt.requests[rt.calls.index("plan")]
+    assert re.search(r"Now write only the Plan section.*Lines of this visit that speak of it: [\d, ]*\b8\b", plan, re.S)
+    writer, rt = scripted_writer({"plan": "- Ibuprofen 400 mg three times a day. [8]\n"}, hint_lines=False)
+    await write_note(writer, VISIT, encounter_id="e-nohint", template=SOAP)
+    assert "Lines of this visit" not in rt.requests[rt.calls.index("plan")]
 
 
 async def test_labels_revised_with_hindsight_reach_the_models_transcript_and_the_checks():
