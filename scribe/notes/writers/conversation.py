@@ -589,9 +589,9 @@ _NEGATIVE = re.compile(r"^\s*(?:no|denies|denied|not|never|none|negative)\b|\b(?
                        re.IGNORECASE)
 """A sentence stating a negative (an absent symptom, no history): only an answer can support it."""
 
-_PRESENTS_AGE = re.compile(r"^The patient (?:presents with|reports|has) (an? \d+[- ]year[- ]old\b)", re.I)
+_PRESENTS_AGE = re.compile(r"^(The patient|[A-Z][a-z]+) (?:presents with|reports|has) (an? \d+[- ]year[- ]old\b)")
 """The prompt's example opens "The patient presents with a 4-day history of …"; a small model
-writes "The patient presents with a 58-year-old male with …"."""
+writes "The patient presents with a 58-year-old male with …" (or "Brian presents with a …")."""
 _SOMEONE_ELSE = re.compile(r"\b(?:dr|doctor|mr|mrs|ms|husband|wife|son|daughter|father|mother|dad|mom|brother|sister"
                            r"|partner|boyfriend|girlfriend|friend|grandfather|grandmother|uncle|aunt|surgeon|physician"
                            r"|provider|nurse|pharmacist|therapist|specialist)\b", re.IGNORECASE)
@@ -628,7 +628,7 @@ def _reshaped(text: str, instructions: str, sex: str | None = None) -> str:
     patient's sex with the age, the other sex's pronouns ("he was up on a ladder" for "a 43
     year old female": the model turned the patient's "I" into "he"). Nothing else the sentence
     says changes; a sentence naming anyone else (a doctor, a relative) keeps its pronouns."""
-    text = _PRESENTS_AGE.sub(r"The patient is \1", text)
+    text = _PRESENTS_AGE.sub(r"\1 is \2", text)
     wrong = _HE if sex == "female" else _SHE if sex == "male" else {}
     if wrong and not _SOMEONE_ELSE.search(text):
         text = re.sub(rf"\b({'|'.join(wrong)})\b",
@@ -726,14 +726,24 @@ def assessed_sections(template: Template) -> frozenset[str]:
     return frozenset(s.key for s in template.sections if "assessment" in s.covers)
 
 
+def _gerund(verb: str) -> str:
+    """"order" → "ordering", "continue" → "continuing", "stop" → "stopping"."""
+    if verb.endswith("e") and not verb.endswith("ee"):
+        return verb[:-1] + "ing"
+    if verb in ("stop", "put", "get", "refer"):
+        return verb + verb[-1] + "ing"
+    return verb + "ing"
+
+
+_PLAN_WORDS = (*PLAN_VERBS, "monitor", "record", "return", "recommend")
 _PLAN_OPEN = re.compile(
-    rf"^(?:instructed to|will|recommend(?:ed)?|follow[- ]?up|return|monitor|record|{'|'.join(PLAN_VERBS)})\b"
+    rf"^(?:instructed to|will|recommended|follow[- ]?up|{'|'.join(_PLAN_WORDS)}|{'|'.join(map(_gerund, _PLAN_WORDS))})\b"
     r"(?!\s+(?:in|of|with the)\b)",
     re.I,
 )
-"""A sentence that opens as a plan item does ("Order another echocardiogram.", "Continue
+"""A sentence that opens as a plan item does ("Order another echocardiogram.", "Continuing
 lisinopril 20 mg daily.", "Instructed to weigh himself every day."), not as an impression
-("Increase in swelling of the knee." is a finding)."""
+("Increase in swelling of the knee." is a finding; "Increased swelling" too: no past tense)."""
 
 
 def plan_home(template: Template, w: Written) -> Written:

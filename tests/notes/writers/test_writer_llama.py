@@ -627,7 +627,11 @@ def test_a_plan_item_written_under_the_assessment_goes_to_the_plan():
 
     order = Written("assessment", "Order another echocardiogram.", (3,))
     assert plan_home(SOAP, order) == Written("plan", "Order another echocardiogram.", (3,))
-    for impression in ("Congestive heart failure with fluid retention.", "Increase in swelling of the knee."):
+    # the same items as the model also writes them (ACI dev D2N068): "Ordering another echocardiogram."
+    for item in ("Ordering another echocardiogram.", "Continuing lisinopril 20 mg daily.", "Monitoring weight daily."):
+        assert plan_home(SOAP, Written("assessment", item, (3,))).section == "plan", item
+    for impression in ("Congestive heart failure with fluid retention.", "Increase in swelling of the knee.",
+                       "Increased swelling of the knee."):
         assert plan_home(SOAP, Written("assessment", impression, (3,))).section == "assessment"
     assert plan_home(SOAP, Written("subjective", "Continue lisinopril 20 mg daily.", (3,))).section == "subjective"
     # a template whose assessment is also its plan keeps it there
@@ -715,6 +719,8 @@ def test_shapes_copied_from_the_prompt_are_put_right():
 
     v = line("subjective", "The patient presents with a 58-year-old male who presents for follow-up.", (9,))
     assert v.outcome == "repaired" and v.sentence.text.startswith("The patient is a 58-year-old male")
+    v = line("subjective", "Brian presents with a 58-year-old male who presents for follow-up.", (9,))
+    assert v.sentence.text.startswith("Brian is a 58-year-old male")  # the same shape, under the patient's name
     v = line("objective", "Results of labs and imaging reviewed at the visit: X-ray shows fluid in the lungs.", (10,))
     assert v.sentence.text == "X-ray shows fluid in the lungs." and "reshaped" in v.reasons
     assert line("objective", "Vital signs: look really good.", (7,)).sentence.text == "Vital signs: look really good."
