@@ -43,7 +43,10 @@ description as a label) and the other sex's pronouns, when the clinician stated 
 sex with the age, are put right ("repaired", ``reshaped``).
 
 A plan item written under an assessment that is not also the plan ("Order another
-echocardiogram.") is moved to the plan and judged as a plan line (``plan_home``).
+echocardiogram.") is moved to the plan and judged as a plan line (``plan_home``); the
+clinician's examination written into the history goes to the examination
+(``observation_home``). A repeat counts a quantity as one term however it is written ("eight
+centimeters", "8 cm").
 
 Line numbers past the end of the transcript (a small model counts on from its last citation)
 are treated as a wrong citation: the sentence rests on the lines that say it, or is dropped.
@@ -58,7 +61,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -382,7 +385,7 @@ def _unheard_findings(text: str, cited: list[Segment], ctx: GuardContext) -> lis
 
 GENERIC_STEMS = frozenset(content_stems(
     "patient patients reports reported states stated notes noted mentions mentioned presents presented "
-    "describes described complains complained endorses endorsed experiences experiencing history"))
+    "describes described complains complained endorses endorsed experiences experiencing experienced history"))
 """Words any sentence of a note may carry: they say nothing about whether two sentences repeat."""
 REPEAT_SHARE = 0.8
 
@@ -392,10 +395,20 @@ def _repeats(text: str, siblings: Sequence[Sentence]) -> bool:
     ``REPEAT_SHARE`` of its content words are in that one ("The patient reports diarrhea with
     watery stools." after "Diarrhea with watery stools."; a small model restates its first
     assessment line three times). A sentence that adds a finding to a shorter one is kept."""
-    mine = set(content_stems(text)) - GENERIC_STEMS
+    mine = _repeat_terms(text)
     if not mine:
         return False
-    return any(len(mine & (set(content_stems(x.text)) - GENERIC_STEMS)) >= REPEAT_SHARE * len(mine) for x in siblings)
+    return any(len(mine & _repeat_terms(x.text)) >= REPEAT_SHARE * len(mine) for x in siblings)
+
+
+def _repeat_terms(text: str) -> set[str]:
+    """Content words, with each quantity as one term however it is written ("about eight
+    centimeters" and "about 8 cm" are the same)."""
+    quantities = find_quantities(text)
+    for q in sorted(quantities, key=lambda q: q.start, reverse=True):
+        text = text[:q.start] + " " + text[q.end:]
+    return (set(content_stems(text)) - GENERIC_STEMS) | {f"{q.value:g}{q.sep or ''}{q.value2 or ''} {q.unit or ''}"
+                                                          for q in quantities}
 
 
 def _answers(questions: list[Segment], ctx: GuardContext) -> list[Segment]:
@@ -756,6 +769,25 @@ def plan_home(template: Template, w: Written) -> Written:
     if sec is None or "assessment" not in sec.covers or "plan" in sec.covers or not _PLAN_OPEN.match(w.text):
         return w
     home = next((s.key for s in template.sections if "plan" in s.covers and "assessment" not in s.covers), None)
+    return w if home is None else Written(home, w.text, w.lines)
+
+
+def observation_home(template: Template, w: Written, placed: Mapping[str, str], speaker_of: Mapping[str, Speaker],
+                     segment_of_line: Mapping[int, str]) -> Written:
+    """``w`` moved to the examination/results section when the model wrote the clinician's
+    examination into the history: every line it cites is the clinician's and was placed there
+    by the extractive pass (``placed``: segment id → its observed section key). ACI dev D2N068:
+    "He has experienced jugular venous distention to about eight centimeters." under
+    Subjective, from "on your physical examination, I do appreciate some jugular venous
+    distention". There it is judged as an observation (and a repeat of one is dropped)."""
+    sec = next((s for s in template.sections if s.key == w.section), None)
+    if sec is None or set(sec.covers) & (OBSERVED_KINDS | {"assessment", "plan"}):
+        return w
+    ids = [segment_of_line[n] for n in w.lines if n in segment_of_line]
+    homes = {placed.get(i) for i in ids}
+    if not ids or len(homes) != 1 or None in homes or any(speaker_of.get(i) is not Speaker.clinician for i in ids):
+        return w
+    home = homes.pop()
     return w if home is None else Written(home, w.text, w.lines)
 
 

@@ -46,7 +46,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...models import Note, Section, Segment, Sentence, Speaker
@@ -71,6 +71,7 @@ from .conversation import (
     has_clinical_content,
     note_grammar,
     observed_sections,
+    observation_home,
     plan_home,
     planned_sections,
     prompt_head,
@@ -433,6 +434,9 @@ class LineCheck:
     examined: frozenset[str]
     """Segments the extractive pass placed in the exam/results sections (an observation must cite one)."""
     earlier: set[str]
+    template: Template | None = None
+    observed_at: Mapping[str, str] = field(default_factory=dict)
+    """Segment id → the exam/results section the extractive pass placed it in."""
 
     @classmethod
     def build(cls, template: Template, segments: Sequence[Segment], facts: Sequence[Fact], instructions: str,
@@ -443,8 +447,19 @@ class LineCheck:
             segment_of_line={n: sid for n, sid in enumerate(line_ids, 1)},
             observed=observed, planned=planned_sections(template), assessed=assessed_sections(template),
             examined=frozenset().union(*(placed.get(k, frozenset()) for k in observed)),
-            earlier=set(),
+            earlier=set(), template=template,
+            observed_at={sid: k for k in sorted(observed) for sid in placed.get(k, frozenset())},
         )
+
+    def home(self, w: Written) -> Written:
+        """``w`` in the section it belongs to when the model put it in another: a plan item
+        under the assessment (``plan_home``), the clinician's examination under the history
+        (``observation_home``)."""
+        if self.template is None:
+            return w
+        w = plan_home(self.template, w)
+        speaker_of = {sid: seg.speaker for sid, seg in self.ctx.segments.items()}
+        return observation_home(self.template, w, self.observed_at, speaker_of, self.segment_of_line)
 
     def __call__(self, w: Written, section: Section, siblings: Sequence[Sentence], sentence_id: str) -> Verdict:
         return verify_line(w, self.segment_of_line, self.ctx, section, sentence_id=sentence_id, earlier=self.earlier,
@@ -768,11 +783,18 @@ class LlamaSession:
         """Set when the model's last lines all failed verification: the section call ends."""
         dropped_in_a_row = 0
 
-        def take(written_lines: Iterable[Written]) -> bool:
+        moved: list[Written] = []
+        """Lines the model put in the wrong section (``LineCheck.home``): judged in their own
+        section once it is written, so that section's own wording comes first and a moved line
+        saying the same again is a repeat."""
+
+        def take(written_lines: Iterable[Written], rehome: bool = True) -> bool:
             nonlocal dropped_in_a_row
             changed = False
             for w in written_lines:
-                w = plan_home(self.template, w)  # a plan item written under the assessment
+                if rehome and (home := check.home(w)).section != w.section:
+                    moved.append(home)
+                    continue
                 v = check(w, sections[w.section], kept[w.section], f"{w.section}.llama{len(kept[w.section])}")
                 outcomes[v.outcome] = outcomes.get(v.outcome, 0) + 1
                 for r in v.reasons:
@@ -860,6 +882,8 @@ class LlamaSession:
             self.stats.prompt_tokens += result.prompt_tokens
             self.stats.completion_tokens += result.completion_tokens
             self.stats.generate_seconds += result.seconds
+        take(moved, rehome=False)
+        self.stats.extra["lines_moved"] = float(len(moved))
         self.stats.lm_sentences += sum(len(v) for v in kept.values())
         self.stats.repaired += outcomes.get("repaired", 0)
         self.stats.extra.update({

@@ -646,11 +646,41 @@ async def test_the_assessment_keeps_the_impression_and_the_plan_its_items():
         "assessment": "- Right knee sprain. [8]\n- Start ibuprofen 400 mg three times a day. [8]\n",
         "plan": "- Ibuprofen 400 mg three times a day. [8]\n- Come back in two weeks. [8]\n",
     })
-    note, _ = await write_note(writer, VISIT, encounter_id="e-ap", template=SOAP)
+    note, stats = await write_note(writer, VISIT, encounter_id="e-ap", template=SOAP)
     by = {sec.key: [x.text for x in sec.sentences] for sec in note.sections}
     assert by["assessment"] == ["Right knee sprain."]
-    assert by["plan"][:2] == ["Start ibuprofen 400 mg three times a day.", "Come back in two weeks."]
-    assert "Ibuprofen 400 mg three times a day." not in by["plan"]  # the same item again: a repeat
+    # judged once the plan is written: the plan's own wording first, the moved line a repeat of it
+    assert by["plan"][:2] == ["Ibuprofen 400 mg three times a day.", "Come back in two weeks."]
+    assert "Start ibuprofen 400 mg three times a day." not in by["plan"] and stats.extra["lines_moved"] == 1
+    writer, rt = scripted_writer({
+        "assessment": "- Right knee sprain. [8]\n- Start ibuprofen 400 mg three times a day. [8]\n",
+        "plan": "- Come back in two weeks. [8]\n",
+    })
+    note, _ = await write_note(writer, VISIT, encounter_id="e-ap2", template=SOAP)
+    by = {sec.key: [x.text for x in sec.sentences] for sec in note.sections}
+    assert by["plan"][:2] == ["Come back in two weeks.", "Start ibuprofen 400 mg three times a day."]
+
+
+async def test_the_clinicians_examination_written_into_the_history_goes_to_the_examination():
+    """ACI dev D2N068: "He has experienced jugular venous distention to about eight
+    centimeters." under Subjective, beside "Jugular venous distention to about 8 cm." under
+    Objective."""
+    examined = VISIT + [seg(8, "clinician", "On your physical examination, I do appreciate some jugular venous "
+                                           "distention to about eight centimeters, and on your lung exam fine "
+                                           "crackles at the bases bilaterally.")]
+    writer, rt = scripted_writer({
+        "subjective": ("- Right knee pain for 3 days after a twisting injury. [2]\n"
+                       "- He has experienced jugular venous distention to about eight centimeters. [9]\n"
+                       "- Fine crackles at the bases bilaterally. [9]\n"),
+        "objective": "- Jugular venous distention to about 8 cm. [9]\n",
+    })
+    note, stats = await write_note(writer, examined, encounter_id="e-exam", template=SOAP)
+    by = {sec.key: [x.text for x in sec.sentences] for sec in note.sections}
+    assert not any("distention" in x or "crackles" in x for x in by["subjective"]) and stats.extra["lines_moved"] == 2
+    # the objective's own wording first; the moved repeat of it dropped, the moved new finding kept
+    assert by["objective"][:2] == ["Jugular venous distention to about 8 cm.", "Fine crackles at the bases bilaterally."]
+    # what the patient said stays in the history, whatever the section of the line
+    assert by["subjective"][0] == "Right knee pain for 3 days after a twisting injury."
 
 
 def after_visit(section_key, said, **flags):
