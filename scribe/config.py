@@ -215,9 +215,11 @@ class LlamaSettings(BaseModel):
     """After stop the model writes for at most this long (0: no limit); a section it has not
     finished keeps the extractive pass's statements (note language only), so a machine too
     slow for the model still gets its draft in bounded time."""
-    hint_lines: bool = True
+    hint_lines: bool = False
     """Name, in each section's request, the transcript lines the extractive pass placed in that
-    section (a small model otherwise drifts to its prompt's example, citing the example's lines)."""
+    section: PriMock57 dev plans went from empty to the visit's own (a small model otherwise
+    drifts to its prompt's example), but ACI-Bench dev ROUGE-1 fell 2 points on 10 records
+    (docs/benchmarks.md, session 9), so it is off by default."""
 
 
 class NotesSettings(BaseModel):

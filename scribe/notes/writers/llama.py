@@ -382,7 +382,7 @@ class LlamaConfig:
     """After stop, the model writes for at most this long (0: no limit); sections it has not
     finished keep the extractive pass's statements (note language only), so a slow machine
     still gets its draft in bounded time."""
-    hint_lines: bool = True
+    hint_lines: bool = False
     """Name in each section's request the transcript lines placed in it (``prompt_tail``)."""
 
 

@@ -402,11 +402,11 @@ async def test_session_keeps_verified_sentences_and_drops_an_invented_number():
 
 
 async def test_each_sections_request_names_the_visits_lines_for_it():
-    writer, rt = scripted_writer({"plan": "- Ibuprofen 400 mg three times a day. [8]\n"})
+    writer, rt = scripted_writer({"plan": "- Ibuprofen 400 mg three times a day. [8]\n"}, hint_lines=True)
     await write_note(writer, VISIT, encounter_id="e-hint", template=SOAP)
     plan = rt.requests[rt.calls.index("plan")]
     assert re.search(r"Now write only the Plan section.*Lines of this visit that speak of it: [\d, ]*\b8\b", plan, re.S)
-    writer, rt = scripted_writer({"plan": "- Ibuprofen 400 mg three times a day. [8]\n"}, hint_lines=False)
+    writer, rt = scripted_writer({"plan": "- Ibuprofen 400 mg three times a day. [8]\n"})  # off by default
     await write_note(writer, VISIT, encounter_id="e-nohint", template=SOAP)
     assert "Lines of this visit" not in rt.requests[rt.calls.index("plan")]
 
