@@ -390,6 +390,19 @@ GENERIC_STEMS = frozenset(content_stems(
 REPEAT_SHARE = 0.8
 
 
+MOVED_REPEAT_SHARE = 0.6
+"""For a line moved from another section (``plan_home``, ``observation_home``): it is usually
+the model saying again what it wrote where it belongs, in other words ("Order another
+echocardiogram." after "Order an echocardiogram.", "Continue lisinopril 20 mg daily." after
+"… 20 mg a day."), so less overlap makes it a repeat."""
+
+
+def repeats(text: str, siblings: Sequence[Sentence], share: float = REPEAT_SHARE) -> bool:
+    """Public form of the repeat test (``share`` of the content words in one sibling)."""
+    mine = _repeat_terms(text)
+    return bool(mine) and any(len(mine & _repeat_terms(x.text)) >= share * len(mine) for x in siblings)
+
+
 def _repeats(text: str, siblings: Sequence[Sentence]) -> bool:
     """The sentence adds (almost) nothing to one already kept in its section: at least
     ``REPEAT_SHARE`` of its content words are in that one ("The patient reports diarrhea with
@@ -869,6 +882,8 @@ def has_clinical_content(base: Note, facts: Sequence[Fact]) -> bool:
 
 __all__ = [
     "DROP_KINDS",
+    "MOVED_REPEAT_SHARE",
+    "repeats",
     "assessed_sections",
     "LlamaPrompt",
     "NoteParser",

@@ -61,6 +61,7 @@ from ..templates import Template, TemplateSection
 from .base import ModelMissing, WriterError, WriterStats
 from .conversation import (
     MAX_ITEMS,
+    MOVED_REPEAT_SHARE,
     LlamaPrompt,
     NoteParser,
     Verdict,
@@ -76,6 +77,7 @@ from .conversation import (
     planned_sections,
     prompt_head,
     prompt_tail,
+    repeats,
     said_by_clinician,
     system_text,
     turn_line,
@@ -882,7 +884,9 @@ class LlamaSession:
             self.stats.prompt_tokens += result.prompt_tokens
             self.stats.completion_tokens += result.completion_tokens
             self.stats.generate_seconds += result.seconds
-        take(moved, rehome=False)
+        again = [w for w in moved if repeats(w.text, kept[w.section], MOVED_REPEAT_SHARE)]
+        outcomes["dropped:moved_repeat"] = len(again)
+        take([w for w in moved if w not in again], rehome=False)
         self.stats.extra["lines_moved"] = float(len(moved))
         self.stats.lm_sentences += sum(len(v) for v in kept.values())
         self.stats.repaired += outcomes.get("repaired", 0)

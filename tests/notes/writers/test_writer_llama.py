@@ -1132,3 +1132,20 @@ def test_a_finding_reported_and_denied_is_not_put_back_on_one_side():
     kept = {s.key: [] for s in SOAP.sections}
     fill_omissions(kept, drafted, extract_facts(said))
     assert not any("vomiting" in x.text and "Denies" in x.text for v in kept.values() for x in v)
+
+
+def test_a_moved_line_saying_again_what_its_section_says_is_a_repeat():
+    """ACI dev D2N068: the plan items the model also wrote under Assessment, moved to the Plan,
+    said its own lines again in other words."""
+    from scribe.models import Sentence
+    from scribe.notes.writers.conversation import MOVED_REPEAT_SHARE, REPEAT_SHARE, repeats
+
+    plan = [Sentence(id=f"plan.llama{i}", text=t) for i, t in enumerate((
+        "Increase lasix to 80 mg once a day.", "Instructed to weigh himself every day.",
+        "Order an echocardiogram.", "Continue lisinopril 20 mg a day."))]
+    for again in ("Order another echocardiogram.", "Continue lisinopril 20 mg daily."):
+        assert repeats(again, plan, MOVED_REPEAT_SHARE) and not repeats(again, plan, REPEAT_SHARE), again
+    new = "Record blood pressures at home and report to portal if elevated."
+    assert not repeats(new, plan, MOVED_REPEAT_SHARE)
+    assert repeats("Jugular venous distention to about 8 cm.",
+                   [Sentence(id="o", text="He has experienced jugular venous distention to about eight centimeters.")])
