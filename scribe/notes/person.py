@@ -100,8 +100,9 @@ def _swap_pronouns(text: str, sex: str | None) -> str | None:
             out.append(_CONTRACTED[low].format(s=subj) if sex in ("male", "female") else low.replace("you", "they"))
         elif low == "you":
             prev = next((x.lower() for x in reversed(out) if x.strip() and x.isalpha()), "")
-            if prev and prev not in _SUBJECT_BEFORE:
-                out.append(obj)  # "to see you", "gives you"
+            after = next((x.lower() for x in words[i + 1:] if x.strip() and x.lower() not in _ADVERBS), "")
+            if prev and prev not in _SUBJECT_BEFORE and after not in _AUX:
+                out.append(obj)  # "to see you", "gives you"; not "depending on the results you may need"
             else:
                 out.append(subj)
                 if sex in ("male", "female"):

@@ -40,6 +40,15 @@ def test_the_plan_in_the_notes_voice(said, male, unknown):
     assert register_issues(male) == [] and register_issues(unknown) == []
 
 
+def test_you_before_a_modal_is_the_subject():
+    # ACI train: "… depending upon the results you may need an ultrasound of your liver"
+    assert third_person("Will get those drawn today and then depending upon the results you may need an "
+                        "ultrasound of your liver.", "male") == (
+        "Will get those drawn today and then depending upon the results he may need an ultrasound of his liver.")
+    assert third_person("I'll send a referral and they will call you within two days.", "male") == (
+        "Will send a referral and they will call him within two days.")
+
+
 def test_her_pronouns():
     assert third_person("Call me if your pain gets worse.", "female") == "Instructed to call the clinic if her pain gets worse."
     assert third_person("Keep your leg elevated.", "female") == "Instructed to keep her leg elevated."
