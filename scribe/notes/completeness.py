@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..models import Evidence, Note, Segment, Sentence, Speaker
-from .facts import Fact, FactKind, MedStatus, dedupe_facts
+from .facts import Fact, FactKind, MedStatus, dedupe_facts, reported_and_denied
 from .guard import OMISSION_KINDS, covers
 from .resources import finding_groups
 from .templates import Template
@@ -165,8 +165,7 @@ def fact_sentences(kept: dict[str, list[Sentence]], drafted: Note, facts: Sequen
                 section_of.setdefault(e.segment_id, sec.key)
     groups: dict[_Line, list[Fact]] = {}
     candidates = [x for x in dedupe_facts(x for x in facts if x.kind in OMISSION_KINDS) if not covers(x, have)]
-    said = {(x.name, x.negated) for x in facts if x.kind is FactKind.finding}
-    both = {name for name, negated in said if (name, not negated) in said}
+    both = reported_and_denied(facts)
     for f in _one_per_medicine(candidates):
         if f.kind is FactKind.finding and f.name in both:
             continue  # reported and denied (two sites, two times, or a misheard answer): the writer's call

@@ -1093,6 +1093,14 @@ def dedupe_facts(facts: Iterable[Fact]) -> list[Fact]:
     return [merged[k] for k in order]
 
 
+def reported_and_denied(facts: Iterable[Fact]) -> set[str]:
+    """Findings stated both present and absent in one visit (two sites, two times, or a misheard
+    answer: PriMock57 dev "any vomiting?" / "uh, no." / "I vomited at the start"): a line stating
+    one side is left to the writer and the clinician."""
+    said = {(f.name, f.negated) for f in facts if f.kind is FactKind.finding and f.name is not None}
+    return {name for name, negated in said if (name, not negated) in said}
+
+
 __all__ = [
     "Fact",
     "FactKind",
@@ -1105,6 +1113,7 @@ __all__ = [
     "findings_in",
     "medications_in",
     "qa_findings",
+    "reported_and_denied",
     "is_question",
     "question_span",
     "segment_facts",

@@ -29,7 +29,7 @@ __all__ = ["third_person"]
 _PATIENT_VERBS = frozenset(
     """call weigh take avoid keep record check return come drink eat rest ice elevate apply wear
     walk stay try make let go bring use watch limit cut reduce stop follow continue monitor schedule
-    start finish get do increase decrease log write measure bring elevate wrap""".split()
+    start finish get do increase decrease log write measure wrap""".split()
 )
 """Imperatives a clinician says to the patient: "Instructed to …" when the line is addressed to them."""
 
@@ -45,7 +45,7 @@ _WILL = re.compile(
     re.I,
 )
 _ME = re.compile(r"\b(?:call|contact|message|tell|let|notify|see|email|text|page)\s+me\b", re.I)
-_ADVERBS = frozenset("also still just ever really only already then ever again".split())
+_ADVERBS = frozenset("also still just ever really only already then again".split())
 _AUX = {
     "are": "is", "were": "was", "have": "has", "do": "does", "don't": "doesn't", "go": "goes",
     "can": "can", "could": "could", "will": "will", "would": "would", "should": "should", "may": "may",
@@ -137,8 +137,7 @@ def third_person(text: str, sex: str | None = None) -> str | None:
     elif (m := _MAY.match(s)) is not None:
         s = "May " + s[m.end():]
     elif (m := _WILL.match(s)) is not None:
-        rest = s[m.end():]
-        s = "Will " + rest
+        s = "Will " + s[m.end():]
     s = _ME.sub(lambda x: x.group(0)[: -len("me")] + "the clinic", s)
     if _FIRST_LEFT.search(s):
         return None

@@ -67,7 +67,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ...models import Evidence, FlagKind, Note, Section, Segment, Sentence, Speaker
-from ..facts import Fact, FactKind, dedupe_facts, findings_in, only_a_question, question_span
+from ..facts import Fact, FactKind, dedupe_facts, findings_in, only_a_question, question_span, reported_and_denied
 from ..instructions import meta_commands, unsupported_instruction, without_meta_commands
 from ..guard import (
     OMISSION_KINDS,
@@ -398,20 +398,12 @@ echocardiogram." after "Order an echocardiogram.", "Continue lisinopril 20 mg da
 
 
 def repeats(text: str, siblings: Sequence[Sentence], share: float = REPEAT_SHARE) -> bool:
-    """Public form of the repeat test (``share`` of the content words in one sibling)."""
-    mine = _repeat_terms(text)
-    return bool(mine) and any(len(mine & _repeat_terms(x.text)) >= share * len(mine) for x in siblings)
-
-
-def _repeats(text: str, siblings: Sequence[Sentence]) -> bool:
     """The sentence adds (almost) nothing to one already kept in its section: at least
-    ``REPEAT_SHARE`` of its content words are in that one ("The patient reports diarrhea with
+    ``share`` of its content words are in that one ("The patient reports diarrhea with
     watery stools." after "Diarrhea with watery stools."; a small model restates its first
     assessment line three times). A sentence that adds a finding to a shorter one is kept."""
     mine = _repeat_terms(text)
-    if not mine:
-        return False
-    return any(len(mine & _repeat_terms(x.text)) >= REPEAT_SHARE * len(mine) for x in siblings)
+    return bool(mine) and any(len(mine & _repeat_terms(x.text)) >= share * len(mine) for x in siblings)
 
 
 def _repeat_terms(text: str) -> set[str]:
@@ -481,6 +473,7 @@ def verify_line(
     """
     answered: list[Segment] = []
     """Answers cited for a sentence the model rested on their questions: always in its evidence."""
+    sex = stated_sex(ctx.segments.values())
     issues = register_issues(written.text)
     tidied: list[str] = []
     if issues == ["filler"]:
@@ -492,12 +485,12 @@ def verify_line(
     if issues and planned and set(issues) <= _SPOKEN_PERSON:
         # the plan as it was said to the patient ("Weigh yourself every day.", "Call me if
         # you're gaining more weight."): the same line in the note's voice (notes.person)
-        voiced = third_person(written.text, stated_sex(ctx.segments.values()))
+        voiced = third_person(written.text, sex)
         if voiced and not register_issues(voiced):
             written, issues, tidied = Written(written.section, voiced, written.lines), [], tidied + ["third_person"]
     if issues:
         return Verdict(None, "dropped", [f"register:{i}" for i in issues])
-    shaped = _reshaped(written.text, ctx.instructions, stated_sex(ctx.segments.values()))
+    shaped = _reshaped(written.text, ctx.instructions, sex)
     if shaped != written.text:
         written, tidied = Written(written.section, shaped, written.lines), tidied + ["reshaped"]
     ids = list(dict.fromkeys(segment_of_line[n] for n in written.lines if n in segment_of_line))
@@ -509,7 +502,7 @@ def verify_line(
         cited = _lines_that_say(text, ctx)
         if not cited:
             return Verdict(None, "dropped", ["no_evidence"])
-    if _norm_key(text) in earlier or _repeats(text, siblings):
+    if _norm_key(text) in earlier or repeats(text, siblings):
         return Verdict(None, "dropped", ["duplicate"])
     unheard = _unheard_findings(text, cited, ctx)
     if unheard:
@@ -786,7 +779,7 @@ def plan_home(template: Template, w: Written) -> Written:
     return w if home is None else Written(home, w.text, w.lines)
 
 
-def observation_home(template: Template, w: Written, placed: Mapping[str, str], speaker_of: Mapping[str, Speaker],
+def observation_home(template: Template, w: Written, placed: Mapping[str, str], segments: Mapping[str, Segment],
                      segment_of_line: Mapping[int, str]) -> Written:
     """``w`` moved to the examination/results section when the model wrote the clinician's
     examination into the history: every line it cites is the clinician's and was placed there
@@ -799,10 +792,10 @@ def observation_home(template: Template, w: Written, placed: Mapping[str, str], 
         return w
     ids = [segment_of_line[n] for n in w.lines if n in segment_of_line]
     homes = {placed.get(i) for i in ids}
-    if not ids or len(homes) != 1 or None in homes or any(speaker_of.get(i) is not Speaker.clinician for i in ids):
+    if not ids or len(homes) != 1 or None in homes or any(
+            i not in segments or segments[i].speaker is not Speaker.clinician for i in ids):
         return w
-    home = homes.pop()
-    return w if home is None else Written(home, w.text, w.lines)
+    return Written(str(homes.pop()), w.text, w.lines)
 
 
 def observed_sections(template: Template) -> frozenset[str]:
@@ -849,11 +842,10 @@ def fill_omissions(kept: dict[str, list[Sentence]], drafted: Note, facts: Sequen
     ACI-Bench dev without this); the extractive statements are already evidence-linked and
     guard-checked, so this costs no verification and adds no claim nobody made."""
     have = [x for v in kept.values() for x in v]
-    said = {(x.name, x.negated) for x in facts if x.kind is FactKind.finding}
-    both = {name for name, negated in said if (name, not negated) in said}
-    """Reported and denied (PriMock57 dev: "any vomiting?" / "uh, no." / "I vomited at the start
-    … now I've stopped"): a statement of one side is left to the model and the clinician, as
-    ``completeness`` leaves it ("Denies sweating, night sweats and vomiting." went back in)."""
+    both = reported_and_denied(facts)
+    """A statement of one side is left to the model and the clinician, as ``completeness``
+    leaves it ("Denies sweating, night sweats and vomiting." went back in for a patient who had
+    vomited)."""
     added = 0
     for f in dedupe_facts(x for x in facts if x.kind in OMISSION_KINDS):
         if covers(f, have):

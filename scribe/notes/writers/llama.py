@@ -460,8 +460,7 @@ class LineCheck:
         if self.template is None:
             return w
         w = plan_home(self.template, w)
-        speaker_of = {sid: seg.speaker for sid, seg in self.ctx.segments.items()}
-        return observation_home(self.template, w, self.observed_at, speaker_of, self.segment_of_line)
+        return observation_home(self.template, w, self.observed_at, self.ctx.segments, self.segment_of_line)
 
     def __call__(self, w: Written, section: Section, siblings: Sequence[Sentence], sentence_id: str) -> Verdict:
         return verify_line(w, self.segment_of_line, self.ctx, section, sentence_id=sentence_id, earlier=self.earlier,
