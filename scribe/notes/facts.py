@@ -985,6 +985,15 @@ def _speaker(seg: Segment) -> str:
     return str(seg.speaker)
 
 
+def _how_often(text: str, q: Quantity) -> str | None:
+    """The frequency said right after a count of times ("six or seven times a day" → "daily"):
+    without it the fact is "6-7 times", and the note said how many but not per what."""
+    if q.unit != "times":
+        return None
+    found = find_frequency(re.split(r"[.;!?]", text[q.end : q.end + 24], maxsplit=1)[0])
+    return found[0] if found is not None and found[1] <= 2 else None
+
+
 def statement_facts(seg: Segment) -> list[Fact]:
     """Facts stated in one segment (no question–answer resolution)."""
     text = seg.text
@@ -1035,6 +1044,7 @@ def statement_facts(seg: Segment) -> list[Fact]:
                 segment_ids=(seg.id,),
                 name=name,
                 quantity=q,
+                frequency=_how_often(text, q),
                 speaker=_speaker(seg),
             )
         )

@@ -94,6 +94,9 @@ for _surface, _unit, _dim in _UNIT_TABLE:
     UNITS.setdefault(_key, (_unit, _dim))
 _MAX_UNIT_LEN = max(len(k) for k in UNITS)
 UNIT_DIMENSION = {u: d for _s, u, d in _UNIT_TABLE}
+_COUNTED = {u: ("patches" if u == "patch" else f"{u}s")
+            for _s, u, d in _UNIT_TABLE if d in ("count", "time") and u.isalpha() and not u.endswith("s")}
+"""Units that are nouns counted in the plural ("day" → "days"; not "mg", "cm", "times")."""
 DOSE_DIMENSIONS = frozenset({"mass", "volume", "units", "conc"})
 
 _COMPARATORS: list[tuple[tuple[str, ...], str]] = [
@@ -150,6 +153,15 @@ class Quantity:
         cmp = {"~": "about ", "<": "< ", ">": "> ", "<=": "≤ ", ">=": "≥ "}.get(self.comparator or "", "")
         unit = f" {self.unit}" if self.unit and self.unit != "%" else (self.unit or "")
         return f"{cmp}{v}{unit}"
+
+    def readable(self) -> str:
+        """As a note says it: ``normalized`` with a counted unit in the plural ("3 days",
+        "6-7 times", "2 tablets"; "1 day"). The model copies the facts it is shown into its
+        sentences, and "for the last 3 day" was ``normalized``'s "3 day" copied."""
+        text = self.normalized()
+        if self.unit in _COUNTED and (self.value != 1 or (self.value2 is not None and self.sep != "/")):
+            text = text[: len(text) - len(self.unit)] + _COUNTED[self.unit]
+        return text
 
 
 def fmt_number(x: float) -> str:

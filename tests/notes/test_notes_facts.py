@@ -16,6 +16,7 @@ from scribe.notes.facts import (
     medications_in,
     qa_findings,
     question_span,
+    statement_facts,
 )
 from scribe.notes.numbers import find_frequency, find_quantities
 from scribe.notes.resources import drug_hotwords, drug_lexicon, findings_lexicon
@@ -57,6 +58,31 @@ D, P = Speaker.clinician, Speaker.patient
 )
 def test_quantities(text, expected):
     assert [q.normalized() for q in find_quantities(text)] == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("for three days", ["3 days"]),
+        ("for one day", ["1 day"]),
+        ("2 to 3 weeks", ["2-3 weeks"]),
+        ("six or seven times", ["6-7 times"]),
+        ("two tablets", ["2 tablets"]),
+        ("three patches", ["3 patches"]),
+        ("20 mg", ["20 mg"]),
+        ("eight centimeters", ["8 cm"]),
+        ("blood pressure 120/80", ["120/80"]),
+    ],
+)
+def test_a_quantity_reads_as_a_note_says_it(text, expected):
+    """What the model is shown it copies: "3 day" became "for the last 3 day" in the demo note."""
+    assert [q.readable() for q in find_quantities(text)] == expected
+
+
+def test_a_count_of_times_keeps_how_often():
+    said = statement_facts(seg(0, "Um, probably like six or seven times a day.", Speaker.patient))
+    assert [(f.value, f.frequency) for f in said] == [("6-7 times", "daily")]
+    assert [f.frequency for f in statement_facts(seg(0, "I went six times. A day later it stopped."))] == [None]
 
 
 def test_quantity_spans_point_into_the_text():

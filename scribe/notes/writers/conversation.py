@@ -170,11 +170,16 @@ def turn_line(number: int, seg: Segment, facts: Sequence[Fact] = ()) -> str:
 
 
 def _fact_item(f: Fact) -> str:
+    """One fact as the model reads it, in words a note could use: it copies them ("3 days",
+    "6-7 times daily", not the normalised "3 day")."""
     if f.kind is FactKind.finding:
         return f"{f.value} {'absent' if f.negated else 'present'}"
-    if f.kind is FactKind.medication and f.status is not None and str(f.status) != "unknown":
-        return f"{f.value}, {f.status}"
-    return f.value
+    if f.kind is FactKind.medication:
+        return f"{f.value}, {f.status}" if f.status is not None and str(f.status) != "unknown" else f.value
+    if f.quantity is None or f.kind is FactKind.age:
+        return f.value
+    said = " ".join(x for x in (f.quantity.readable(), f.frequency) if x)
+    return f"{f.name} {said}" if f.name else said
 
 
 def fact_note(facts: Sequence[Fact]) -> str:
@@ -385,8 +390,11 @@ def _unheard_findings(text: str, cited: list[Segment], ctx: GuardContext) -> lis
 
 GENERIC_STEMS = frozenset(content_stems(
     "patient patients reports reported states stated notes noted mentions mentioned presents presented "
-    "describes described complains complained endorses endorsed experiences experiencing experienced history"))
-"""Words any sentence of a note may carry: they say nothing about whether two sentences repeat."""
+    "describes described complains complained endorses endorsed experiences experiencing experienced history "
+    "noticed notices affected affecting last past recent recently"))
+"""Words any sentence of a note may carry: they say nothing about whether two sentences repeat
+("has had diarrhea for the last three days" after "presents with a 3-day history of diarrhea";
+"has been affected by the diarrhea … for the last 3 days": the demo's note, three times)."""
 REPEAT_SHARE = 0.8
 
 

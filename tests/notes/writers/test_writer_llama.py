@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from scribe.models import Segment, Speaker
+from scribe.models import Segment, Sentence, Speaker
+from scribe.notes.facts import extract_facts
 from scribe.notes import load_template
 from scribe.notes.guard import GuardContext
 from scribe.notes.render import render_text
@@ -24,6 +25,8 @@ from scribe.notes.writers import llama as llama_mod
 from scribe.notes.writers.conversation import (
     NoteParser,
     Written,
+    fact_note,
+    repeats,
     note_grammar,
     turn_line,
     verify_line,
@@ -318,6 +321,23 @@ def test_a_sentence_repeating_one_already_in_its_section_is_dropped():
 
     assert then("The patient reports right knee pain for 3 days.").reasons == ["duplicate"]
     assert then("Right knee pain for 3 days after twisting it playing football.").outcome == "kept"  # adds the cause
+
+
+def test_a_restated_duration_is_a_repeat_however_it_is_said():
+    """The demo's history said the three days of diarrhea three times: "presents with a 3-day
+    history of …", "has had some diarrhea for the last three days", "has been affected by the
+    diarrhea … for the last 3 days". Time-frame and reporting words say nothing new."""
+    first = Sentence(id="s.0", text="The patient presents with a 3-day history of diarrhea and pain in the lower abdomen.")
+    assert repeats("The patient has had some diarrhea for the last three days.", [first])
+    assert repeats("The patient has been affected by the diarrhea and pain for the last 3 days.", [first])
+    assert not repeats("The patient has had diarrhea six or seven times a day for the last three days.", [first])
+
+
+def test_the_model_reads_facts_in_words_a_note_uses():
+    facts = extract_facts([seg(1, "patient", "I've had diarrhea for the last three days."),
+                           seg(2, "patient", "Um, probably like six or seven times a day.")])
+    assert "3 days" in fact_note([f for f in facts if f.segment_ids == ("seg-00001",)])
+    assert fact_note([f for f in facts if f.segment_ids == ("seg-00002",)]) == "    facts: 6-7 times daily\n"
 
 
 def test_a_supported_sentence_is_kept_with_its_cited_evidence():
@@ -1138,7 +1158,6 @@ def test_a_finding_reported_and_denied_is_not_put_back_on_one_side():
 def test_a_moved_line_saying_again_what_its_section_says_is_a_repeat():
     """ACI dev D2N068: the plan items the model also wrote under Assessment, moved to the Plan,
     said its own lines again in other words."""
-    from scribe.models import Sentence
     from scribe.notes.writers.conversation import MOVED_REPEAT_SHARE, REPEAT_SHARE, repeats
 
     plan = [Sentence(id=f"plan.llama{i}", text=t) for i, t in enumerate((
