@@ -22,7 +22,7 @@ import re
 
 from .instructions import WAKE_WORDS
 from .register import register_issues
-from .text import clean_utterance
+from .text import AGREEMENT_TAG, clean_utterance
 
 PLAN_VERBS = (
     "order", "continue", "start", "increase", "decrease", "reduce", "stop", "discontinue", "hold", "refer",
@@ -74,7 +74,7 @@ _CLAUSES = re.compile(r"\s*,?\s+(?:and|then|also|but)\s+(?=(?:i|we|let's)\b)|\s*
 """Where a sentence starts a second decision ("…, and I'd like to refer you to physical therapy")."""
 
 _TAIL = re.compile(r"\s*,?\s*(?:and|so|but|because|cause)\s+(?:i|we|i'll|we'll|i'm|we're|i've|we've)\b.*$"
-                   r"|\s*,?\s*(?:okay|ok|all right|alright|right)\s*[.!]?\s*$", re.I)
+                   r"|" + AGREEMENT_TAG.pattern, re.I)
 """What follows the decision and is about the speaker ("…, and I'll be in touch through the portal")."""
 
 _JUST = re.compile(r"\b(?:just|um+|uh|kind of|sort of|you know)\b\s*,?\s*", re.I)

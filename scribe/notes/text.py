@@ -176,6 +176,11 @@ _MULTI_COMMA = re.compile(r"(?:\s*,\s*){2,}")
 _SPACES = re.compile(r"\s{2,}")
 
 
+AGREEMENT_TAG = re.compile(r"\s*,?\s*\b(?:okay|ok|all\s+right|alright|right)\s*[.!]?\s*$", re.I)
+"""A tag asking for agreement at the end of what a clinician says ("…, okay?"): not part of the
+problem or the decision it follows (``problems``, ``plan_lines``)."""
+
+
 def clean_utterance(text: str) -> str:
     """Make a spoken sentence readable without changing what it says.
 

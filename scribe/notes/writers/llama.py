@@ -893,7 +893,7 @@ class LlamaSession:
             "lm_seconds": self.stats.generate_seconds,
             "evaluated_after_stop": float(evaluated),
             "first_token_s": first_token or 0.0,
-            "dropped": float(outcomes.get("dropped", 0)),
+            "dropped": float(outcomes.get("dropped", 0) + len(again)),
             "flagged": float(outcomes.get("flagged", 0)),
             "sections_reused": float(reused),
             "sections_continued": float(continued),
@@ -904,7 +904,7 @@ class LlamaSession:
         self.outcomes = outcomes
         log.info("llama note: calls=%d reused=%d evaluated_after_stop=%d completion=%d %.1fs kept=%d dropped=%d "
                  "repaired=%d", self.stats.calls, reused, evaluated, self.stats.completion_tokens,
-                 self.stats.generate_seconds, self.stats.lm_sentences, outcomes.get("dropped", 0),
+                 self.stats.generate_seconds, self.stats.lm_sentences, int(self.stats.extra["dropped"]),
                  outcomes.get("repaired", 0))
         # What the clinician stated in so many words that the model left out: the problems named
         # as such ("for your last problem, your hypertension" → "Hypertension.") in the

@@ -673,6 +673,7 @@ async def test_the_assessment_keeps_the_impression_and_the_plan_its_items():
     # judged once the plan is written: the plan's own wording first, the moved line a repeat of it
     assert by["plan"][:2] == ["Ibuprofen 400 mg three times a day.", "Come back in two weeks."]
     assert "Start ibuprofen 400 mg three times a day." not in by["plan"] and stats.extra["lines_moved"] == 1
+    assert stats.extra["dropped"] == 1  # the moved repeat counts among the lines dropped
     writer, rt = scripted_writer({
         "assessment": "- Right knee sprain. [8]\n- Start ibuprofen 400 mg three times a day. [8]\n",
         "plan": "- Come back in two weeks. [8]\n",
