@@ -483,9 +483,12 @@ def _find_quantities(text: str, toks: list[Token]) -> list[Quantity]:
 
 _FREQ_PATTERNS: list[tuple[str, str]] = [
     (r"\b(?:once|one time|1 time)\s+(?:a|per|each)\s+day\b|\bonce daily\b|\bevery day\b|\bdaily\b|\bq\.?d\.?\b|\b(?:a|per)\s+day\b|\beach day\b|\bevery morning\b|\bin the morning\b", "daily"),
-    (r"\b(?:twice|two times|2 times)\s+(?:(?:a|per|each)\s+day|daily)\b|\btwice daily\b|\bb\.?i\.?d\.?\b|\bevery twelve hours\b|\bevery 12 hours\b", "twice daily"),
-    (r"\b(?:three times|3 times)\s+(?:(?:a|per|each)\s+day|daily)\b|\bt\.?i\.?d\.?\b|\bevery eight hours\b|\bevery 8 hours\b", "three times daily"),
-    (r"\b(?:four times|4 times)\s+(?:(?:a|per|each)\s+day|daily)\b|\bq\.?i\.?d\.?\b|\bevery six hours\b|\bevery 6 hours\b", "four times daily"),
+    (r"\b(?:twice|two times|2 times)\s+(?:(?:a|per|each)\s+day|daily)\b|\btwice daily\b|\bb\.?i\.?d\.?\b", "twice daily"),
+    (r"\b(?:three times|3 times)\s+(?:(?:a|per|each)\s+day|daily)\b|\bt\.?i\.?d\.?\b", "three times daily"),
+    (r"\b(?:four times|4 times)\s+(?:(?:a|per|each)\s+day|daily)\b|\bq\.?i\.?d\.?\b", "four times daily"),
+    (r"\bevery (?:twelve|12) hours\b", "every 12 hours"),
+    (r"\bevery (?:eight|8) hours\b", "every 8 hours"),
+    (r"\bevery (?:six|6) hours\b", "every 6 hours"),
     (r"\bevery (?:four|4) hours\b", "every 4 hours"),
     (r"\b(?:at night|at bedtime|before bed|nightly|every night|q\.?h\.?s\.?)\b", "at bedtime"),
     (r"\b(?:as needed|when needed|if needed|prn|p\.r\.n\.)\b", "as needed"),
@@ -494,6 +497,9 @@ _FREQ_PATTERNS: list[tuple[str, str]] = [
     (r"\b(?:once a month|monthly|every month)\b", "monthly"),
 ]  # fmt: skip
 _FREQ_RE = [(re.compile(p, re.IGNORECASE), norm) for p, norm in _FREQ_PATTERNS]
+"""An interval ("every 6 hours", q6h) is kept as said, not made "four times daily" (QID): they
+are different orders, and a line written from the fact said "four times daily" for "every six
+hours", which the guard then flagged (ACI dev D2N077)."""
 
 
 def find_frequency(text: str) -> tuple[str, int, int] | None:

@@ -106,6 +106,11 @@ def test_quantity_spans_point_into_the_text():
         ("paracetamol four times daily", "four times daily"),
         ("three times daily", "three times daily"),
         ("2 times daily", "twice daily"),
+        # an interval is its own order (q6h is not QID), read back as itself
+        ("ultram 50 milligrams every six hours", "every 6 hours"),
+        ("every 6 hours", "every 6 hours"),
+        ("every twelve hours", "every 12 hours"),
+        ("every 8 hours", "every 8 hours"),
     ],
 )
 def test_frequency(text, freq):

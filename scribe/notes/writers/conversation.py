@@ -764,7 +764,8 @@ def _gerund(verb: str) -> str:
 
 _PLAN_WORDS = (*PLAN_VERBS, "monitor", "record", "return", "recommend")
 _PLAN_OPEN = re.compile(
-    rf"^(?:(?:the\s+)?patient\s+(?:is|was)\s+(?:advised|instructed|recommended|told)\s+to|advised to|instructed to"
+    rf"^(?:(?:the\s+)?patient\s+(?:is|was|has\s+been)\s+(?:being\s+)?(?:advised|instructed|recommended|told|encouraged)"
+    rf"\s+to|advised to|instructed to"
     rf"|will|recommended|follow[- ]?up|{'|'.join(_PLAN_WORDS)}|{'|'.join(map(_gerund, _PLAN_WORDS))})\b"
     r"(?!\s+(?:in|of|with the)\b)",
     re.I,

@@ -649,7 +649,8 @@ def test_a_plan_item_written_under_the_assessment_goes_to_the_plan():
     assert plan_home(SOAP, order) == Written("plan", "Order another echocardiogram.", (3,))
     # the same items as the model also writes them (ACI dev D2N068): "Ordering another echocardiogram."
     for item in ("Ordering another echocardiogram.", "Continuing lisinopril 20 mg daily.", "Monitoring weight daily.",
-                 "Patient is advised to wear a knee brace and use crutches temporarily."):  # D2N069
+                 "Patient is advised to wear a knee brace and use crutches temporarily.",  # D2N069
+                 "The patient is being advised to take pain medication every six hours."):  # D2N077
         assert plan_home(SOAP, Written("assessment", item, (3,))).section == "plan", item
     for impression in ("Congestive heart failure with fluid retention.", "Increase in swelling of the knee.",
                        "Increased swelling of the knee."):
