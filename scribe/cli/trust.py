@@ -232,6 +232,12 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         retired = retire_rotated_keys(store, ring)
         AuditLog(store).record(cli_actor(args), Action.key_rotated, "key", ring.primary_id, Outcome.success,
                                {"rewrapped": report.rewrapped, "encrypted": report.encrypted_plaintext})
+        if args.encrypt_plaintext and getattr(store.db, "dialect", "sqlite") == "sqlite":
+            # secure_delete zeroes what this rotation frees, not what was freed before
+            # encryption was on: a note overwritten by its next version left its old JSON, in
+            # clear, in the unused space of a page in use. VACUUM copies only live rows into
+            # a new file (one pass; it needs free disk about the database's size).
+            store.db.execute("VACUUM")
         store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         store.close()

@@ -542,6 +542,13 @@ def _asking_from(question: str) -> int:
     return next((toks[i].start for i in range(len(toks)) if _opens_question(toks, i)), 0)
 
 
+_GIVEN = re.compile(r"\b(?:the|your|that|this)\s+(?:(?!(?:any|some|a|an|no|other)\b)[\w-]+\s+){0,2}$", re.I)
+"""A finding the question names as known ("does the pain extend anywhere?", "is your cough
+productive?") is given, not asked: "no, not really" says the pain goes nowhere, not that there
+is none (a "yes" still confirms it) (the guard then refused "The pain does not radiate." and the fact lines could write
+"Denies pain."). At worst a denial goes unrecorded; never an invented one."""
+
+
 def qa_findings(question: Segment, answer: Segment) -> list[Fact]:
     """Findings settled by an answer to a question: ("any fever or chills?", "no") → no fever,
     no chills; ("do you have any chest pain?", "slight cramps") → chest pain reported.
@@ -558,7 +565,8 @@ def qa_findings(question: Segment, answer: Segment) -> list[Fact]:
     if polarity is None:
         return []
     opens = _asking_from(q.text)
-    asked = [m for m in findings_in(q.text) if not m.hypothetical and m.start >= opens]
+    asked = [m for m in findings_in(q.text) if not m.hypothetical and m.start >= opens
+             and not (polarity == "negative" and _GIVEN.search(q.text[: m.start]))]
     if not asked:
         return []
     # a negated question ("no fever?", "you don't have chest pain?") answered "yes" is unclear

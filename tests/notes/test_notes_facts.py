@@ -450,3 +450,9 @@ def test_what_a_question_takes_as_given_is_not_asked():
     assert [(f.value, f.negated) for f in given] == [("shortness of breath", True)]
     both = qa_findings(said(0, "clinician", "Do you have a cough, or any fever?"), no)
     assert {f.value for f in both} == {"cough", "fever"}
+    # a finding the question names as known is given: "no" is about where it goes, not whether
+    # it is there (ACI dev D2N077: "does the pain extend anywhere?" / "no, not really")
+    for known in ("Does the pain extend anywhere?", "Is your cough productive?", "Is that same pain worse at night?"):
+        assert qa_findings(said(0, "clinician", known), no) == [], known
+    assert [f.value for f in qa_findings(said(0, "clinician", "Any pain in your chest?"), no)] == ["chest pain"]
+    assert [f.value for f in qa_findings(said(0, "clinician", "Do you have any pain in the knee?"), no)] == ["knee pain"]

@@ -708,15 +708,24 @@ def _negative_said(text: str, segments: Sequence[Segment], ctx: GuardContext) ->
     words when it names none: "No need for intravenous iron."), or the answer to a question
     that names them ("any problems sleeping?" / "no, I sleep like a rock"). A long clinician
     turn holds a "don't" somewhere; the negative must be said of the thing the sentence negates."""
-    named = {f.canonical for f in findings_in(text)}
+    found = findings_in(text)
+    named = {f.canonical for f in found}
     mine = set(content_stems(_NEGATION_SAID.sub(" ", text))) - GENERIC_STEMS - _NEED_STEMS
     enough = math.ceil(0.6 * len(mine))
+    # "Pain is not relieved by traction.": the finding is there, the negation is of what is
+    # said about it; of two or more such words, one must be said with the negative (a small
+    # model listed "… not relieved by elevation / rest / compression / traction / manipulation"
+    # from "I put ice on it … took some ibuprofen … it's just not right", ACI dev D2N077)
+    about = set() if any(f.negated for f in found) else (
+        mine - {st for f in found for st in content_stems(f.surface)})
+    about_enough = 1 if len(about) >= 2 else 0
 
     def says(negation: str, content: str) -> bool:
         if not _NEGATION_SAID.search(negation):
             return False
         if named:
-            return bool(named & {f.canonical for f in findings_in(content)})
+            stems = set(content_stems(content))
+            return bool(named & {f.canonical for f in findings_in(content)}) and len(about & stems) >= about_enough
         return len(mine & set(content_stems(content))) >= enough
 
     for seg in segments:

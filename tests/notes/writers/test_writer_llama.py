@@ -323,6 +323,23 @@ def test_a_sentence_repeating_one_already_in_its_section_is_dropped():
     assert then("Right knee pain for 3 days after twisting it playing football.").outcome == "kept"  # adds the cause
 
 
+def test_a_negative_said_of_a_finding_must_be_said_of_what_it_negates():
+    """ACI dev D2N077: "Pain is not relieved by elevation / rest / compression / traction /
+    manipulation." were kept on the strength of "does the pain extend anywhere?" / "no"."""
+    segs = [seg(0, "clinician", "How severe is the pain in your wrist?"), seg(1, "patient", "The pain is like a nine."),
+            seg(2, "clinician", "Have you done anything to ease it?"),
+            seg(3, "patient", "I put ice on it and took some ibuprofen, but the pain is not better."),
+            seg(4, "clinician", "Does the pain extend anywhere?"), seg(5, "patient", "No, not really.")]
+
+    def judged(text, lines):
+        return verify_line(Written("subjective", text, lines), line_map(segs), ctx_for(segs), section("subjective"),
+                           sentence_id="s.llama0", earlier=set())
+
+    assert judged("Pain is not relieved by traction or elevation.", (4, 6)).reasons == ["negative_not_said"]
+    assert judged("Pain is not relieved by ice or ibuprofen.", (4,)).outcome == "kept"
+    assert judged("The pain does not extend anywhere.", (5, 6)).outcome == "kept"
+
+
 def test_a_restated_duration_is_a_repeat_however_it_is_said():
     """The demo's history said the three days of diarrhea three times: "presents with a 3-day
     history of …", "has had some diarrhea for the last three days", "has been affected by the
