@@ -387,7 +387,9 @@ def register(sub: Any) -> None:
                         description="Re-encrypt every value not under the primary key (trust.key_file or "
                                     "SCRIBE_TRUST__KEY). Old keys must be listed in trust.retired_key_files "
                                     "until this has finished.")
-    p.add_argument("--encrypt-plaintext", action="store_true", help="also encrypt values stored unencrypted")
+    p.add_argument("--encrypt-plaintext", action="store_true",
+                   help="also encrypt values stored unencrypted, then rebuild the SQLite file (VACUUM: needs "
+                        "free disk about its size) so text freed before encryption leaves it too")
     actor_arg(p)
     p.set_defaults(func=cmd_keys_rotate)
 
