@@ -18,6 +18,8 @@ is):
 * ``filler`` — a hesitation (um, uh, mm-hmm) anywhere, or a sentence made only of discourse
   markers ("Okay.", "Alright, so.", "Yeah, sure.");
 * ``command`` — words for the recording device ("Finalize the note.", "Dax, …");
+* ``notation`` — the facts list a model is shown, copied instead of a sentence ("Motrin 800 mg,
+  new; 6 hours; 2 weeks.", "Pain present; edema present; numbness present.");
 * ``fragment`` — a short sentence (≤ 7 words) opening like an answer that needs the previous
   turn ("Like a cramp.", "About six months ago.", "Pretty strong, nothing out of the
   ordinary."), or one with no clinical content (no drug, number with a unit, or
@@ -44,7 +46,8 @@ SECOND_PERSON = "second_person"
 FILLER = "filler"
 FRAGMENT = "fragment"
 COMMAND = "command"
-REASONS = (QUESTION, FIRST_PERSON, SECOND_PERSON, FILLER, FRAGMENT, COMMAND)
+NOTATION = "notation"
+REASONS = (QUESTION, FIRST_PERSON, SECOND_PERSON, FILLER, FRAGMENT, COMMAND, NOTATION)
 
 _QUOTED = re.compile(r"[\"“][^\"”]*[\"”]")
 _FIRST = frozenset({"i", "me", "my", "mine", "myself", "we", "us", "our", "ours", "ourselves",
@@ -79,6 +82,10 @@ _INNER_QUESTION = re.compile(
 _POINTING = re.compile(r"^\W*(?:that|this|it|these|those)\s+(?:is|was|are|were|hurts?|feels?|does|did|'s|seems?)\b",
                        re.I)
 """A subject that points at the conversation ("That hurts."): it means nothing in a note."""
+_STATUS_ITEM = re.compile(r",\s*(?:new|current|changed|stopped|unknown)\s*(?:;|\.?\s*$)", re.I)
+_FINDING_ITEM = re.compile(r"\b(?:present|absent)\s*;", re.I)
+"""The items of the facts under a transcript line ("lisinopril 20 mg daily, current; fever
+absent"): a medicine with its status, findings "present"/"absent" one after another."""
 
 
 def _clinical(text: str) -> bool:
@@ -107,6 +114,8 @@ def register_issues(text: str) -> list[str]:
         issues.append(SECOND_PERSON)
     if any(w in FILLERS for w in words) or (words and all(w in _DISCOURSE or w in FILLERS for w in words)):
         issues.append(FILLER)
+    if _STATUS_ITEM.search(unquoted) or len(_FINDING_ITEM.findall(unquoted)) >= 2:
+        issues.append(NOTATION)
     all_words = [t.norm for t in tokenize(text) if t.kind == "word"]
     content = [w for w in all_words if w not in STOPWORDS and w not in _DISCOURSE and len(w) > 1]
     if FILLER not in issues and (

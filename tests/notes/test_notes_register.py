@@ -31,6 +31,10 @@ from scribe.notes.register import register_clean_share, register_issues
         ("The patient has been taking the norvasc at home, is it running high, or anything else.", "question"),
         ("That hurts.", "fragment"),
         ("Miralax.", "fragment"),
+        # the facts under a transcript line copied as a sentence (ACI dev D2N069, D2N077, session 10)
+        ("Motrin 800 mg, new; 6 hours; 2 weeks.", "notation"),
+        ("Pain present; edema present; numbness present.", "notation"),
+        ("Lisinopril 20 mg daily, current.", "notation"),
     ],
 )
 def test_transcript_speech_is_not_note_language(text, reason):
@@ -55,6 +59,9 @@ def test_transcript_speech_is_not_note_language(text, reason):
         "Miralax 17 g daily.",
         "It is unclear whether the rash is related to the new medication.",
         "Pain is worse at night, and it is relieved by rest.",
+        "Edema present; no cyanosis.",
+        "Lungs clear; heart regular.",
+        "Start a new medication; follow up in 2 weeks.",
     ],
 )
 def test_chart_sentences_are_note_language(text):

@@ -391,7 +391,8 @@ def _unheard_findings(text: str, cited: list[Segment], ctx: GuardContext) -> lis
 GENERIC_STEMS = frozenset(content_stems(
     "patient patients reports reported states stated notes noted mentions mentioned presents presented "
     "describes described complains complained endorses endorsed experiences experiencing experienced history "
-    "noticed notices affected affecting last past recent recently"))
+    "noticed notices affected affecting last past recent recently "
+    "advised instructed recommended encouraged told"))
 """Words any sentence of a note may carry: they say nothing about whether two sentences repeat
 ("has had diarrhea for the last three days" after "presents with a 3-day history of diarrhea";
 "has been affected by the diarrhea … for the last 3 days": the demo's note, three times)."""

@@ -348,6 +348,9 @@ def test_a_restated_duration_is_a_repeat_however_it_is_said():
     assert repeats("The patient has had some diarrhea for the last three days.", [first])
     assert repeats("The patient has been affected by the diarrhea and pain for the last 3 days.", [first])
     assert not repeats("The patient has had diarrhea six or seven times a day for the last three days.", [first])
+    # advice words say nothing new either (ACI dev D2N069's plan said the brace and crutches twice)
+    brace = Sentence(id="p.0", text="Use a knee brace and crutches temporarily.")
+    assert repeats("Patient is advised to use a knee brace and crutches temporarily.", [brace])
 
 
 def test_the_model_reads_facts_in_words_a_note_uses():
