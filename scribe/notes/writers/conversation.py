@@ -582,6 +582,10 @@ def verify_line(
             # "Return if chest pain or short of breath occurs." citing "do you have any chest
             # pain?" and "we'll have you use crutches": nobody told the patient to come back
             return Verdict(None, "dropped", [f"instruction_not_given:{family}"])
+        if planned and not negative and declined(text, said):
+            # "Work up of osteoarthritis at this time." from "I don't think we need to do any
+            # further work up of that at this time" (ACI dev D2N070, sessions 9 and 10)
+            return Verdict(None, "dropped", ["declined_by_clinician"])
     sentence = Sentence(id=sentence_id, text=text, evidence=_evidence(text, cited, answered))
     flags = check_sentence(sentence, ctx, section, earlier=earlier)
     repairs: list[str] = list(tidied)
@@ -826,6 +830,36 @@ def observed_sections(template: Template) -> frozenset[str]:
 COVERED_SHARE = 0.6
 """A line the model's section already states: this share of its words in one of its sentences."""
 PLAN_STEMS = GENERIC_STEMS | frozenset(content_stems(" ".join(PLAN_VERBS)))
+
+
+_DECLINE = re.compile(
+    r"\b(?:(?:do|does|did)\s*n[o']?\s*'?t|don't|won't|will\s+not)\s+(?:think\s+(?:we|you|i)\s+)?"
+    r"(?:need|have\s+to|want\s+to|wan\s*na)\b|\bno\s+need\b|\bnot\s+(?:going\s+to|gon\s*na|necessary)\b"
+    r"|\bhold\s+off\s+on\b",
+    re.IGNORECASE,
+)
+_TURN = re.compile(r"\b(?:but|instead|rather|however|let's|let\s+us)\b|[.?!;]"
+                   r"|\b(?:i|we)\s*(?:'ll|will|want|wan\s*na|would|'d|am|'m|are|'re|can)\b", re.IGNORECASE)
+"""Where a declined decision ends: a contrast ("I don't think you need surgery, but let's try
+physical therapy"), the next decision ("…, and I want you to get an MRI") or the sentence."""
+
+
+def declined(text: str, said: Sequence[str]) -> bool:
+    """The line states as a plan what the clinician said is not needed: most (60 %) of its words
+    stand after a decline ("I don't think we need to do any further work up of that at this
+    time", "no need for", "not going to", "hold off on") and before the next contrast or the
+    end of the sentence. The line itself has no negative (``verify_line`` asks only then)."""
+    mine = set(content_stems(text)) - PLAN_STEMS
+    if not mine:
+        return False
+    for line in said:
+        for m in _DECLINE.finditer(line):
+            rest = line[m.end():]
+            stop = _TURN.search(rest)
+            span = set(content_stems(rest[: stop.start()] if stop else rest))
+            if len(mine & span) >= math.ceil(0.6 * len(mine)):
+                return True
+    return False
 
 
 def said_by_clinician(segments: Sequence[Segment], stated: Sequence[Sentence],

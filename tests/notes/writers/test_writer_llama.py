@@ -25,6 +25,7 @@ from scribe.notes.writers import llama as llama_mod
 from scribe.notes.writers.conversation import (
     NoteParser,
     Written,
+    declined,
     fact_note,
     repeats,
     note_grammar,
@@ -338,6 +339,27 @@ def test_a_negative_said_of_a_finding_must_be_said_of_what_it_negates():
     assert judged("Pain is not relieved by traction or elevation.", (4, 6)).reasons == ["negative_not_said"]
     assert judged("Pain is not relieved by ice or ibuprofen.", (4,)).outcome == "kept"
     assert judged("The pain does not extend anywhere.", (5, 6)).outcome == "kept"
+
+
+def test_a_plan_the_clinician_declined_is_not_a_plan():
+    """ACI dev D2N070 (sessions 9 and 10): "Work up of osteoarthritis at this time." from "I don't
+    think we need to do any further work up of that at this time"."""
+    said = ["i do n't think we need to do any- any further , you know , work up of that at this time , okay ?",
+            "I don't think you need surgery, but let's get you into physical therapy.",
+            "We'll hold off on the MRI for now.",
+            "I don't want you to lift anything heavy, and I want you to get a CT scan."]
+    assert declined("Work up of osteoarthritis at this time.", said[:1])
+    assert declined("Schedule surgery.", said) and declined("Order an MRI.", said)
+    assert not declined("Refer to physical therapy.", said) and not declined("Order a CT scan.", said)
+    segs = [seg(0, "clinician", "For your osteoarthritis, you are doing a good job."),
+            seg(1, "clinician", said[0])]
+
+    def plan(text):
+        return verify_line(Written("plan", text, (1, 2)), line_map(segs), ctx_for(segs), section("plan"),
+                           sentence_id="p.llama0", earlier=set(), planned=True)
+
+    assert plan("Work up of osteoarthritis at this time.").reasons == ["declined_by_clinician"]
+    assert plan("No further work up needed.").outcome == "kept"
 
 
 def test_a_restated_duration_is_a_repeat_however_it_is_said():
