@@ -793,10 +793,12 @@ def plan_home(template: Template, w: Written) -> Written:
     """``w`` moved to the plan when it is a plan item the model wrote under an assessment that
     is not also the plan (a small model runs on from the impression into the plan: ACI dev
     D2N068's Assessment held "Order another echocardiogram.", "Continue lisinopril 20 mg
-    daily.", "Record blood pressures at home …" while its Plan had one line). It is then judged
-    as a plan line; a later plan line saying the same is a repeat."""
+    daily.", "Record blood pressures at home …" while its Plan had one line), or under the
+    examination ("Patient is advised to weigh themselves every day …" in D2N068's Objective,
+    session 10). It is then judged as a plan line; a later plan line saying the same is a repeat."""
     sec = next((s for s in template.sections if s.key == w.section), None)
-    if sec is None or "assessment" not in sec.covers or "plan" in sec.covers or not _PLAN_OPEN.match(w.text):
+    if (sec is None or not ({"assessment"} | OBSERVED_KINDS) & set(sec.covers) or "plan" in sec.covers
+            or not _PLAN_OPEN.match(w.text)):
         return w
     home = next((s.key for s in template.sections if "plan" in s.covers and "assessment" not in s.covers), None)
     return w if home is None else Written(home, w.text, w.lines)

@@ -698,6 +698,10 @@ def test_a_plan_item_written_under_the_assessment_goes_to_the_plan():
                        "Increased swelling of the knee."):
         assert plan_home(SOAP, Written("assessment", impression, (3,))).section == "assessment"
     assert plan_home(SOAP, Written("subjective", "Continue lisinopril 20 mg daily.", (3,))).section == "subjective"
+    # under the examination too (D2N068, D2N069 in session 10)
+    advised = "Patient is advised to use a knee brace and crutches for the next couple days."
+    assert plan_home(SOAP, Written("objective", advised, (3,))).section == "plan"
+    assert plan_home(SOAP, Written("objective", "Lungs clear to auscultation.", (3,))).section == "objective"
     # a template whose assessment is also its plan keeps it there
     progress = load_template("progress")
     combined = next(s.key for s in progress.sections if "plan" in s.covers)
