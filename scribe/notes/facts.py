@@ -545,8 +545,8 @@ def _asking_from(question: str) -> int:
 _GIVEN = re.compile(r"\b(?:the|your|that|this)\s+(?:(?!(?:any|some|a|an|no|other)\b)[\w-]+\s+){0,2}$", re.I)
 """A finding the question names as known ("does the pain extend anywhere?", "is your cough
 productive?") is given, not asked: "no, not really" says the pain goes nowhere, not that there
-is none (a "yes" still confirms it) (the guard then refused "The pain does not radiate." and the fact lines could write
-"Denies pain."). At worst a denial goes unrecorded; never an invented one."""
+is none (the guard had refused "The pain does not radiate." and the fact lines could write
+"Denies pain."); a "yes" still confirms it. At worst a denial goes unrecorded, never an invented one."""
 
 
 def qa_findings(question: Segment, answer: Segment) -> list[Fact]:

@@ -22,7 +22,7 @@ import re
 
 from .instructions import WAKE_WORDS
 from .register import register_issues
-from .text import AGREEMENT_TAG, clean_utterance
+from .text import AGREEMENT_TAG, YOUR, clean_utterance
 
 PLAN_VERBS = (
     "order", "continue", "start", "increase", "decrease", "reduce", "stop", "discontinue", "hold", "refer",
@@ -78,7 +78,6 @@ _TAIL = re.compile(r"\s*,?\s*(?:and|so|but|because|cause)\s+(?:i|we|i'll|we'll|i
 """What follows the decision and is about the speaker ("…, and I'll be in touch through the portal")."""
 
 _JUST = re.compile(r"\b(?:just|um+|uh|kind of|sort of|you know)\b\s*,?\s*", re.I)
-_YOUR = re.compile(r"\byour\s+", re.I)
 _YOU = re.compile(r"\byou\b", re.I)
 _YOURSELF = re.compile(r"\byourself\b", re.I)
 
@@ -109,7 +108,7 @@ def _plan_line(clause: str) -> str | None:
         return None
     rest = _TRAILING.sub("", _TAIL.sub("", m.group("rest")).rstrip(" .!"))
     rest = _YOURSELF.sub("themselves", rest)
-    rest = _YOUR.sub("", rest)
+    rest = YOUR.sub("", rest)
     rest = _YOU.sub("the patient", rest)
     line = clean_utterance(f"{m.group('verb').lower()} {rest.lstrip(' ,')}".strip(" ,"))
     words = line.split()

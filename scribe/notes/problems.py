@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from .register import FRAGMENT, register_issues
-from .text import AGREEMENT_TAG, clean_utterance, content_stems
+from .text import AGREEMENT_TAG, YOUR, clean_utterance, content_stems
 
 _INTRODUCED = re.compile(
     r"\b(?:for|regarding|as\s+for|with|now\s+for|moving\s+on\s+to|my\s+assessment\s+for)\s+(?:your|the|my)\s+"
@@ -32,7 +32,6 @@ _DIAGNOSED = re.compile(
     re.I,
 )
 _ARTICLE = re.compile(r"^(?:(?:your|the|a|an|some|this|that)\s+)+", re.I)
-_YOUR = re.compile(r"\byour\s+", re.I)
 _HEDGE = re.compile(r"\b(?:or|maybe|probably|possibly|might|may|not|no|rule\s+out|versus|vs)\b", re.I)
 """A differential, a hedge or a negation: not a problem to list as one."""
 MAX_WORDS = 12
@@ -44,7 +43,7 @@ def problem_lines(said: str) -> list[str]:
     text = " ".join(said.replace("’", "'").split())
     for pattern in (_INTRODUCED, _DIAGNOSED):
         for m in pattern.finditer(text):
-            x = _YOUR.sub("", _ARTICLE.sub("", AGREEMENT_TAG.sub("", m.group("x").strip(" ,"))))
+            x = YOUR.sub("", _ARTICLE.sub("", AGREEMENT_TAG.sub("", m.group("x").strip(" ,"))))
             if not x or _HEDGE.search(x) or len(x.split()) > MAX_WORDS:
                 continue
             line = clean_utterance(x)

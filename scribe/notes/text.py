@@ -179,6 +179,8 @@ _SPACES = re.compile(r"\s{2,}")
 AGREEMENT_TAG = re.compile(r"\s*,?\s*\b(?:okay|ok|all\s+right|alright|right)\s*[.!]?\s*$", re.I)
 """A tag asking for agreement at the end of what a clinician says ("…, okay?"): not part of the
 problem or the decision it follows (``problems``, ``plan_lines``)."""
+YOUR = re.compile(r"\byour\s+", re.I)
+"""The clinician's "your" before what a problem or decision names ("your hypertension")."""
 
 
 def clean_utterance(text: str) -> str:

@@ -830,7 +830,8 @@ def observed_sections(template: Template) -> frozenset[str]:
 
 
 COVERED_SHARE = 0.6
-"""A line the model's section already states: this share of its words in one of its sentences."""
+"""A line said already: this share of its words in one sentence of the section
+(``said_by_clinician``), or in the span a clinician declined (``declined``)."""
 PLAN_STEMS = GENERIC_STEMS | frozenset(content_stems(" ".join(PLAN_VERBS)))
 
 
@@ -847,7 +848,7 @@ physical therapy"), the next decision ("…, and I want you to get an MRI") or t
 
 
 def declined(text: str, said: Sequence[str]) -> bool:
-    """The line states as a plan what the clinician said is not needed: most (60 %) of its words
+    """The line states as a plan what the clinician said is not needed: most (``COVERED_SHARE``) of its words
     stand after a decline ("I don't think we need to do any further work up of that at this
     time", "no need for", "not going to", "hold off on") and before the next contrast or the
     end of the sentence. The line itself has no negative (``verify_line`` asks only then)."""
@@ -859,7 +860,7 @@ def declined(text: str, said: Sequence[str]) -> bool:
             rest = line[m.end():]
             stop = _TURN.search(rest)
             span = set(content_stems(rest[: stop.start()] if stop else rest))
-            if len(mine & span) >= math.ceil(0.6 * len(mine)):
+            if len(mine & span) >= COVERED_SHARE * len(mine):
                 return True
     return False
 
