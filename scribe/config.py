@@ -86,10 +86,15 @@ class AsrSettings(BaseModel):
     """How often to decode the open utterance for display (its last 6 s, with a short encoder
     window: a display hint, replaced by the committed text). 0 disables partials."""
     early_commit_s: float = 2.0
-    """Once an utterance has run this long, re-decode its open audio at each short pause (~160 ms)
+    """Once an utterance has run this long, re-decode its open audio at each short pause (~100 ms)
     and commit the complete sentences and clauses heard before it: a long turn's early words do
     not wait for its end (docs/benchmarks.md). Skipped while a stream is behind. 0 disables it
     (one decode per utterance, at its end)."""
+    unpaused_decode_s: float = Field(default=1.5, ge=0.0)
+    """With early commits on: when speech runs this long without a pause (sentences said back to
+    back), re-decode anyway and commit the sentences heard 0.8 s or more before the audio's end;
+    these re-decodes also stand in for the display partials. 0: only at pauses (about a quarter
+    less live-pass CPU, a longer latency tail; docs/benchmarks.md)."""
 
     def segmenter_config(self) -> SegmenterConfig:
         """The utterance segmenter's configuration from these settings (one place for both

@@ -159,7 +159,9 @@ class UtteranceTranscriber:
     at each short pause (``pause_s`` below the VAD threshold, shorter than the silence that
     closes an utterance) and the complete sentences and clauses heard before it are committed
     (``commit.EarlyCommit``), so a long utterance's early words do not wait for its end; the
-    final decode then covers only what was not committed. Like partials, these re-decodes are
+    final decode then covers only what was not committed. ``unpaused_s`` > 0: speech that runs
+    that long with no pause is re-decoded anyway, and sentences ending ``right_context_s``
+    before the audio's end are committed (these decodes replace the display partials). Like partials, these re-decodes are
     skipped when the caller is behind (``allow_partial=False``): under load the policy falls
     back to one decode per utterance.
 
@@ -180,10 +182,12 @@ class UtteranceTranscriber:
         partial_window_s: float = 6.0,
         context_s: float = 0.0,
         early_commit_s: float = 0.0,
-        pause_s: float = 0.16,
+        pause_s: float = 0.096,
         max_pending_s: float = 6.0,
         early_context_s: float = 3.0,
-        pause_wait_s: float = 0.4,
+        pause_wait_s: float = 0.3,
+        unpaused_s: float = 0.0,
+        right_context_s: float = 0.8,
     ):
         self.recognizer = recognizer
         self.vad = vad
@@ -208,11 +212,17 @@ class UtteranceTranscriber:
         """The last committed words, to drop any that leak back in from lead-in audio."""
         self.early_commit = int(early_commit_s * SAMPLE_RATE)
         self.pause = max(1, round(pause_s * SAMPLE_RATE / WINDOW))
-        """Windows below the VAD threshold that make a pause worth a decode (~160 ms)."""
+        """Windows below the VAD threshold that make a pause worth a decode (~100 ms: fluent
+        speech often makes no pause of 160 ms between sentences, docs/benchmarks.md)."""
         self.early_context = int(early_context_s * SAMPLE_RATE)
         self.pause_wait = int(pause_wait_s * SAMPLE_RATE)
         """The decode at a pause waits this long after it began: Whisper writes the last word
         before a pause more reliably when it also hears what follows (speech or silence)."""
+        self.unpaused = int(unpaused_s * SAMPLE_RATE)
+        self.right_context = right_context_s
+        """Speech with no pause: after ``unpaused`` samples without an early decode, decode anyway
+        and commit the sentences heard ``right_context`` seconds or more before the audio's end."""
+        self._last_agree = origin
         self._pause_decoded: int | None = None
         self._pause_seen: int | None = None
         self._quiet = 0
@@ -242,7 +252,10 @@ class UtteranceTranscriber:
         pause = self._early_due(start, pos) if allow_partial and start is not None else None
         if pause is not None and start is not None:
             self._last_partial = pos
-            events.extend(self._agree(start, pos, pause))
+            events.extend(self._agree(start, pos, pause / SAMPLE_RATE + 0.3))
+        elif allow_partial and start is not None and self._unpaused_due(start, pos):
+            self._last_partial = pos
+            events.extend(self._agree(start, pos, pos / SAMPLE_RATE - self.right_context))
         elif allow_partial and self.partial_interval > 0 and self.segmenter.in_speech:
             if start is not None and pos - max(self._last_partial, start) >= self.partial_interval:
                 self._last_partial = pos
@@ -280,6 +293,15 @@ class UtteranceTranscriber:
             return pause
         return None
 
+    def _unpaused_due(self, start: int, pos: int) -> bool:
+        """Whether speech has run ``unpaused`` without an early decode (no pause to decode at:
+        sentences said back to back, where the VAD never drops) and there is open audio to
+        commit from (a second past ``right_context``)."""
+        if not self.early_commit or not self.unpaused or not (self.early.active or pos - start >= self.early_commit):
+            return False
+        return (pos - max(self._last_agree, start) >= self.unpaused
+                and pos - self._decode_from(start) >= self.right_context * SAMPLE_RATE + SAMPLE_RATE)
+
     def _note_pauses(self, probs: np.ndarray) -> None:
         """Remember where the latest pause began (``pause`` windows below the VAD threshold,
         stricter than the segmenter's hysteresis), also one a busy caller had no time to
@@ -315,11 +337,13 @@ class UtteranceTranscriber:
             lead = max(lead, int(self.early.decode_from * SAMPLE_RATE))
         return lead
 
-    def _agree(self, start: int, pos: int, pause: int) -> list[TranscriberEvent]:
-        """Re-decode the open utterance at a pause; commit the complete sentences before it
-        and the words the previous decode agreed on."""
+    def _agree(self, start: int, pos: int, stable_until: float) -> list[TranscriberEvent]:
+        """Re-decode the open utterance; commit the complete sentences that end before
+        ``stable_until`` (seconds: just after the pause decoded at, or ``right_context`` before
+        the audio's end when there was none) and the words the previous decode agreed on."""
         if pos - self._decode_from(start) < SAMPLE_RATE:
             return []  # under a second since the last committed sentence: wait for more
+        self._last_agree = pos
         lead = self._lead_in(start)
         audio = self.buffer.slice(lead, pos)
         self.decoded_seconds += len(audio) / SAMPLE_RATE
@@ -334,7 +358,7 @@ class UtteranceTranscriber:
         hyp = _drop_boundary_repeat(self._tail, hyp, floor)
         events: list[TranscriberEvent] = []
         # Word ends run up to ~0.3 s into a pause.
-        groups = self.early.update(hyp, stable_until=pause / SAMPLE_RATE + 0.3)
+        groups = self.early.update(hyp, stable_until=stable_until)
         self.early.agreement.committed.clear()  # kept by LocalAgreement for the GPU path; unbounded here
         for group in groups:
             seg = self._word_segment(group)

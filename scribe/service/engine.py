@@ -151,6 +151,7 @@ class Engine:
             partial_interval_s=asr.partial_interval_s,
             context_s=asr.context_s,
             early_commit_s=asr.early_commit_s,
+            unpaused_s=asr.unpaused_decode_s,
         )
 
 

@@ -25,7 +25,8 @@ SCRIPT = [
 PAUSES = [0.3, 0.25, 0.3]
 
 
-def script_words(first: float = 0.5, per_word: float = 0.35, script: list[str] = SCRIPT) -> list[Word]:
+def script_words(first: float = 0.5, per_word: float = 0.35, script: list[str] = SCRIPT,
+                 pauses: list[float] = PAUSES) -> list[Word]:
     words, t = [], first
     for k, sentence in enumerate(script):
         for text in sentence.split():
@@ -34,7 +35,7 @@ def script_words(first: float = 0.5, per_word: float = 0.35, script: list[str] =
                               probability=round(0.5 + (len(words) % 40) / 100, 2)))
             t += per_word
         if k < len(script) - 1:
-            t += PAUSES[k % len(PAUSES)]
+            t += pauses[k % len(pauses)]
     return words
 
 
@@ -82,10 +83,10 @@ class ScriptedRecognizer:
                            words=words if final else ())]
 
 
-def stream(early_commit_s: float, *, allow_partial: bool = True, words: list[Word] = WORDS):
+def stream(early_commit_s: float, *, allow_partial: bool = True, words: list[Word] = WORDS, **kw: float):
     rec = ScriptedRecognizer(words)
     tr = UtteranceTranscriber(rec, ScriptedVad(words), SegmenterConfig.from_ms(soft_max_utterance_s=None),
-                              early_commit_s=early_commit_s)
+                              early_commit_s=early_commit_s, **kw)
     duration = words[-1].end + 2.0
     audio = np.zeros(int(duration * SR), dtype=np.float32)
     commits: list[tuple[float, Committed]] = []
@@ -113,6 +114,24 @@ def test_a_long_utterance_commits_its_early_sentences_before_it_ends():
     assert when - first_end < 1.0  # ...but came at the pause after it
     early = [s for t, c in commits for s in c.segments if t < SPEECH_END]
     assert [s.text for s in early][:3] == SCRIPT[:3]
+
+
+def test_sentences_said_without_a_pause_commit_a_second_after_they_end():
+    """Speech with no pause between sentences (the VAD never drops): with ``unpaused_s`` the
+    open audio is re-decoded anyway and a sentence heard ``right_context_s`` before the audio's
+    end is committed; without it the whole turn waits for its end."""
+    words = script_words(pauses=[0.0])
+    end = words[-1].end
+    first_end = words[len(SCRIPT[0].split()) - 1].end
+    commits, _ = stream(2.0, words=words, unpaused_s=0.0)
+    assert text_of(commits) == " ".join(SCRIPT)
+    assert all(t > end for t, c in commits if c.segments)  # no pause: nothing early
+    commits, rec = stream(2.0, words=words, unpaused_s=1.5, right_context_s=0.8)
+    assert text_of(commits) == " ".join(SCRIPT)  # nothing lost, nothing twice
+    when = next(t for t, c in commits if c.segments)
+    assert when - first_end <= 1.5 + 0.8 + 0.2
+    assert [s.text for t, c in commits for s in c.segments if t < end][:2] == SCRIPT[:2]
+    assert all(final for *_, final in rec.calls)  # the re-decodes stand in for partials
 
 
 def test_without_early_commits_the_turn_is_committed_once_at_its_end():
