@@ -586,6 +586,15 @@ def verify_line(
             # "Work up of osteoarthritis at this time." from "I don't think we need to do any
             # further work up of that at this time" (ACI dev D2N070, sessions 9 and 10)
             return Verdict(None, "dropped", ["declined_by_clinician"])
+        if planned and not negative:
+            since = min(ctx.position(s.id) for s in cited)
+            then = [s.text for s in ctx.segments.values()
+                    if s.speaker is Speaker.clinician and ctx.position(s.id) >= since]
+            if retracted(text, then):
+                # "Consider a thumb spica." from "we are going to give you a thumb spica for today"
+                # when a minute later the clinician said "sorry, not a thumb spica, we're gonna
+                # brace your arm" (ACI dev D2N077)
+                return Verdict(None, "dropped", ["retracted_by_clinician"])
     sentence = Sentence(id=sentence_id, text=text, evidence=_evidence(text, cited, answered))
     flags = check_sentence(sentence, ctx, section, earlier=earlier)
     repairs: list[str] = list(tidied)
@@ -852,17 +861,34 @@ def declined(text: str, said: Sequence[str]) -> bool:
     stand after a decline ("I don't think we need to do any further work up of that at this
     time", "no need for", "not going to", "hold off on") and before the next contrast or the
     end of the sentence. The line itself has no negative (``verify_line`` asks only then)."""
+    return _stands_after(_DECLINE, text, said)
+
+
+def _stands_after(pattern: re.Pattern[str], text: str, said: Sequence[str]) -> bool:
+    """Most (``COVERED_SHARE``) of the line's content words stand after a match of ``pattern``
+    in one of ``said``, before the next contrast, decision or sentence end (``_TURN``)."""
     mine = set(content_stems(text)) - PLAN_STEMS
     if not mine:
         return False
     for line in said:
-        for m in _DECLINE.finditer(line):
+        for m in pattern.finditer(line):
             rest = line[m.end():]
             stop = _TURN.search(rest)
             span = set(content_stems(rest[: stop.start()] if stop else rest))
             if len(mine & span) >= COVERED_SHARE * len(mine):
                 return True
     return False
+
+
+_RETRACT = re.compile(r"\bnot\s+(?:a|an|the|that|this)\b|\binstead\s+of\b", re.IGNORECASE)
+
+
+def retracted(text: str, said: Sequence[str]) -> bool:
+    """The line states as a plan what the clinician took back: its words stand right after a
+    correction ("sorry, not a thumb spica, we're gonna brace your arm", "instead of the cream")
+    in what the clinician said from the line's first citation on. Like ``declined``, asked only
+    of a line with no negative."""
+    return _stands_after(_RETRACT, text, said)
 
 
 def said_by_clinician(segments: Sequence[Segment], stated: Sequence[Sentence],

@@ -594,7 +594,15 @@ class LlamaSession:
             rt = self._runtime()
             tokens, n_lines = self._transcript_tokens(rt)
             t0 = time.perf_counter()
-            n = rt.executor.submit(rt.feed, tokens, threads=self.cfg.visit_threads).result()
+            try:
+                job = rt.executor.submit(rt.feed, tokens, threads=self.cfg.visit_threads)
+            except RuntimeError:
+                # The model's executor is shut down: the process is exiting (a feed queued at the
+                # end of a visit runs while the interpreter joins its threads). Nothing to feed,
+                # and no error to report: ``finish`` was not asked for.
+                log.debug("note model closed; visit not fed")
+                return
+            n = job.result()
             self.fed_tokens += n
             self.stats.extra["feed_seconds"] = self.stats.extra.get("feed_seconds", 0.0) + time.perf_counter() - t0
             if self.cfg.write_during_visit:

@@ -26,6 +26,7 @@ from scribe.notes.writers.conversation import (
     NoteParser,
     Written,
     declined,
+    retracted,
     fact_note,
     repeats,
     note_grammar,
@@ -362,6 +363,34 @@ def test_a_plan_the_clinician_declined_is_not_a_plan():
     assert plan("No further work up needed.").outcome == "kept"
 
 
+def test_a_plan_the_clinician_took_back_is_not_a_plan():
+    """ACI dev D2N077: "we are going to give you a thumb spica for today", then after the
+    patient's "a what?": "sorry, not a thumb spica, we're gonna brace your arm". The model wrote
+    "Consider a thumb spica." citing the first."""
+    said = ["we are going to give you a thumb spica for today and that's going to",
+            "sorry no problem sorry yeah not a thumb spica we're gon na brace your arm",
+            "Use the cream instead of the ointment.", "That's not a problem, we'll start ibuprofen."]
+    assert retracted("Consider a thumb spica.", said) and retracted("Ointment.", said)
+    assert not retracted("Brace the arm.", said) and not retracted("Start ibuprofen.", said)
+    assert not retracted("Use the cream.", said)
+    segs = [seg(0, "clinician", said[0]), seg(1, "patient", "a what"), seg(2, "clinician", said[1]),
+            seg(3, "clinician", "we'll give you a thumb spica"), seg(4, "clinician", "not the thumb spica i meant")]
+
+    def plan(text, lines):
+        return verify_line(Written("plan", text, lines), line_map(segs), ctx_for(segs), section("plan"),
+                           sentence_id="p.llama0", earlier=set(), planned=True)
+
+    assert plan("Consider a thumb spica.", (1,)).reasons == ["retracted_by_clinician"]
+    assert plan("Brace the arm.", (3,)).outcome == "kept"
+    assert plan("Not a thumb spica; brace the arm.", (3,)).outcome == "kept"  # a negative: not asked
+    # only what the clinician said from the line's first citation on takes it back
+    late = segs[3:]
+    assert verify_line(Written("plan", "Thumb spica.", (1,)), line_map(late), ctx_for(late), section("plan"),
+                       sentence_id="p.llama0", earlier=set(), planned=True).reasons == ["retracted_by_clinician"]
+    assert verify_line(Written("plan", "Thumb spica.", (1,)), line_map(segs[:2]), ctx_for(segs[:2]), section("plan"),
+                       sentence_id="p.llama0", earlier=set(), planned=True).outcome == "kept"
+
+
 def test_a_restated_duration_is_a_repeat_however_it_is_said():
     """The demo's history said the three days of diarrhea three times: "presents with a 3-day
     history of …", "has had some diarrhea for the last three days", "has been affected by the
@@ -461,6 +490,22 @@ async def test_session_keeps_verified_sentences_and_drops_an_invented_number():
         "Current medications include lisinopril daily."]
     assert stats.extra["statements_from_facts"] == 1
     assert stats.extra["dropped"] >= 1 and rt.fed  # the visit was fed during add()
+
+
+def test_a_visit_fed_after_the_model_closed_is_not_an_error(caplog):
+    """At process exit the model's executor is shut down while a feed queued at the end of a
+    visit may still run: it must not report "note model unavailable" (every benchmark printed
+    it at exit) nor fail the session."""
+    writer, rt = scripted_writer({})
+    session = writer.start("e-exit", SOAP)
+    session.add(VISIT[0])
+    if session._feed_future is not None:
+        session._feed_future.result(timeout=10)
+    rt.executor.shutdown(wait=True)
+    with caplog.at_level("DEBUG", logger="scribe.notes.writers.llama"):
+        session._feed_job()
+    assert session._error is None
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 async def test_each_sections_request_names_the_visits_lines_for_it():
