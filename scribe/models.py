@@ -189,6 +189,8 @@ class FlagKind(StrEnum):
     section_placement = "section_placement"
     low_confidence_word = "low_confidence_word"
     degenerate_output = "degenerate_output"
+    contradicted_later = "contradicted_later"
+    """A plan item the clinician seemed to take back later ("not a thumb spica, …")."""
 
 
 class Flag(_Model):

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ...models import Evidence, FlagKind, Note, Section, Segment, Sentence, Speaker
+from ...models import Evidence, Flag, FlagKind, Note, Section, Segment, Sentence, Speaker
 from ..facts import Fact, FactKind, dedupe_facts, findings_in, only_a_question, question_span, reported_and_denied
 from ..instructions import meta_commands, unsupported_instruction, without_meta_commands
 from ..guard import (
@@ -586,15 +586,11 @@ def verify_line(
             # "Work up of osteoarthritis at this time." from "I don't think we need to do any
             # further work up of that at this time" (ACI dev D2N070, sessions 9 and 10)
             return Verdict(None, "dropped", ["declined_by_clinician"])
-        if planned and not negative:
-            since = min(ctx.position(s.id) for s in cited)
-            then = [s.text for s in ctx.segments.values()
-                    if s.speaker is Speaker.clinician and ctx.position(s.id) >= since]
-            if retracted(text, then):
-                # "Consider a thumb spica." from "we are going to give you a thumb spica for today"
-                # when a minute later the clinician said "sorry, not a thumb spica, we're gonna
-                # brace your arm" (ACI dev D2N077)
-                return Verdict(None, "dropped", ["retracted_by_clinician"])
+    taken_back: str | None = None
+    if planned and not negative:
+        since = min(ctx.position(s.id) for s in cited)
+        taken_back = retracted(text, [s.text for s in ctx.segments.values()
+                                      if s.speaker is Speaker.clinician and ctx.position(s.id) >= since])
     sentence = Sentence(id=sentence_id, text=text, evidence=_evidence(text, cited, answered))
     flags = check_sentence(sentence, ctx, section, earlier=earlier)
     repairs: list[str] = list(tidied)
@@ -606,6 +602,13 @@ def verify_line(
     bad = sorted({str(f.kind) for f in flags if f.kind in DROP_KINDS})
     if bad:
         return Verdict(None, "dropped", bad)
+    if taken_back is not None:
+        # "Consider a thumb spica." from "we are going to give you a thumb spica for today", when
+        # the clinician then said "sorry, not a thumb spica, we're gonna brace your arm" (ACI dev
+        # D2N077): a correction, or the jargon put in plain words (the reference note kept a
+        # "thumb spica brace"). The clinician decides; the line is shown with the words.
+        flags = [*flags, Flag(kind=FlagKind.contradicted_later, span=taken_back,
+                              message=f'The clinician later said "{taken_back}": check that this is still the plan.')]
     earlier.add(_norm_key(text))
     sentence = sentence.model_copy(update={"flags": flags})
     if flags:
@@ -861,33 +864,35 @@ def declined(text: str, said: Sequence[str]) -> bool:
     stand after a decline ("I don't think we need to do any further work up of that at this
     time", "no need for", "not going to", "hold off on") and before the next contrast or the
     end of the sentence. The line itself has no negative (``verify_line`` asks only then)."""
-    return _stands_after(_DECLINE, text, said)
+    return _stands_after(_DECLINE, text, said) is not None
 
 
-def _stands_after(pattern: re.Pattern[str], text: str, said: Sequence[str]) -> bool:
-    """Most (``COVERED_SHARE``) of the line's content words stand after a match of ``pattern``
-    in one of ``said``, before the next contrast, decision or sentence end (``_TURN``)."""
+def _stands_after(pattern: re.Pattern[str], text: str, said: Sequence[str]) -> str | None:
+    """Where most (``COVERED_SHARE``) of the line's content words stand after a match of
+    ``pattern`` in one of ``said``, before the next contrast, decision or sentence end
+    (``_TURN``): that stretch of words (None: nowhere)."""
     mine = set(content_stems(text)) - PLAN_STEMS
     if not mine:
-        return False
+        return None
     for line in said:
         for m in pattern.finditer(line):
             rest = line[m.end():]
             stop = _TURN.search(rest)
-            span = set(content_stems(rest[: stop.start()] if stop else rest))
-            if len(mine & span) >= COVERED_SHARE * len(mine):
-                return True
-    return False
+            head = rest[: stop.start()] if stop else rest
+            if len(mine & set(content_stems(head))) >= COVERED_SHARE * len(mine):
+                return " ".join((m.group(0) + head).split()[:12])
+    return None
 
 
 _RETRACT = re.compile(r"\bnot\s+(?:a|an|the|that|this)\b|\binstead\s+of\b", re.IGNORECASE)
 
 
-def retracted(text: str, said: Sequence[str]) -> bool:
-    """The line states as a plan what the clinician took back: its words stand right after a
-    correction ("sorry, not a thumb spica, we're gonna brace your arm", "instead of the cream")
-    in what the clinician said from the line's first citation on. Like ``declined``, asked only
-    of a line with no negative."""
+def retracted(text: str, said: Sequence[str]) -> str | None:
+    """The words with which the clinician seemed to take back the plan the line states: its
+    words stand right after a correction ("sorry, not a thumb spica, we're gonna brace your
+    arm", "instead of the cream") in what the clinician said from the line's first citation on.
+    Asked only of a line with no negative. Unlike a decline this may be the jargon put in plain
+    words, so the line is flagged for the clinician, not dropped."""
     return _stands_after(_RETRACT, text, said)
 
 

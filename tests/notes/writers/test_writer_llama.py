@@ -363,32 +363,36 @@ def test_a_plan_the_clinician_declined_is_not_a_plan():
     assert plan("No further work up needed.").outcome == "kept"
 
 
-def test_a_plan_the_clinician_took_back_is_not_a_plan():
+def test_a_plan_the_clinician_seemed_to_take_back_is_flagged_with_his_words():
     """ACI dev D2N077: "we are going to give you a thumb spica for today", then after the
     patient's "a what?": "sorry, not a thumb spica, we're gonna brace your arm". The model wrote
-    "Consider a thumb spica." citing the first."""
+    "Consider a thumb spica." citing the first. A correction, or the jargon put in plain words
+    (the reference note has a "thumb spica brace"): shown to the clinician with the words."""
     said = ["we are going to give you a thumb spica for today and that's going to",
             "sorry no problem sorry yeah not a thumb spica we're gon na brace your arm",
             "Use the cream instead of the ointment.", "That's not a problem, we'll start ibuprofen."]
-    assert retracted("Consider a thumb spica.", said) and retracted("Ointment.", said)
+    assert retracted("Consider a thumb spica.", said) == "not a thumb spica"
+    assert retracted("Ointment.", said) == "instead of the ointment"
     assert not retracted("Brace the arm.", said) and not retracted("Start ibuprofen.", said)
     assert not retracted("Use the cream.", said)
     segs = [seg(0, "clinician", said[0]), seg(1, "patient", "a what"), seg(2, "clinician", said[1]),
             seg(3, "clinician", "we'll give you a thumb spica"), seg(4, "clinician", "not the thumb spica i meant")]
 
-    def plan(text, lines):
-        return verify_line(Written("plan", text, lines), line_map(segs), ctx_for(segs), section("plan"),
+    def plan(text, lines, segments=segs):
+        return verify_line(Written("plan", text, lines), line_map(segments), ctx_for(segments), section("plan"),
                            sentence_id="p.llama0", earlier=set(), planned=True)
 
-    assert plan("Consider a thumb spica.", (1,)).reasons == ["retracted_by_clinician"]
+    v = plan("Consider a thumb spica.", (1,))
+    assert v.outcome == "flagged" and v.reasons == ["contradicted_later"]
+    [flag] = v.sentence.flags
+    assert flag.span == "not a thumb spica" and "not a thumb spica" in flag.message and not flag.resolved
     assert plan("Brace the arm.", (3,)).outcome == "kept"
     assert plan("Not a thumb spica; brace the arm.", (3,)).outcome == "kept"  # a negative: not asked
-    # only what the clinician said from the line's first citation on takes it back
-    late = segs[3:]
-    assert verify_line(Written("plan", "Thumb spica.", (1,)), line_map(late), ctx_for(late), section("plan"),
-                       sentence_id="p.llama0", earlier=set(), planned=True).reasons == ["retracted_by_clinician"]
-    assert verify_line(Written("plan", "Thumb spica.", (1,)), line_map(segs[:2]), ctx_for(segs[:2]), section("plan"),
-                       sentence_id="p.llama0", earlier=set(), planned=True).outcome == "kept"
+    # only what the clinician said from the line's first citation on counts
+    assert plan("Thumb spica.", (1,), segs[3:]).reasons == ["contradicted_later"]
+    assert plan("Thumb spica.", (1,), segs[:2]).outcome == "kept"
+    assert plan("Thumb spica.", (1,), [seg(0, "clinician", said[0]), seg(1, "patient", "not a thumb spica please")]
+                ).outcome == "kept"  # the patient's words take back nothing
 
 
 def test_a_restated_duration_is_a_repeat_however_it_is_said():
