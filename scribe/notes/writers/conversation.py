@@ -790,15 +790,20 @@ def _gerund(verb: str) -> str:
 
 _PLAN_WORDS = (*PLAN_VERBS, "monitor", "record", "return", "recommend")
 _PLAN_OPEN = re.compile(
-    rf"^(?:(?:the\s+)?patient\s+(?:is|was|has\s+been)\s+(?:being\s+)?(?:advised|instructed|recommended|told|encouraged)"
+    rf"^(?:follow[- ]?up\b|(?:(?:the\s+)?patient\s+(?:is|was|has\s+been)\s+(?:being\s+)?(?:advised|instructed|recommended|told|encouraged)"
     rf"\s+to|advised to|instructed to"
-    rf"|will|recommended|follow[- ]?up|{'|'.join(_PLAN_WORDS)}|{'|'.join(map(_gerund, _PLAN_WORDS))})\b"
-    r"(?!\s+(?:in|of|with the)\b)",
+    rf"|will|recommended|{'|'.join(_PLAN_WORDS)}|{'|'.join(map(_gerund, _PLAN_WORDS))})\b"
+    r"(?!\s+(?:in|of|with the)\b))",
     re.I,
 )
 """A sentence that opens as a plan item does ("Order another echocardiogram.", "Continuing
 lisinopril 20 mg daily.", "Instructed to weigh himself every day."), not as an impression
 ("Increase in swelling of the knee." is a finding; "Increased swelling" too: no past tense)."""
+
+
+_LEAD_LABEL = re.compile(r"^[A-Z][\w'/ -]{0,40}:\s+")
+"""Any label the model put before a line ("Diabetes: Follow up with the endocrinologist …",
+ACI dev D2N086's Objective in session 10)."""
 
 
 def plan_home(template: Template, w: Written) -> Written:
@@ -810,7 +815,7 @@ def plan_home(template: Template, w: Written) -> Written:
     session 10). It is then judged as a plan line; a later plan line saying the same is a repeat."""
     sec = next((s for s in template.sections if s.key == w.section), None)
     if (sec is None or not ({"assessment"} | OBSERVED_KINDS) & set(sec.covers) or "plan" in sec.covers
-            or not _PLAN_OPEN.match(w.text)):
+            or not (_PLAN_OPEN.match(w.text) or _PLAN_OPEN.match(_LEAD_LABEL.sub("", w.text, count=1)))):
         return w
     home = next((s.key for s in template.sections if "plan" in s.covers and "assessment" not in s.covers), None)
     return w if home is None else Written(home, w.text, w.lines)

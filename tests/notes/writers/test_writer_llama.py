@@ -751,6 +751,12 @@ def test_a_plan_item_written_under_the_assessment_goes_to_the_plan():
     advised = "Patient is advised to use a knee brace and crutches for the next couple days."
     assert plan_home(SOAP, Written("objective", advised, (3,))).section == "plan"
     assert plan_home(SOAP, Written("objective", "Lungs clear to auscultation.", (3,))).section == "objective"
+    # behind a label the model put first (D2N086 in session 10)
+    for item in ("Diabetes: Follow up with the endocrinologist and monitor blood sugars.",
+                 "Follow-up: Scheduled for a follow-up appointment in seven days."):
+        assert plan_home(SOAP, Written("objective", item, (3,))).section == "plan", item
+    for seen in ("Blood pressure: 120/80.", "Hemoglobin A1c: Hemoglobin A1c < 7.", "Lungs: clear."):
+        assert plan_home(SOAP, Written("objective", seen, (3,))).section == "objective", seen
     # a template whose assessment is also its plan keeps it there
     progress = load_template("progress")
     combined = next(s.key for s in progress.sections if "plan" in s.covers)
