@@ -872,10 +872,12 @@ def declined(text: str, said: Sequence[str]) -> bool:
     return _stands_after(_DECLINE, text, said) is not None
 
 
-def _stands_after(pattern: re.Pattern[str], text: str, said: Sequence[str]) -> str | None:
+def _stands_after(pattern: re.Pattern[str], text: str, said: Sequence[str], *, named: bool = False) -> str | None:
     """Where most (``COVERED_SHARE``) of the line's content words stand after a match of
     ``pattern`` in one of ``said``, before the next contrast, decision or sentence end
-    (``_TURN``): that stretch of words (None: nowhere)."""
+    (``_TURN``): that stretch of words (None: nowhere). ``named``: also where the line names
+    every word of such a stretch of two or more ("not a thumb spica" in "Consider a thumb
+    spica for the Colles' fracture.", whose indication the clinician did not repeat)."""
     mine = set(content_stems(text)) - PLAN_STEMS
     if not mine:
         return None
@@ -884,7 +886,9 @@ def _stands_after(pattern: re.Pattern[str], text: str, said: Sequence[str]) -> s
             rest = line[m.end():]
             stop = _TURN.search(rest)
             head = rest[: stop.start()] if stop else rest
-            if len(mine & set(content_stems(head))) >= COVERED_SHARE * len(mine):
+            span = set(content_stems(head)) - PLAN_STEMS
+            if (len(mine & span) >= COVERED_SHARE * len(mine)
+                    or (named and len(span) >= 2 and span <= mine)):
                 return " ".join((m.group(0) + head).split()[:12])
     return None
 
@@ -898,7 +902,7 @@ def retracted(text: str, said: Sequence[str]) -> str | None:
     arm", "instead of the cream") in what the clinician said from the line's first citation on.
     Asked only of a line with no negative. Unlike a decline this may be the jargon put in plain
     words, so the line is flagged for the clinician, not dropped."""
-    return _stands_after(_RETRACT, text, said)
+    return _stands_after(_RETRACT, text, said, named=True)
 
 
 def said_by_clinician(segments: Sequence[Segment], stated: Sequence[Sentence],

@@ -372,6 +372,9 @@ def test_a_plan_the_clinician_seemed_to_take_back_is_flagged_with_his_words():
             "sorry no problem sorry yeah not a thumb spica we're gon na brace your arm",
             "Use the cream instead of the ointment.", "That's not a problem, we'll start ibuprofen."]
     assert retracted("Consider a thumb spica.", said) == "not a thumb spica"
+    # as the model wrote it, with an indication the clinician did not repeat
+    assert retracted("Consider a thumb spica for the colles' fracture.", said) == "not a thumb spica"
+    assert not retracted("Problem: hypertension.", ["that's not a problem", "not the hypertension clinic"])
     assert retracted("Ointment.", said) == "instead of the ointment"
     assert not retracted("Brace the arm.", said) and not retracted("Start ibuprofen.", said)
     assert not retracted("Use the cream.", said)
