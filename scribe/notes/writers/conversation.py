@@ -790,13 +790,15 @@ def _gerund(verb: str) -> str:
 
 _PLAN_WORDS = (*PLAN_VERBS, "monitor", "record", "return", "recommend")
 _PLAN_OPEN = re.compile(
-    rf"^(?:follow[- ]?up\b|(?:(?:the\s+)?patient\s+(?:is|was|has\s+been)\s+(?:being\s+)?(?:advised|instructed|recommended|told|encouraged)"
+    rf"^(?:follow[- ]?up\b|(?:the\s+)?patient\s+should\s+(?:follow[- ]?up|{'|'.join(_PLAN_WORDS)}|take|use|avoid)\b"
+    rf"|(?:(?:the\s+)?patient\s+(?:is|was|has\s+been)\s+(?:being\s+)?(?:advised|instructed|recommended|told|encouraged)"
     rf"\s+to|advised to|instructed to"
     rf"|will|recommended|{'|'.join(_PLAN_WORDS)}|{'|'.join(map(_gerund, _PLAN_WORDS))})\b"
     r"(?!\s+(?:in|of|with the)\b))",
     re.I,
 )
-"""A sentence that opens as a plan item does ("Order another echocardiogram.", "Continuing
+"""A sentence that opens as a plan item does ("Order another echocardiogram.", "The patient
+should follow up with their endocrinologist …", "Continuing
 lisinopril 20 mg daily.", "Instructed to weigh himself every day."), not as an impression
 ("Increase in swelling of the knee." is a finding; "Increased swelling" too: no past tense)."""
 

@@ -744,10 +744,12 @@ def test_a_plan_item_written_under_the_assessment_goes_to_the_plan():
     # the same items as the model also writes them (ACI dev D2N068): "Ordering another echocardiogram."
     for item in ("Ordering another echocardiogram.", "Continuing lisinopril 20 mg daily.", "Monitoring weight daily.",
                  "Patient is advised to wear a knee brace and use crutches temporarily.",  # D2N069
-                 "The patient is being advised to take pain medication every six hours."):  # D2N077
+                 "The patient is being advised to take pain medication every six hours.",  # D2N077
+                 "The patient should follow up with their endocrinologist and monitor their blood sugars.",  # D2N086
+                 "The patient should continue to take antibiotics and other medications."):
         assert plan_home(SOAP, Written("assessment", item, (3,))).section == "plan", item
     for impression in ("Congestive heart failure with fluid retention.", "Increase in swelling of the knee.",
-                       "Increased swelling of the knee."):
+                       "Increased swelling of the knee.", "The patient should recover fully."):
         assert plan_home(SOAP, Written("assessment", impression, (3,))).section == "assessment"
     assert plan_home(SOAP, Written("subjective", "Continue lisinopril 20 mg daily.", (3,))).section == "subjective"
     # under the examination too (D2N068, D2N069 in session 10)
