@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 if TYPE_CHECKING:
     from .asr.commit import SegmenterConfig
+    from .asr.streaming import UtteranceOptions
 
 
 def default_data_dir() -> Path:
@@ -95,6 +96,12 @@ class AsrSettings(BaseModel):
     back), re-decode anyway and commit the sentences heard 0.8 s or more before the audio's end;
     these re-decodes also stand in for the display partials. 0: only at pauses (about a quarter
     less live-pass CPU, a longer latency tail; docs/benchmarks.md)."""
+
+    def utterance_options(self) -> UtteranceOptions:
+        """The utterance transcriber's options from these settings (one place for both the
+        server and the benchmark, like ``segmenter_config``)."""
+        return {"partial_interval_s": self.partial_interval_s, "context_s": self.context_s,
+                "early_commit_s": self.early_commit_s, "unpaused_s": self.unpaused_decode_s}
 
     def segmenter_config(self) -> SegmenterConfig:
         """The utterance segmenter's configuration from these settings (one place for both

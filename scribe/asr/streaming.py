@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, TypedDict, TypeVar
 
 import numpy as np
 
@@ -152,6 +152,15 @@ class _Buffer:
             self.start = sample
 
 
+class UtteranceOptions(TypedDict):
+    """The ``UtteranceTranscriber`` keywords that come from settings (``AsrSettings.utterance_options``)."""
+
+    partial_interval_s: float
+    context_s: float
+    early_commit_s: float
+    unpaused_s: float
+
+
 class UtteranceTranscriber:
     """VAD-delimited utterances, each decoded once at end of speech (the CPU default).
 
@@ -161,9 +170,9 @@ class UtteranceTranscriber:
     (``commit.EarlyCommit``), so a long utterance's early words do not wait for its end; the
     final decode then covers only what was not committed. ``unpaused_s`` > 0: speech that runs
     that long with no pause is re-decoded anyway, and sentences ending ``right_context_s``
-    before the audio's end are committed (these decodes replace the display partials). Like partials, these re-decodes are
-    skipped when the caller is behind (``allow_partial=False``): under load the policy falls
-    back to one decode per utterance.
+    before the audio's end are committed (these decodes replace the display partials). Like
+    partials, these re-decodes are skipped when the caller is behind (``allow_partial=False``):
+    under load the policy falls back to one decode per utterance.
 
     ``origin`` and ``first_index`` let a stream resume mid-encounter: the server restarts the
     transcriber at the last committed sample with the next segment index, so resumed audio
@@ -252,7 +261,7 @@ class UtteranceTranscriber:
         pause = self._early_due(start, pos) if allow_partial and start is not None else None
         if pause is not None and start is not None:
             self._last_partial = pos
-            events.extend(self._agree(start, pos, pause / SAMPLE_RATE + 0.3))
+            events.extend(self._agree(start, pos, pause / SAMPLE_RATE + 0.3))  # word ends run ~0.3 s into a pause
         elif allow_partial and start is not None and self._unpaused_due(start, pos):
             self._last_partial = pos
             events.extend(self._agree(start, pos, pos / SAMPLE_RATE - self.right_context))
@@ -281,10 +290,14 @@ class UtteranceTranscriber:
         events.append(Committed((), end))
         return events
 
+    def _early_on(self, start: int, pos: int) -> bool:
+        """Early commits are on and the open utterance (opened at ``start``) is long enough for them."""
+        return bool(self.early_commit) and (self.early.active or pos - start >= self.early_commit)
+
     def _early_due(self, start: int, pos: int) -> int | None:
         """The sample where a new short pause began, if the open utterance is long enough to
         re-decode there (None: not now)."""
-        if not self.early_commit or not (self.early.active or pos - start >= self.early_commit):
+        if not self._early_on(start, pos):
             return None
         pause = self._pause_seen
         if (pause is not None and pause != self._pause_decoded and pos - pause >= self.pause_wait
@@ -297,7 +310,7 @@ class UtteranceTranscriber:
         """Whether speech has run ``unpaused`` without an early decode (no pause to decode at:
         sentences said back to back, where the VAD never drops) and there is open audio to
         commit from (a second past ``right_context``)."""
-        if not self.early_commit or not self.unpaused or not (self.early.active or pos - start >= self.early_commit):
+        if not self.unpaused or not self._early_on(start, pos):
             return False
         return (pos - max(self._last_agree, start) >= self.unpaused
                 and pos - self._decode_from(start) >= self.right_context * SAMPLE_RATE + SAMPLE_RATE)
@@ -357,7 +370,6 @@ class UtteranceTranscriber:
         hyp, _ = drop_overlap(self._tail, hyp, text_of=lambda w: w.text)  # lead-in words that leaked back
         hyp = _drop_boundary_repeat(self._tail, hyp, floor)
         events: list[TranscriberEvent] = []
-        # Word ends run up to ~0.3 s into a pause.
         groups = self.early.update(hyp, stable_until=stable_until)
         self.early.agreement.committed.clear()  # kept by LocalAgreement for the GPU path; unbounded here
         for group in groups:

@@ -43,9 +43,7 @@ def _stream(settings: Settings, rec, audio: np.ndarray, *, shed: bool = True):
 
     asr = settings.asr
     cfg = asr.segmenter_config()
-    tr = UtteranceTranscriber(rec, StreamingVad(), cfg, partial_interval_s=asr.partial_interval_s,
-                              context_s=asr.context_s, early_commit_s=asr.early_commit_s,
-                              unpaused_s=asr.unpaused_decode_s)
+    tr = UtteranceTranscriber(rec, StreamingVad(), cfg, **asr.utterance_options())
     segments, latencies, lags = [], [], []
     t0 = time.process_time()
     w0 = time.perf_counter()

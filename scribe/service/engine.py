@@ -148,10 +148,7 @@ class Engine:
             config,
             origin=origin,
             first_index=first_index,
-            partial_interval_s=asr.partial_interval_s,
-            context_s=asr.context_s,
-            early_commit_s=asr.early_commit_s,
-            unpaused_s=asr.unpaused_decode_s,
+            **asr.utterance_options(),
         )
 
 
