@@ -7,8 +7,9 @@ transcript does not back, and ``Note.omissions`` listing transcript facts no sen
   the segment's text;
 * ``unsupported_number`` — a number (with its unit), ratio, range or dosing frequency that the
   cited evidence does not state ("BP 130/80" when nothing was measured aloud; "follow up in
-  2 weeks" when no interval was said). Spoken and written forms compare equal ("twenty
-  milligrams" = "20 mg", "one twenty over eighty" = "120/80");
+  2 weeks" when no interval was said), or states only as another drug's dose or frequency
+  ("brace for 6 hours a day" citing "ultram every six hours"). Spoken and written forms compare
+  equal ("twenty milligrams" = "20 mg", "one twenty over eighty" = "120/80");
 * ``unsupported_drug`` — a drug name (brand or generic) the evidence does not name;
 * ``dose_status`` — a medication written as current that the transcript starts or changes
   ("increase your lasix to 80 mg" → "Current medications: Lasix 80 mg"), or the reverse;
@@ -36,6 +37,7 @@ from .facts import (
     Fact,
     FactKind,
     FindingMention,
+    MedMention,
     MedStatus,
     dedupe_facts,
     extract_facts,
@@ -325,11 +327,56 @@ def spoken_values(text: str) -> list[Quantity]:
     return raw + [q for q in cleaned if not any(supports(r, q) and supports(q, r) for r in raw)]
 
 
+_A_DRUG = re.compile(r"\b(?:medications?|medicines?|meds|pills?|tablets?|capsules?|drugs?|doses?|prescriptions?)\b", re.I)
+"""A sentence's words for a drug it does not name."""
+
+
+def _said_of(text: str) -> list[tuple[Quantity, MedMention | None]]:
+    """Each number in transcript text (as said and with stutters removed, like
+    ``spoken_values``) with the drug it is said of: the generic whose dose or dosing frequency
+    it is ("fifty milligrams of ultram every six hours": both numbers are Ultram's), else None."""
+    out: list[tuple[Quantity, MedMention | None]] = []
+    for version in dict.fromkeys((text, clean_utterance(text))):
+        meds = medications_in(version)
+        for q in find_quantities(version):
+            drug = next((m for m in meds
+                         if q in (m.dose, m.previous_dose) or (m.start <= q.start and q.end <= m.end)), None)
+            out.append((q, drug))
+    return out
+
+
+def _said_of_another_drug(q: Quantity, text: str, cited: list[Segment]) -> tuple[Segment, MedMention] | None:
+    """Where ``q`` is stated in the cited segments only as another drug's dose or frequency
+    than any the sentence names: (a segment saying it, that drug). ACI dev D2N077's "Wear the
+    brace for 6 hours a day." cites "fifty milligrams of ultram every six hours" (the brace was
+    for six weeks): the number is in the evidence, said of something else. A sentence naming
+    no drug is excused only when it speaks of one ("Take the pain medication every 6 hours.");
+    "Take it every 6 hours." needs the drug's name to be a plan."""
+    named = _drug_generics(text)
+    if not named and _A_DRUG.search(text):
+        return None
+    bound: tuple[Segment, MedMention] | None = None
+    for seg in cited:
+        for e, drug in _said_of(seg.text):
+            if not supports(e, q):
+                continue
+            if drug is None or drug.generic in named:
+                return None
+            bound = bound or (seg, drug)
+    return bound
+
+
 def _check_numbers(text: str, cited: list[Segment], ctx: GuardContext) -> list[Flag]:
     flags = []
     ev_vals = [q for s in cited for q in spoken_values(s.text)]
     for q in find_quantities(text):
         if any(supports(e, q) for e in ev_vals):
+            other = _said_of_another_drug(q, text, cited)
+            if other is not None:
+                seg, drug = other
+                flags.append(_flag(FlagKind.unsupported_number,
+                                   f"“{q.text}” is said of {drug.name} in {seg.id}, not of what this sentence says it of.",
+                                   q.text))
             continue
         elsewhere = ctx.where(lambda t: any(supports(e, q) for e in spoken_values(t)))
         where = (

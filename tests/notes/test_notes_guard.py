@@ -169,6 +169,30 @@ def test_number_said_elsewhere_points_there():
     assert any("seg-00009" in f.message for f in flags)
 
 
+def test_a_number_said_of_a_drug_is_not_supported_for_something_else():
+    """ACI dev D2N077: "Wear the brace for 6 hours a day." cited the doctor's "fifty milligrams
+    of ultram every six hours" (the brace was for six weeks). The number is in the evidence,
+    said of the Ultram."""
+    segs = segments_from_turns([{"speaker": "doctor", "text": (
+        "we're gon na brace your arm . we will in the meantime give you pain medication i wan na put you "
+        "on fifty milligrams of ultram every six hours and then get you into physical therapy")}])
+    cite = [Evidence(segment_id=segs[0].id, start=segs[0].start, end=segs[0].end, quote=segs[0].text)]
+    flags = check("Wear the brace for 6 hours a day.", cite, segs=segs)
+    assert kinds(flags) == [FlagKind.unsupported_number]
+    assert flags[0].span == "6 hours" and "said of ultram in seg-00000" in flags[0].message
+    flags = check("Take ibuprofen every 6 hours.", cite, segs=segs)
+    assert FlagKind.unsupported_number in kinds(flags)  # (and ibuprofen is not named there)
+    # the drug's own dose and frequency, by brand or generic name or as "the pain medication"
+    for text in ("Ultram 50 mg every 6 hours.", "Tramadol 50 mg every 6 hours.",
+                 "Take the pain medication every 6 hours."):
+        assert check(text, cite, segs=segs) == [], text
+    # a number also said of no drug in the cited lines stands
+    segs = segments_from_turns([{"speaker": "doctor", "text": (
+        "ultram fifty milligrams every six hours . keep the brace on for six hours a day")}])
+    cite = [Evidence(segment_id=segs[0].id, start=segs[0].start, end=segs[0].end, quote=segs[0].text)]
+    assert check("Wear the brace for 6 hours a day.", cite, segs=segs) == []
+
+
 def test_unsupported_drug_and_frequency():
     flags = check("Start metoprolol 25 mg daily.", ev(8))
     assert set(kinds(flags)) == {FlagKind.unsupported_drug, FlagKind.unsupported_number}

@@ -398,6 +398,23 @@ def test_a_plan_the_clinician_seemed_to_take_back_is_flagged_with_his_words():
                 ).outcome == "kept"  # the patient's words take back nothing
 
 
+def test_a_plan_line_with_another_drugs_number_is_dropped():
+    """ACI dev D2N077 (session 11's redraft): "Wear the brace for 6 hours a day." rested on
+    "fifty milligrams of ultram every six hours"; the brace was for six weeks. The guard's
+    number check now asks what the number is said of, and the writer drops the line (nothing
+    to repair it with); the Ultram line stands."""
+    segs = [seg(0, "clinician", "we're gon na brace your arm and i wan na put you on fifty milligrams "
+                                "of ultram every six hours and get you into physical therapy")]
+
+    def plan(text):
+        return verify_line(Written("plan", text, (1,)), line_map(segs), ctx_for(segs), section("plan"),
+                           sentence_id="p.llama0", earlier=set(), planned=True)
+
+    assert plan("Wear the brace for 6 hours a day.").reasons == ["unsupported_number"]
+    assert plan("Wear the brace for 6 hours a day.").outcome == "dropped"
+    assert plan("Give Ultram 50 mg every 6 hours.").outcome == "kept"
+
+
 def test_a_restated_duration_is_a_repeat_however_it_is_said():
     """The demo's history said the three days of diarrhea three times: "presents with a 3-day
     history of …", "has had some diarrhea for the last three days", "has been affected by the
