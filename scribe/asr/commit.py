@@ -351,6 +351,11 @@ def _clause_end(word: str) -> bool:
     return word.rstrip().endswith((".", "?", "!", ",", ";", ":"))
 
 
+def _heard(word: HypWord) -> bool:
+    """A word with a duration and a letter or digit (Whisper gives made-up words no length)."""
+    return word.end > word.start and any(ch.isalnum() for ch in word.text)
+
+
 class EarlyCommit:
     """Early commits inside one open utterance, a sentence at a time.
 
@@ -369,10 +374,16 @@ class EarlyCommit:
     ``committed_until``). Committed words are never retracted.
     """
 
-    def __init__(self, *, max_pending_s: float = 6.0, committed_until: float = 0.0):
+    def __init__(self, *, max_pending_s: float = 6.0, committed_until: float = 0.0, settled_s: float = 1.6):
         self.max_pending_s = max_pending_s
         self.min_probability = 0.3
         """Least word probability in the last three words of a sentence committed on one hypothesis."""
+        self.settled_s = settled_s
+        """A clause that ended this long before the decoded audio's end is final on one hypothesis
+        whatever its word probabilities: the probability test is for endings made up at the edge
+        of the audio, and a word Whisper is unsure of (a drug name mumbled in a dictation, heard
+        as "tick by it." then "Dig Myet,") would otherwise wait for two decodes to agree on it,
+        which they may never do before the utterance ends (3.9 s on the synthetic dictation)."""
         self.agreement = LocalAgreement()
         self.agreement.committed_until = committed_until
         self.pending: list[HypWord] = []
@@ -391,17 +402,22 @@ class EarlyCommit:
         """The latest hypothesis's words past the agreed prefix (display only)."""
         return list(self.agreement.previous)
 
-    def update(self, hypothesis: list[HypWord], *, stable_until: float | None = None) -> list[list[HypWord]]:
+    def update(self, hypothesis: list[HypWord], *, stable_until: float | None = None,
+               heard_until: float | None = None) -> list[list[HypWord]]:
         """Feed a hypothesis; return the groups of words committed by it. ``stable_until``
         (seconds): complete sentences ending before it are final without a second hypothesis
-        (the speaker paused there, or the decode heard a second or more past it)."""
+        (the speaker paused there, or the decode heard a second or more past it) when Whisper was
+        confident of their last words, or when they ended ``settled_s`` before ``heard_until``
+        (the end of the decoded audio)."""
         self.hypotheses += 1
         self.pending.extend(self.agreement.update(hypothesis))
         through = False
         if stable_until is not None:
             rest = self.agreement.previous
+            settled = None if heard_until is None else heard_until - self.settled_s
             ends = [i for i, w in enumerate(rest)
-                    if _clause_end(w.text) and w.end <= stable_until and self._confident(rest[: i + 1])]
+                    if _clause_end(w.text) and w.end <= stable_until
+                    and (self._confident(rest[: i + 1]) or (settled is not None and w.end <= settled and _heard(w)))]
             if ends:
                 done = rest[: ends[-1] + 1]
                 self.agreement.previous = rest[len(done) :]
@@ -429,7 +445,7 @@ class EarlyCommit:
         endings ("… are . Thank you.", a bare "Thanks.") come with low word probabilities
         and zero-length words."""
         last = words[-1]
-        return (last.end > last.start and any(ch.isalnum() for ch in last.text) and last.probability >= 0.5
+        return (_heard(last) and last.probability >= 0.5
                 and min(w.probability for w in words[-3:]) >= self.min_probability)
 
     @property

@@ -104,6 +104,11 @@ def not_speech(text: str, *, no_speech_prob: float | None, avg_logprob: float | 
     writes over silence and noise."""
     if no_speech_prob is not None and avg_logprob is not None and no_speech_prob > 0.6 and avg_logprob < -1.0:
         return True
+    return hallucinated(text)
+
+
+def hallucinated(text: str) -> bool:
+    """One of the subtitle phrases Whisper writes over silence and noise."""
     return bool(_HALLUCINATIONS.search(text))
 
 

@@ -102,6 +102,10 @@ class _TimedWord(Protocol):
 
 _W = TypeVar("_W", bound=_TimedWord)
 
+SPEECH_NOT_SKIPPED_S = 2.0
+"""An utterance's final decode that gives no words for this much VAD-voiced audio is decoded
+again without Whisper's skip of silence (a recogniser's optional ``transcribe_speech``)."""
+
 
 def _drop_boundary_repeat(tail: list[str], words: list[_W], floor: float | None) -> list[_W]:
     """Drop the first one to three words when they repeat the last committed ones and start
@@ -370,7 +374,7 @@ class UtteranceTranscriber:
         hyp, _ = drop_overlap(self._tail, hyp, text_of=lambda w: w.text)  # lead-in words that leaked back
         hyp = _drop_boundary_repeat(self._tail, hyp, floor)
         events: list[TranscriberEvent] = []
-        groups = self.early.update(hyp, stable_until=stable_until)
+        groups = self.early.update(hyp, stable_until=stable_until, heard_until=pos / SAMPLE_RATE)
         self.early.agreement.committed.clear()  # kept by LocalAgreement for the GPU path; unbounded here
         for group in groups:
             seg = self._word_segment(group)
@@ -418,6 +422,13 @@ class UtteranceTranscriber:
             audio = self.buffer.slice(lead, end)
             self.decoded_seconds += len(audio) / SAMPLE_RATE
             recognized = self.recognizer.transcribe(audio, offset=lead / SAMPLE_RATE, final=True)
+            again = getattr(self.recognizer, "transcribe_speech", None)
+            if (again is not None and not any(r.words for r in recognized)
+                    and self._voiced(lead, end) * WINDOW >= SPEECH_NOT_SKIPPED_S * SAMPLE_RATE):
+                # Seconds of what the VAD heard as speech gave no words: Whisper skipped it as
+                # silence (WhisperRecognizer.transcribe_speech). A cough or a rustle is shorter.
+                self.decoded_seconds += len(audio) / SAMPLE_RATE
+                recognized = again(audio, offset=lead / SAMPLE_RATE)
         first = self.next_index
         if early:
             recognized = [r for r in (_boundary(r, self._tail + [w.text for w in pending], not_before)

@@ -26,6 +26,8 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..models import Word
+from .cleanup import collapse_loops
+from .record import hallucinated
 from .registry import ModelInfo, resolve_model
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,19 @@ class Recognized:
     no_speech_prob: float | None = None
 
 
+SURELY_SILENT = 0.8
+"""No-speech probability above which ``transcribe_speech`` drops a segment: Whisper's own skip
+starts at 0.6 (and only with an unsure text); the skipped speech measured here sat at 0.6-0.7."""
+MIN_WORDS_PER_S = 0.5
+"""Fewest words a second ``transcribe_speech`` accepts: a fifth of conversational speech (2-3
+words a second; the skipped dictation had 2)."""
+
+
 class Recognizer(Protocol):
-    """What the streaming transcriber needs from a speech recogniser."""
+    """What the streaming transcriber needs from a speech recogniser. One may also offer
+    ``transcribe_speech(audio, *, offset)``: a final decode that never skips audio as silence
+    (``WhisperRecognizer.transcribe_speech``); the utterance transcriber uses it when seconds of
+    speech gave no words."""
 
     model: Any
     """The decoder (faster-whisper's ``WhisperModel``, or a test double)."""
@@ -279,6 +292,28 @@ class WhisperRecognizer:
     ) -> list[Recognized]:
         """``language`` overrides the recogniser's default for this call (a session's spoken
         language); English-only models ignore it after ``unsupported_language`` said yes."""
+        return self._decode(audio, offset=offset, final=final, language=language)
+
+    def transcribe_speech(self, audio: np.ndarray, *, offset: float, language: str | None = None) -> list[Recognized]:
+        """A final decode that never skips the audio as silence: for an utterance the VAD heard
+        as seconds of speech and ``transcribe`` returned nothing for. faster-whisper skips a
+        window when it thinks there is no speech (no-speech probability over 0.6) and is unsure of
+        its text (mean log-probability under -1); on the synthetic dictation an 8 s utterance
+        with a mumbled drug name sat at 0.60 and was lost whole. Whisper's subtitle phrases
+        ("Thank you for watching.") are still dropped (``record.not_speech``'s list), and so is a
+        segment Whisper is sure is not speech (``SURELY_SILENT``): decoded without the skip,
+        generated silence and noise come out as "you", "." or "I'm going to do that." at a
+        no-speech probability of 0.93-0.95, so this is only for audio the VAD heard as speech.
+        Nothing is returned either when the words are too few for speech (under
+        ``MIN_WORDS_PER_S`` a second of audio, loops cut: hum and tones came out as "I'm..." or
+        "I I I I …" over 10 s)."""
+        kept = [r for r in self._decode(audio, offset=offset, final=True, language=language, skip_silence=False)
+                if not hallucinated(r.text) and (r.no_speech_prob is None or r.no_speech_prob <= SURELY_SILENT)]
+        said, _ = collapse_loops([w.text for r in kept for w in r.words if any(ch.isalnum() for ch in w.text)])
+        return kept if len(said) >= MIN_WORDS_PER_S * len(audio) / SAMPLE_RATE else []
+
+    def _decode(self, audio: np.ndarray, *, offset: float, final: bool, language: str | None,
+                skip_silence: bool = True) -> list[Recognized]:
         if audio.size == 0:
             return []
         if self.info.english_only or not language:
@@ -303,6 +338,7 @@ class WhisperRecognizer:
             initial_prompt=None,  # "" is not None in faster-whisper 1.2.1: it silences long buffers
             hotwords=self.hotwords if final else None,
             vad_filter=False,
+            **({} if skip_silence else {"no_speech_threshold": None}),
         )
         out: list[Recognized] = []
         for seg in segments:

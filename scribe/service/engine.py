@@ -173,3 +173,6 @@ class _SessionLanguage:
 
     def transcribe(self, audio: np.ndarray, *, offset: float, final: bool = True) -> Any:
         return self.recognizer.transcribe(audio, offset=offset, final=final, language=self.language)
+
+    def transcribe_speech(self, audio: np.ndarray, *, offset: float) -> Any:
+        return self.recognizer.transcribe_speech(audio, offset=offset, language=self.language)

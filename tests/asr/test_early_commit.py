@@ -188,6 +188,54 @@ def test_a_repeat_across_the_commit_point_is_dropped():
     assert _drop_boundary_repeat(tail, later, 3.0) == later
 
 
+def test_a_clause_heard_well_before_the_audios_end_commits_however_unsure_its_words():
+    """The synthetic dictation's mumbled drug name ("tick by it." in one decode, "Dig Myet," in
+    the next) never agreed and waited 3.9 s for its utterance to end; a clause ended
+    ``settled_s`` before the decoded audio's end is final on one hypothesis."""
+    unsure = [HypWord("tick", 2.9, 3.1, 0.29), HypWord("by", 3.1, 3.4, 0.31), HypWord("it.", 3.4, 3.86, 0.49),
+              HypWord("prescription", 4.0, 4.6, 0.73), HypWord("for", 4.6, 4.9, 0.83)]
+    assert EarlyCommit().update(unsure, stable_until=4.5) == []  # no audio end given: confidence rules
+    assert EarlyCommit().update(unsure, stable_until=4.5, heard_until=5.0) == []  # heard 1.1 s past it
+    [group] = EarlyCommit().update(unsure, stable_until=5.3, heard_until=6.1)  # heard 2.2 s past it
+    assert [w.text for w in group] == ["tick", "by", "it."]
+    made_up = [HypWord("are", 0.6, 0.8, 0.55), HypWord("you.", 1.1, 1.1, 0.98)]  # no length: never
+    assert EarlyCommit().update(made_up, stable_until=1.4, heard_until=9.0) == []
+
+
+class SkippingRecognizer(ScriptedRecognizer):
+    """Whisper's skip of "silence" on speech it is unsure of: the first final decode of the
+    turn gives nothing; ``transcribe_speech`` gives the words."""
+
+    def __init__(self, words: list[Word]):
+        super().__init__(words)
+        self.again: list[tuple[float, float]] = []
+
+    def transcribe(self, audio: np.ndarray, *, offset: float, final: bool = True) -> list[Recognized]:
+        out = super().transcribe(audio, offset=offset, final=final)
+        return [] if final else out
+
+    def transcribe_speech(self, audio: np.ndarray, *, offset: float) -> list[Recognized]:
+        self.again.append((offset, offset + len(audio) / SR))
+        return super().transcribe(audio, offset=offset, final=True)
+
+
+def test_seconds_of_speech_whisper_skipped_as_silence_are_decoded_again():
+    """An 8 s dictated utterance was lost whole on the synthetic dictation: faster-whisper
+    skipped it as silence (no-speech probability 0.60, unsure text). The VAD heard speech, so
+    the transcriber decodes it again without the skip; a blip under two seconds is not."""
+    rec = SkippingRecognizer(WORDS)
+    tr = UtteranceTranscriber(rec, ScriptedVad(WORDS), SegmenterConfig.from_ms(soft_max_utterance_s=None))
+    audio = np.zeros(int((SPEECH_END + 2.0) * SR), dtype=np.float32)
+    events = [e for i in range(0, len(audio), 1600) for e in tr.feed(audio[i:i + 1600])] + tr.flush()
+    assert " ".join(s.text for e in events if isinstance(e, Committed) for s in e.segments) == " ".join(SCRIPT)
+    assert len(rec.again) == 1
+    blip = script_words(script=["okay."])
+    rec = SkippingRecognizer(blip)
+    tr = UtteranceTranscriber(rec, ScriptedVad(blip), SegmenterConfig.from_ms(soft_max_utterance_s=None))
+    events = [e for i in range(0, 3 * SR, 1600) for e in tr.feed(np.zeros(1600, dtype=np.float32))] + tr.flush()
+    assert not [s for e in events if isinstance(e, Committed) for s in e.segments] and rec.again == []
+
+
 def test_a_made_up_ending_at_a_pause_is_not_committed_on_one_hypothesis():
     ec = EarlyCommit()
     hyp = [HypWord("the", 0.0, 0.3, 0.9), HypWord("steps", 0.3, 0.6, 0.9), HypWord("are", 0.6, 0.8, 0.55),

@@ -47,6 +47,18 @@ def test_offline_pass_writes_nothing(recognizer, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(SIGNALS))
+def test_the_decode_that_keeps_skipped_speech_writes_nothing_over_silence_or_noise(recognizer, name: str) -> None:
+    """``transcribe_speech`` turns off Whisper's skip of silence (for seconds of VAD-heard
+    speech that gave no words); over these signals, in utterance-sized pieces, Whisper then
+    writes "you", "." or "I'm going to do that.", all of which it is sure are not speech."""
+    audio = SIGNALS[name]
+    step = 10 * SAMPLE_RATE
+    texts = [r.text for k in range(0, len(audio), step)
+             for r in recognizer.transcribe_speech(audio[k:k + step], offset=k / SAMPLE_RATE)]
+    assert texts == []
+
+
+@pytest.mark.parametrize("name", list(SIGNALS))
 async def test_live_pass_writes_nothing_and_the_draft_is_empty(live_server: RunningServer, settings, tmp_path: Path,
                                                                name: str) -> None:
     path = tmp_path / f"{name}.wav"
