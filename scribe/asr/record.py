@@ -231,6 +231,27 @@ def carry_speakers(decoded: Sequence[Decoded], live: Sequence[Voiced] | Timeline
     return out
 
 
+UNHEARD_MIN_WORDS = 3
+"""Fewest words a live segment needs to be kept when the record decode has nothing for it: a
+short one ("Thank you.", "you") is more likely Whisper's over noise than speech it skipped."""
+
+
+def unheard(covered: Sequence[Segment], decoded: Sequence[Decoded], *, slack: float = 0.5) -> list[Segment]:
+    """Live segments of a window for which the record decode has no word within ``slack``
+    seconds of their span. faster-whisper skips up to 30 s of audio it takes for silence when
+    it is also unsure of the text (no-speech probability over 0.6, mean log-probability under
+    -1; an 8 s dictated utterance with a mumbled drug name sat at 0.60); what the live pass heard
+    there must not leave the transcript of record because the record pass did not."""
+    spans = [(w.start, w.end) for d in decoded for w in (d.words or (d,))]
+    out = []
+    for seg in covered:
+        if sum(1 for w in seg.text.split() if any(ch.isalnum() for ch in w)) < UNHEARD_MIN_WORDS:
+            continue
+        if not any(a < seg.end + slack and b > seg.start - slack for a, b in spans):
+            out.append(seg)
+    return out
+
+
 def relabel(record: Sequence[Segment], live: Sequence[Voiced] | Timeline) -> dict[str, Speaker]:
     """Label revisions of the live pass, carried to the record segments that cover them: each
     record segment takes the speaker of the live segment (or turn) holding most of its words
@@ -312,13 +333,18 @@ class RecordPass:
 
     def accept(self, plan: WindowPlan, decoded: Sequence[Decoded]) -> Revision:
         """The window's decoded segments: labelled by time from the live segments they replace
-        (and their neighbours), numbered on from the last record segment."""
+        (and their neighbours), numbered on from the last record segment. A live segment the
+        decode has nothing for (``unheard``) stays in the record as it was."""
         covered = replaced_by(self.live, plan.start, plan.end)
         ids = {s.id for s in covered}
         context: Sequence[Voiced] | Timeline = covered or self.live[:1] or self.replaced[-1:]
         if self.turns and self.turns.end >= max((s.end for s in covered), default=0.0) - 0.01:
             context = self.turns  # it has heard every live segment of this window
         segments = carry_speakers(decoded, context, first_index=self.next_index)
+        kept = unheard(covered, decoded)
+        if kept:  # in the record as the live pass heard them, in time order, numbered on
+            segments = [s.model_copy(update={"id": record_id(self.next_index + i), "index": self.next_index + i})
+                        for i, s in enumerate(sorted([*segments, *kept], key=lambda s: s.start))]
         self.live = [s for s in self.live if s.id not in ids]
         self.replaced = [*self.replaced, *covered][-self.KEEP:]
         self.record = [*self.record, *segments][-self.KEEP:]

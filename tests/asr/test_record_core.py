@@ -12,6 +12,7 @@ from scribe.asr.record import (
     prompt_from,
     relabel,
     replaced_by,
+    unheard,
 )
 from scribe.audio import SAMPLE_RATE
 from scribe.models import Segment, Speaker, Word
@@ -138,6 +139,31 @@ def test_record_pass_state_replaces_in_order_and_carries_revisions() -> None:
     assert nxt.start == plan.end
     rev2 = state.accept(nxt, [])
     assert rev2.number == 1 and rev2.segments == ()
+
+
+def test_live_speech_the_record_decode_skipped_stays_in_the_record() -> None:
+    """faster-whisper skips up to 30 s it takes for silence when it is also unsure of the text
+    (an 8 s dictated utterance was lost so in the live pass, session 12): the live words stay."""
+    said = [seg(0, 0.0, 3.0, Speaker.clinician, "assessment and plan, number one."),
+            seg(1, 4.0, 12.0, Speaker.clinician, "prescription for doxycycline 100 milligrams twice a day"),
+            seg(2, 13.0, 14.0, Speaker.patient, "thank you."),
+            seg(3, 15.0, 19.0, Speaker.clinician, "number two, hypertension.")]
+    state = RecordPass(window_s=30)
+    state.add_live(said, 20 * SR)
+    plan = state.next(final=True)
+    decoded = [Decoded(text="Assessment and plan, number one.", start=0.1, end=2.9,
+                       words=words(("Assessment", 0.1, 0.8), ("one.", 2.3, 2.9))),
+               Decoded(text="Number two, hypertension.", start=15.0, end=18.9,
+                       words=words(("Number", 15.0, 15.4), ("hypertension.", 17.5, 18.9)))]
+    rev = state.accept(plan, decoded)
+    assert [s.text for s in rev.segments] == ["Assessment and plan, number one.",
+                                              "prescription for doxycycline 100 milligrams twice a day",
+                                              "Number two, hypertension."]  # not the short "thank you."
+    assert [s.index for s in rev.segments] == [0, 1, 2] and rev.segments[1].id == "rec-00001"
+    assert rev.segments[1].speaker is Speaker.clinician and set(rev.replaces) == {s.id for s in said}
+    # a word of the decode inside the span counts as heard
+    assert unheard(said[1:2], [Decoded(text="for", start=6.0, end=6.3, words=words(("for", 6.0, 6.3)))]) == []
+    assert unheard(said[1:2], []) == said[1:2]
 
 
 def test_record_pass_resumes_from_stored_progress() -> None:
