@@ -363,7 +363,8 @@ class EarlyCommit:
     seconds to now); ``update`` returns the groups of words now final. A word is final when two
     consecutive hypotheses agree on it (LocalAgreement-2), or when it belongs to a complete
     sentence or clause (ending in . ? ! , ; :) that ends before ``stable_until``, a pause the
-    speaker made after it: Whisper does not rewrite what it heard the speaker finish, and
+    speaker made after it, and either Whisper was sure of its last words or it ended
+    ``settled_s`` before the decoded audio's end: Whisper does not rewrite what it heard the speaker finish, and
     committing it at once costs one decode instead of two a step apart (a step of
     LocalAgreement is as long as the latency target). Final
     words are grouped up to a sentence end, or all of them once they span ``max_pending_s`` (a
