@@ -84,7 +84,7 @@ from .phrasing import read_prompt_file
 from ..templates import Template, TemplateError, TemplateSection
 from ..person import third_person
 from ..plan_lines import PLAN_VERBS, plan_lines
-from ..text import clean_utterance, content_stems, split_sentences, tokenize
+from ..text import clean_utterance, content_stems, split_sentences, tokenize, utterances
 
 MAX_ITEMS = 10
 """Sentences per section at most (the grammar's bound: a looping model cannot fill the note)."""
@@ -476,7 +476,8 @@ def verify_line(
     (``_OBSERVATION_WORDS``: two independent signals, both saying "not an observation"), is the
     history retold (the clinician's "presents today with some back pain" written as "Back pain:
     present." under Objective; a video consultation with no exam filled with the symptoms) and
-    is dropped. In every section a sentence citing only questions is dropped: a question says
+    is dropped; so is one labelled with what its finding was not said of (``label_unbound``). In
+    every section a sentence citing only questions is dropped: a question says
     nothing until it is answered ("have you noticed swollen legs or a bloated belly?" written as
     "has not noticed …" when the answer was "I feel bloated").
     """
@@ -536,6 +537,11 @@ def verify_line(
     if observed and examined is not None and not any(
             s.id in examined or (s.speaker is not Speaker.patient and _OBSERVATION_WORDS.search(s.text)) for s in cited):
         return Verdict(None, "dropped", ["history_as_observation"])
+    if observed and label_unbound(text, cited) is not None:
+        # "EKG: 2/6 murmur present." citing "… i hear a slight two out of six systolic ejection
+        # murmur … hey dragon, show me the ekg" (ACI dev D2N071, sessions 9-12): the finding was
+        # heard at the exam, not on the EKG
+        return Verdict(None, "dropped", ["finding_of_another_label"])
     if all(only_a_question(s.text) for s in cited):
         # a question says nothing until it is answered: cite the answers, if they say it (more of
         # the sentence's words from the answer than from the question alone: "has not noticed
@@ -614,6 +620,36 @@ def verify_line(
     if flags:
         return Verdict(sentence, "flagged", sorted({str(f.kind) for f in flags}) + repairs)
     return Verdict(sentence, "repaired" if repairs else "kept", repairs)
+
+
+_LABELLED = re.compile(r"^\s*([^:]{2,40}):\s*(.+)$")
+_STATE_STEMS = frozenset(content_stems(
+    "present absent normal abnormal noted positive negative seen found none unremarkable shows showed reveals "
+    "revealed finding findings"))
+"""Words that say a finding's state, not what it is."""
+
+
+def label_unbound(text: str, cited: Sequence[Segment]) -> str | None:
+    """The label of a "<label>: <finding>" line whose finding the cited lines say of something
+    else: both are in the cited lines, but no sentence naming the label has the finding in it or
+    in the two sentences after it (an exam said as "examination of the right knee. There is
+    tenderness …" binds; "… a two out of six murmur … Show me the EKG." does not). None when
+    it binds, is not of that shape, or either side is not in the cited lines (other checks')."""
+    m = _LABELLED.match(text)
+    if m is None:
+        return None
+    label = set(content_stems(m.group(1)))
+    finding = set(content_stems(m.group(2))) - _STATE_STEMS - label
+    if not label or not finding:
+        return None
+    units = [set(content_stems(u.text)) for s in cited for u in utterances(s.text)]
+    named = [bool(u & label) for u in units]
+    said = [bool(u & finding) for u in units]
+    if not any(named) or not any(said):
+        return None
+    if any(n and any(said[i:i + 3]) for i, n in enumerate(named)):
+        return None
+    return m.group(1).strip()
 
 
 OBSERVED_KINDS = frozenset({"exam", "results"})

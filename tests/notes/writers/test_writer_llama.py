@@ -415,6 +415,36 @@ def test_a_plan_line_with_another_drugs_number_is_dropped():
     assert plan("Give Ultram 50 mg every 6 hours.").outcome == "kept"
 
 
+def test_an_exam_line_labelled_with_what_the_finding_was_not_said_of_is_dropped():
+    """ACI dev D2N071 (every run since session 9): "EKG: 2/6 murmur present." cited the
+    doctor's exam ("i hear a slight two out of six systolic ejection murmur") and the EKG named
+    two sentences later; D2N086: "Blood supply for the wound: No evidence of osteomyelitis."
+    (the x-ray showed none; a blood-supply test was ordered)."""
+    from scribe.notes.writers.conversation import label_unbound
+
+    segs = [seg(0, "clinician", "okay , so on exam , everything seems to be good . your heart , i hear a slight two "
+                                "out of six systolic ejection murmur , and your lungs sound nice and clear . let's "
+                                "look at some of your results , okay ? hey , dragon , show me the ekg . so they did "
+                                "an ekg before you came in today .")]
+
+    def exam(text):
+        return verify_line(Written("objective", text, (1,)), line_map(segs), ctx_for(segs), section("objective"),
+                           sentence_id="o.llama0", earlier=set(), observed=True)
+
+    assert exam("EKG: 2/6 murmur present.").reasons == ["finding_of_another_label"]
+    assert exam("Heart: 2/6 systolic ejection murmur.").outcome == "kept"
+    assert exam("Lungs: clear.").outcome == "kept"
+    # the finding in the sentence after the one naming the label binds (an exam said in order)
+    knee = [seg(0, "clinician", "on examination of your right knee . there is tenderness to palpation . "
+                                "there is no effusion .")]
+    assert label_unbound("Right knee: tenderness to palpation.", knee) is None
+    assert label_unbound("Right knee: no effusion.", knee) is None
+    # not of the shape, or a side missing from the cited lines: not this check's business
+    assert label_unbound("The EKG shows a murmur.", segs) is None
+    assert label_unbound("EKG: normal.", segs) is None
+    assert label_unbound("Chest x-ray: murmur.", segs) is None
+
+
 def test_a_restated_duration_is_a_repeat_however_it_is_said():
     """The demo's history said the three days of diarrhea three times: "presents with a 3-day
     history of …", "has had some diarrhea for the last three days", "has been affected by the
