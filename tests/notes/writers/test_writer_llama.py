@@ -66,6 +66,12 @@ def line_map(segments):
     return {n: s.id for n, s in enumerate(segments, 1)}
 
 
+def judge(key: str, text: str, segments, lines=(1,), **kind: bool):
+    """``verify_line`` on one line the model wrote in section ``key``, citing ``lines``."""
+    return verify_line(Written(key, text, lines), line_map(segments), ctx_for(segments), section(key),
+                       sentence_id=f"{key}.llama0", earlier=set(), **kind)
+
+
 def section(key: str):
     from scribe.models import Section
 
@@ -406,13 +412,9 @@ def test_a_plan_line_with_another_drugs_number_is_dropped():
     segs = [seg(0, "clinician", "we're gon na brace your arm and i wan na put you on fifty milligrams "
                                 "of ultram every six hours and get you into physical therapy")]
 
-    def plan(text):
-        return verify_line(Written("plan", text, (1,)), line_map(segs), ctx_for(segs), section("plan"),
-                           sentence_id="p.llama0", earlier=set(), planned=True)
-
-    assert plan("Wear the brace for 6 hours a day.").reasons == ["unsupported_number"]
-    assert plan("Wear the brace for 6 hours a day.").outcome == "dropped"
-    assert plan("Give Ultram 50 mg every 6 hours.").outcome == "kept"
+    brace = judge("plan", "Wear the brace for 6 hours a day.", segs, planned=True)
+    assert brace.outcome == "dropped" and brace.reasons == ["unsupported_number"]
+    assert judge("plan", "Give Ultram 50 mg every 6 hours.", segs, planned=True).outcome == "kept"
 
 
 def test_an_exam_line_labelled_with_what_the_finding_was_not_said_of_is_dropped():
@@ -427,13 +429,9 @@ def test_an_exam_line_labelled_with_what_the_finding_was_not_said_of_is_dropped(
                                 "look at some of your results , okay ? hey , dragon , show me the ekg . so they did "
                                 "an ekg before you came in today .")]
 
-    def exam(text):
-        return verify_line(Written("objective", text, (1,)), line_map(segs), ctx_for(segs), section("objective"),
-                           sentence_id="o.llama0", earlier=set(), observed=True)
-
-    assert exam("EKG: 2/6 murmur present.").reasons == ["finding_of_another_label"]
-    assert exam("Heart: 2/6 systolic ejection murmur.").outcome == "kept"
-    assert exam("Lungs: clear.").outcome == "kept"
+    assert judge("objective", "EKG: 2/6 murmur present.", segs, observed=True).reasons == ["finding_of_another_label"]
+    assert judge("objective", "Heart: 2/6 systolic ejection murmur.", segs, observed=True).outcome == "kept"
+    assert judge("objective", "Lungs: clear.", segs, observed=True).outcome == "kept"
     # the finding in the sentence after the one naming the label binds (an exam said in order)
     knee = [seg(0, "clinician", "on examination of your right knee . there is tenderness to palpation . "
                                 "there is no effusion .")]
