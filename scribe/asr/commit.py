@@ -382,7 +382,7 @@ class EarlyCommit:
         self.settled_s = settled_s
         """A clause that ended this long before the decoded audio's end is final on one hypothesis
         whatever its word probabilities: the probability test is for endings made up at the edge
-        of the audio, and a word Whisper is unsure of (a drug name mumbled in a dictation, heard
+        of the audio, and words Whisper is unsure of (a dictated "Number one, tick bite." heard
         as "tick by it." then "Dig Myet,") would otherwise wait for two decodes to agree on it,
         which they may never do before the utterance ends (3.9 s on the synthetic dictation)."""
         self.agreement = LocalAgreement()

@@ -189,7 +189,7 @@ def test_a_repeat_across_the_commit_point_is_dropped():
 
 
 def test_a_clause_heard_well_before_the_audios_end_commits_however_unsure_its_words():
-    """The synthetic dictation's mumbled drug name ("tick by it." in one decode, "Dig Myet," in
+    """The synthetic dictation's "tick bite" ("tick by it." in one decode, "Dig Myet," in
     the next) never agreed and waited 3.9 s for its utterance to end; a clause ended
     ``settled_s`` before the decoded audio's end is final on one hypothesis."""
     unsure = [HypWord("tick", 2.9, 3.1, 0.29), HypWord("by", 3.1, 3.4, 0.31), HypWord("it.", 3.4, 3.86, 0.49),
