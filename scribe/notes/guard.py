@@ -345,33 +345,34 @@ def _said_of(text: str) -> list[tuple[Quantity, MedMention | None]]:
     return out
 
 
-def _said_of_another_drug(q: Quantity, text: str, cited: list[Segment]) -> tuple[Segment, MedMention] | None:
-    """Where ``q`` is stated in the cited segments only as another drug's dose or frequency
-    than any the sentence names: (a segment saying it, that drug). ACI dev D2N077's "Wear the
-    brace for 6 hours a day." cites "fifty milligrams of ultram every six hours" (the brace was
-    for six weeks): the number is in the evidence, said of something else. A sentence naming
-    no drug is excused only when it speaks of one ("Take the pain medication every 6 hours.");
-    "Take it every 6 hours." needs the drug's name to be a plan."""
+def _said_of_another_drug(stating: list[tuple[Segment, MedMention | None]], text: str) -> tuple[Segment, MedMention] | None:
+    """Where a number of ``text`` is stated in the cited segments (``stating``: each segment and
+    drug it is said there of, from ``_said_of``) only as another drug's dose or frequency than
+    any the sentence names: (a segment saying it, that drug). ACI dev D2N077's "Wear the brace
+    for 6 hours a day." cites "fifty milligrams of ultram every six hours" (the brace was for six
+    weeks): the number is in the evidence, said of something else. A sentence naming no drug is
+    excused only when it speaks of one ("Take the pain medication every 6 hours."); "Take it
+    every 6 hours." needs the drug's name to be a plan."""
     named = _drug_generics(text)
     if not named and _A_DRUG.search(text):
         return None
     bound: tuple[Segment, MedMention] | None = None
-    for seg in cited:
-        for e, drug in _said_of(seg.text):
-            if not supports(e, q):
-                continue
-            if drug is None or drug.generic in named:
-                return None
-            bound = bound or (seg, drug)
+    for seg, drug in stating:
+        if drug is None or drug.generic in named:
+            return None
+        bound = bound or (seg, drug)
     return bound
 
 
 def _check_numbers(text: str, cited: list[Segment], ctx: GuardContext) -> list[Flag]:
     flags = []
     ev_vals = [q for s in cited for q in spoken_values(s.text)]
-    for q in find_quantities(text):
+    quantities = find_quantities(text)
+    # the cited segments' numbers with the drug each is said of, once for all of the sentence's
+    said = [(seg, e, drug) for seg in cited for e, drug in _said_of(seg.text)] if quantities else []
+    for q in quantities:
         if any(supports(e, q) for e in ev_vals):
-            other = _said_of_another_drug(q, text, cited)
+            other = _said_of_another_drug([(seg, drug) for seg, e, drug in said if supports(e, q)], text)
             if other is not None:
                 seg, drug = other
                 flags.append(_flag(FlagKind.unsupported_number,

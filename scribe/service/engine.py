@@ -175,4 +175,6 @@ class _SessionLanguage:
         return self.recognizer.transcribe(audio, offset=offset, final=final, language=self.language)
 
     def transcribe_speech(self, audio: np.ndarray, *, offset: float) -> Any:
-        return self.recognizer.transcribe_speech(audio, offset=offset, language=self.language)
+        # optional on a recogniser (whisper.Recognizer): without it, no second decode
+        again = getattr(self.recognizer, "transcribe_speech", None)
+        return [] if again is None else again(audio, offset=offset, language=self.language)
