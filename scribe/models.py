@@ -191,6 +191,8 @@ class FlagKind(StrEnum):
     degenerate_output = "degenerate_output"
     contradicted_later = "contradicted_later"
     """A plan item the clinician seemed to take back later ("not a thumb spica, …")."""
+    unsupported_relative = "unsupported_relative"
+    """A family member the cited lines never name ("father has depression" from "I have depression")."""
 
 
 class Flag(_Model):

@@ -19,6 +19,9 @@ transcript does not back, and ``Note.omissions`` listing transcript facts no sen
 * ``section_placement`` — a medication being started or changed written outside the plan;
 * ``low_confidence_word`` — a drug name or number supported only by a word the recogniser was
   unsure of (hotword biasing can put a drug name where none was said);
+* ``unsupported_relative`` — a family member the cited lines never name ("Father has been
+  diagnosed with depression." citing the patient's own depression); one who reports for the
+  patient ("Mother reports …") needs naming somewhere in the visit (``relatives.py``);
 * ``degenerate_output`` — repetition/looping, a duplicated sentence, prompt echo, URLs.
 
 ``link_evidence(text, segments)`` aligns a sentence to transcript spans lexically (content
@@ -46,6 +49,7 @@ from .facts import (
     question_span,
 )
 from .numbers import Quantity, find_frequency, find_quantities, supports
+from .relatives import unnamed_kin
 from .resources import drug_lexicon
 from .text import clean_utterance, content_stems, tokenize, utterances
 
@@ -73,6 +77,7 @@ GUARD_KINDS = frozenset(
         FlagKind.section_placement,
         FlagKind.low_confidence_word,
         FlagKind.degenerate_output,
+        FlagKind.unsupported_relative,
     }
 )
 LOW_CONFIDENCE = LOW_CONFIDENCE_WORD
@@ -538,6 +543,31 @@ def _check_negation(text: str, cited: list[Segment], ctx: GuardContext) -> list[
     return flags
 
 
+def _asked(cited: list[Segment], ctx: GuardContext) -> list[Segment]:
+    """The questions the cited lines answer: the line before each, when another speaker asked
+    there ("anyone in your family have any history of diseases?" / "i was adopted so i really
+    have no idea")."""
+    out = []
+    for s in cited:
+        k = ctx.position(s.id)
+        prev = ctx.segments.get(ctx.order[k - 1]) if 0 < k <= len(ctx.order) else None
+        if prev is not None and prev.speaker is not s.speaker and prev not in cited and question_span(prev.text):
+            out.append(prev)
+    return out
+
+
+def _check_relatives(text: str, cited: list[Segment], ctx: GuardContext) -> list[Flag]:
+    if not cited:
+        return []  # no evidence is its own flag
+    said = [s.text for s in cited + _asked(cited, ctx)]
+    kin = unnamed_kin(text, said, [s.text for s in ctx.segments.values()])
+    if kin is None:
+        return []
+    return [_flag(FlagKind.unsupported_relative,
+                  f"The note says “{kin.surface}”, but the cited lines never mention one ({_fmt_ids(s.id for s in cited)}).",
+                  kin.surface)]
+
+
 def _check_placement(text: str, section: Section | None) -> list[Flag]:
     if section is None:
         return []
@@ -709,6 +739,7 @@ def check_sentence(
     flags += _check_drugs(text, cited, ctx)
     flags += _check_dose_status(text, cited, section, ctx)
     flags += _check_negation(text, cited, ctx)
+    flags += _check_relatives(text, cited, ctx)
     flags += _check_placement(text, section)
     flags += _check_low_confidence(text, sentence, cited, low_confidence)
     flags += _check_degenerate(text, earlier or set(), ctx.instructions)

@@ -193,6 +193,44 @@ def test_a_number_said_of_a_drug_is_not_supported_for_something_else():
     assert check("Wear the brace for 6 hours a day.", cite, segs=segs) == []
 
 
+def test_a_relative_the_cited_lines_never_name_is_flagged():
+    """ACI dev D2N071 drafted with the H&P template: "Ralph's father has been diagnosed with
+    depression and has had a prior lobectomy." cited the patient's own history; no parent was
+    ever mentioned in the visit. Every other word is in the cited line."""
+    segs = segments_from_turns([
+        {"speaker": "doctor", "text": "ralph is a 62-year-old male with a past medical history significant for "
+                                      "depression and prior lobectomy as well as hypertension ."},
+        {"speaker": "patient", "text": "my mom had diabetes , and both my parents had high blood pressure ."},
+        {"speaker": "doctor", "text": "how has he been eating ?"},
+        {"speaker": "patient", "text": "not great , he's been picky all week ."},
+    ])
+
+    def cite(*k: int) -> list[Evidence]:
+        return [Evidence(segment_id=segs[i].id, start=segs[i].start, end=segs[i].end, quote=segs[i].text) for i in k]
+
+    flags = check("Father has been diagnosed with depression and a prior lobectomy.", cite(0), segs=segs)
+    assert kinds(flags) == [FlagKind.unsupported_relative]
+    assert flags[0].span == "Father" and "seg-00000" in flags[0].message
+    # named in the cited line, also as "mom", "parents", and "family" for any relative
+    for text in ("Mother had diabetes.", "Both parents had high blood pressure.",
+                 "Father had high blood pressure.", "Family history of diabetes."):
+        assert FlagKind.unsupported_relative not in kinds(check(text, cite(1), segs=segs)), text
+    assert FlagKind.unsupported_relative in kinds(check("Sister had diabetes.", cite(1), segs=segs))
+    # the patient described, a kind of care: not a relative
+    assert FlagKind.unsupported_relative not in kinds(check("Follow up with the family doctor for depression.", cite(0), segs=segs))
+    # one who reports for the patient needs naming somewhere in the visit, not in every line
+    assert FlagKind.unsupported_relative not in kinds(check("Mother reports he has been picky all week.", cite(3), segs=segs))
+    alone = segs[2:]
+    assert FlagKind.unsupported_relative in kinds(check("Mother reports he has been picky all week.", cite(3), segs=alone))
+    # the question a cited answer answers names it (ACI dev D2N074: the model cited the answer)
+    asked = segments_from_turns([
+        {"speaker": "doctor", "text": "i see . anyone in your family have any history of diseases ?"},
+        {"speaker": "patient", "text": "i was adopted so i really have no idea ."},
+    ])
+    answer = [Evidence(segment_id=asked[1].id, start=asked[1].start, end=asked[1].end, quote=asked[1].text)]
+    assert check("The patient was adopted and does not know his family history.", answer, segs=asked) == []
+
+
 def test_unsupported_drug_and_frequency():
     flags = check("Start metoprolol 25 mg daily.", ev(8))
     assert set(kinds(flags)) == {FlagKind.unsupported_drug, FlagKind.unsupported_number}

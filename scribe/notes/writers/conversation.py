@@ -104,6 +104,7 @@ DROP_KINDS = frozenset(
         FlagKind.unsupported_drug,
         FlagKind.degenerate_output,
         FlagKind.negation_mismatch,
+        FlagKind.unsupported_relative,
     }
 )
 """Flags that mean the model invented or garbled something: the sentence is not shown."""

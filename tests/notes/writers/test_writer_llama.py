@@ -443,6 +443,16 @@ def test_an_exam_line_labelled_with_what_the_finding_was_not_said_of_is_dropped(
     assert label_unbound("Chest x-ray: murmur.", segs) is None
 
 
+def test_a_history_given_to_a_relative_nobody_mentioned_is_dropped():
+    """ACI dev D2N071 with the H&P template: the model filled the family history with the
+    patient's own problems ("Ralph's father has been diagnosed with depression …")."""
+    segs = [seg(0, "clinician", "ralph is a 62-year-old male with a past medical history significant for depression "
+                                "and prior lobectomy as well as hypertension .")]
+    v = judge("subjective", "Ralph's father has been diagnosed with depression and has had a prior lobectomy.", segs)
+    assert v.sentence is None and v.reasons == ["unsupported_relative"]
+    assert judge("subjective", "Ralph has a history of depression and a prior lobectomy.", segs).outcome == "kept"
+
+
 def test_a_restated_duration_is_a_repeat_however_it_is_said():
     """The demo's history said the three days of diarrhea three times: "presents with a 3-day
     history of …", "has had some diarrhea for the last three days", "has been affected by the
