@@ -397,6 +397,29 @@ def is_question(sentence: str) -> bool:
     return True
 
 
+_TRAILING_OFF = re.compile(r"(?:,\s*or|\.\.\.|…)[\s.…]*$", re.I)
+
+
+_SUGGESTS = re.compile(
+    r"\b(?:why\s+(?:don't|do\s+n't|dont|not)\s+(?:you|we)|how\s+about\s+(?:we|you)|what\s+if\s+we|"
+    r"would\s+you\s+like\s+to)\b|"
+    r"^(?:\W*(?:so|and|okay|ok|well|then|alright|um|uh)\b)*\W*(?:can|could|will)\s+you\b", re.I)
+"""A request or suggestion put as a question ("why don't you call us and come back?")."""
+
+
+def asks(sentence: str) -> bool:
+    """``is_question``, or a question the speaker let trail off ("is it running high, or ..."),
+    and not a request or suggestion put as one ("why don't you call us and come back?": said)."""
+    if _SUGGESTS.search(sentence):
+        return False
+    if is_question(sentence):
+        return True
+    if not _TRAILING_OFF.search(sentence):
+        return False
+    toks = tokenize(sentence)
+    return bool(_phrase_at(toks, _strip_leaders(toks), _QUESTION_STARTS))
+
+
 def _opens_question(toks: Sequence[Token], i: int) -> bool:
     """A question opener ("do you", "any", "how") at ``toks[i]``, at the start or after a
     lead-in or punctuation (unpunctuated speech: where the asking starts)."""
@@ -1120,6 +1143,7 @@ def reported_and_denied(facts: Iterable[Fact]) -> set[str]:
 
 
 __all__ = [
+    "asks",
     "Fact",
     "FactKind",
     "FindingMention",

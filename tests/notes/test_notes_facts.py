@@ -10,6 +10,7 @@ from scribe.notes.facts import (
     FactKind,
     MedStatus,
     answer_polarity,
+    asks,
     extract_facts,
     findings_in,
     is_question,
@@ -456,3 +457,14 @@ def test_what_a_question_takes_as_given_is_not_asked():
         assert qa_findings(said(0, "clinician", known), no) == [], known
     assert [f.value for f in qa_findings(said(0, "clinician", "Any pain in your chest?"), no)] == ["chest pain"]
     assert [f.value for f in qa_findings(said(0, "clinician", "Do you have any pain in the knee?"), no)] == ["knee pain"]
+
+
+def test_a_sentence_asks_when_it_trails_off_and_not_when_it_requests():
+    """What a sentence of a clinician's line asks is not what was said (ACI dev D2N071: "is it
+    running high, or ..."); a request or suggestion put as a question is said."""
+    assert asks("is it running high , or ...") and asks("any chest pain ?") and asks("what about fever?")
+    assert not asks("i see that we have you on the norvasc .")
+    assert not asks("it was fine , or ...")  # trails off, but does not open like a question
+    for request in ("and if it does n't get better , why do n't you call us and come back at that point ?",
+                    "so how about we start you on lisinopril ?", "okay , can you come back in two weeks ?"):
+        assert not asks(request), request

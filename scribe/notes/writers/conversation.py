@@ -67,7 +67,17 @@ from functools import lru_cache
 from pathlib import Path
 
 from ...models import Evidence, Flag, FlagKind, Note, Section, Segment, Sentence, Speaker
-from ..facts import Fact, FactKind, dedupe_facts, findings_in, only_a_question, question_span, reported_and_denied
+from ..facts import (
+    Fact,
+    FactKind,
+    answer_polarity,
+    asks,
+    dedupe_facts,
+    findings_in,
+    only_a_question,
+    question_span,
+    reported_and_denied,
+)
 from ..instructions import meta_commands, unsupported_instruction, without_meta_commands
 from ..guard import (
     OMISSION_KINDS,
@@ -439,6 +449,42 @@ def _answers(questions: list[Segment], ctx: GuardContext) -> list[Segment]:
     return out
 
 
+def rests_on_questions(text: str, cited: list[Segment], ctx: GuardContext) -> bool:
+    """Whether what the sentence says comes from the questions in its cited lines, not from what
+    anyone stated or answered: ACI dev D2N071's "The patient has been taking the norvasc at
+    home, and it's running high …" from the doctor's "i see that we have you on the norvasc.
+    and so are you taking it at home? is it running high, or ..." (the answer was about
+    forgetting it at weekends). Only the Norvasc was stated; the taking and the running high
+    were asked. Two or more of its content words heard only in questions, more than it has from
+    statements, and no answer that confirms ("yes", "a little"), says any of its words (the
+    question framed it: "any other past medical history?" / "afib" → "Past medical history of
+    afib."), or denies when the sentence is a negative ("any chest pain?" / "no").
+
+    The whole-line case ("have you noticed …?" cited alone) is ``only_a_question``'s; this one
+    reads the sentences of a line that also states something, through the evidence quotes."""
+    mine = set(content_stems(text))
+    asked: set[str] = set()
+    said: set[str] = set()
+    questions: list[Segment] = []
+    by_id = {s.id: s for s in cited}
+    for e in link_evidence(text, cited):
+        stems = mine & set(content_stems(e.quote))
+        if asks(e.quote):
+            asked |= stems
+            if e.segment_id in by_id and by_id[e.segment_id] not in questions:
+                questions.append(by_id[e.segment_id])
+        else:
+            said |= stems
+    only = asked - said
+    if len(only) < 2 or len(only) <= len(said):
+        return False
+    negative = _NEGATIVE.search(_CONDITION.sub(" ", text)) is not None
+    for a in _answers(questions, ctx):
+        if answer_polarity(a.text) == ("negative" if negative else "positive") or mine & set(content_stems(a.text)):
+            return False
+    return True
+
+
 def _evidence(text: str, cited: list[Segment], answered: Sequence[Segment] = ()) -> list[Evidence]:
     linked = link_evidence(text, cited) or [evidence_for(s) for s in cited]
     have = {e.segment_id for e in linked}
@@ -593,6 +639,8 @@ def verify_line(
             # "Work up of osteoarthritis at this time." from "I don't think we need to do any
             # further work up of that at this time" (ACI dev D2N070, sessions 9 and 10)
             return Verdict(None, "dropped", ["declined_by_clinician"])
+    if not answered and rests_on_questions(text, cited, ctx):
+        return Verdict(None, "dropped", ["question_only"])
     taken_back: str | None = None
     if planned and not negative:
         since = min(ctx.position(s.id) for s in cited)

@@ -443,6 +443,26 @@ def test_an_exam_line_labelled_with_what_the_finding_was_not_said_of_is_dropped(
     assert label_unbound("Chest x-ray: murmur.", segs) is None
 
 
+def test_a_line_whose_words_were_only_asked_is_dropped_unless_the_answer_settles_it():
+    """ACI dev D2N071 (sessions 10 and 13): "The patient has been taking the norvasc at home, and
+    it's running high …" from the doctor's statement and questions; the answer was about
+    forgetting it at weekends."""
+    segs = [seg(0, "clinician", "okay . yeah , i , i see that we have you on the norvasc . and so are you taking it at "
+                                "home ? is it running high , or ..."),
+            seg(1, "patient", "i ... i'm pretty regular with the medications during the business week , but on the "
+                              "weekends sometimes i forget .")]
+    v = judge("subjective", "The patient has been taking the norvasc at home, and it's running high.", segs)
+    assert v.sentence is None and v.reasons == ["question_only"]
+    assert judge("subjective", "The patient is on norvasc.", segs).outcome == "kept"
+    # an answer that confirms, or denies what the line denies, settles the question
+    asked = [seg(0, "clinician", "your lungs sound clear . any chest pain or shortness of breath ?"),
+             seg(1, "patient", "yeah , a little when i climb stairs .")]
+    assert judge("subjective", "Reports chest pain and shortness of breath.", asked, lines=(1, 2)).sentence is not None
+    denied = [asked[0], seg(1, "patient", "no .")]
+    assert judge("subjective", "Denies chest pain and shortness of breath.", denied, lines=(1, 2)).sentence is not None
+    assert judge("subjective", "Reports chest pain and shortness of breath.", denied, lines=(1, 2)).sentence is None
+
+
 def test_a_history_given_to_a_relative_nobody_mentioned_is_dropped():
     """ACI dev D2N071 with the H&P template: the model filled the family history with the
     patient's own problems ("Ralph's father has been diagnosed with depression …")."""
