@@ -526,7 +526,8 @@ def verify_line(
     is dropped; so is one labelled with what its finding was not said of (``label_unbound``). In
     every section a sentence citing only questions is dropped: a question says
     nothing until it is answered ("have you noticed swollen legs or a bloated belly?" written as
-    "has not noticed …" when the answer was "I feel bloated").
+    "has not noticed …" when the answer was "I feel bloated"), and so is one whose words a line that also states
+    something only asked (``rests_on_questions``).
     """
     answered: list[Segment] = []
     """Answers cited for a sentence the model rested on their questions: always in its evidence."""
