@@ -120,8 +120,10 @@ class AsrSettings(BaseModel):
     segments replace the live ones and the note is drafted from them. Off: the live pass is the
     record."""
     record_model: str = "tiny.en"
-    """The record pass's model (any value ``model`` takes); chosen for accuracy, it may differ
-    from the live one."""
+    """The record pass's model (any value ``model`` takes); it may differ from the live one.
+    ``base`` gives a better record (OSCE dev: WER 0.163 against tiny.en's 0.184) for ~0.08 more
+    CPU-s per audio second and a ~3 s stop → final on one thread, past a 2-core machine's budget
+    (docs/benchmarks.md, session 13): set it where a core is spare."""
     record_window_s: float = Field(default=30.0, ge=5.0, le=120.0)
     """Record-pass window length: decoded once this much finished audio waits (cut in a pause)."""
     record_prompt: bool = False
