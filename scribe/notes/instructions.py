@@ -196,9 +196,18 @@ _SETS_A_VISIT = _words(r"follow\s*-?\s*up", r"see\s+(?:you|him|her|them)", r"com
 """The words that set a visit (not a bare interval: "a two week supply" sets none)."""
 
 
+_TODAYS_FOLLOW_UP = re.compile(
+    r"\b(?:presents?|presenting|here|came\s+in|comes\s+in|in\s+today|seen\s+today|visit\s+today)"
+    r"\s+(?:today\s+)?(?:for\s+)?(?:a\s+|an?\s+|his\s+|her\s+|their\s+|your\s+)?(?:\w+\s+)?follow\s*-?\s*up\b", re.I)
+"""Today's visit named as a follow-up ("presents today for follow-up of his chronic problems",
+"here for a three-month follow-up"): it sets no visit to come (ACI dev D2N068's plan said
+"Follow-up scheduled." on those words alone)."""
+
+
 def unsupported_instruction(sentence: str, clinician_said: Iterable[str]) -> str | None:
     """What is wrong with the instructions ``sentence`` gives, judged on ``clinician_said`` (the
-    clinician's words in the lines it cites; navigation commands are removed here): the name of
+    clinician's words in the lines it cites; navigation commands and today's visit named as a
+    follow-up are removed here): the name of
     a family it gives that those words never give ("advised to monitor …" gives education and
     monitoring: both must be there); ``<family>_interval`` when a follow-up's interval is not one
     said in a sentence that sets the visit (ACI dev D2N069: "Follow-up in 2 weeks" where the
@@ -207,7 +216,7 @@ def unsupported_instruction(sentence: str, clinician_said: Iterable[str]) -> str
     families = instruction_families(sentence)
     if not families:
         return None
-    said = [without_meta_commands(t) for t in clinician_said]
+    said = [_TODAYS_FOLLOW_UP.sub(" ", without_meta_commands(t)) for t in clinician_said]
     for fam in families:
         if not any(fam.said.search(t) for t in said):
             return fam.name

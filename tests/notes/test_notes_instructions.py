@@ -110,3 +110,16 @@ def test_a_follow_up_interval_is_the_one_said_with_the_follow_up():
     assert unsupported_instruction("Return in 3 months.", ["i'll see you back in three months ."]) is None
     assert unsupported_instruction("Return in 6 months.", ["i'll see you back in three months ."]) == \
         "return_precautions_interval"
+
+
+def test_todays_visit_named_a_follow_up_sets_no_visit_to_come():
+    """ACI dev D2N068 (sessions 10 and 13): "Follow-up scheduled." cited only "… who presents
+    today for follow-up of his chronic problems"."""
+    opening = ["so , brian is a 58 year old male with a past medical history significant for congestive heart "
+               "failure and hypertension , who presents today for follow-up of his chronic problems ."]
+    assert unsupported_instruction("Follow-up scheduled.", opening) == "follow_up"
+    assert unsupported_instruction("Follow-up scheduled.", ["he is here for his follow-up visit ."]) == "follow_up"
+    # a follow-up set for later, also in a line that names today's
+    assert unsupported_instruction("Follow up in 3 months.",
+                                   ["she is here for a three-month follow-up . i will see you back in three months ."]) is None
+    assert unsupported_instruction("Follow-up in 2 weeks.", ["we will follow up in two weeks ."]) is None
