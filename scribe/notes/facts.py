@@ -381,6 +381,12 @@ _TAG_RE = re.compile(
 )
 
 
+def _opens_like_a_question(text: str) -> bool:
+    """Whether ``text`` opens like a question ("do you", "any", "is it" …) after its lead-ins."""
+    toks = tokenize(text)
+    return bool(_phrase_at(toks, _strip_leaders(toks), _QUESTION_STARTS))
+
+
 def is_question(sentence: str) -> bool:
     """A sentence that asks something ("any fever?"), not a tag ("…, okay?") or a pleasantry
     ("does that sound like a plan?")."""
@@ -392,8 +398,7 @@ def is_question(sentence: str) -> bool:
         return False
     if body != s.strip(" ,?.!"):
         # a statement with a tag: a question only if the body itself opens like one
-        toks = tokenize(body)
-        return bool(_phrase_at(toks, _strip_leaders(toks), _QUESTION_STARTS))
+        return _opens_like_a_question(body)
     return True
 
 
@@ -414,10 +419,7 @@ def asks(sentence: str) -> bool:
         return False
     if is_question(sentence):
         return True
-    if not _TRAILING_OFF.search(sentence):
-        return False
-    toks = tokenize(sentence)
-    return bool(_phrase_at(toks, _strip_leaders(toks), _QUESTION_STARTS))
+    return bool(_TRAILING_OFF.search(sentence)) and _opens_like_a_question(sentence)
 
 
 def _opens_question(toks: Sequence[Token], i: int) -> bool:
@@ -439,10 +441,10 @@ def question_span(text: str) -> Span | None:
         return None
     if "?" in text:
         # the trailing run of questions; tags ("okay?") and pleasantries after it are ignored
-        asks = [is_question(s.text) for s in sents]
-        if not any(asks):
+        asking = [is_question(s.text) for s in sents]
+        if not any(asking):
             return None
-        last_q = max(i for i, a in enumerate(asks) if a)
+        last_q = max(i for i, a in enumerate(asking) if a)
         if last_q < len(sents) - 1:
             tail = " ".join(s.text for s in sents[last_q + 1 :])
             if (
@@ -457,15 +459,14 @@ def question_span(text: str) -> Span | None:
             ):
                 return None  # the turn went on after the question: not waiting for an answer
         first_q = last_q
-        while first_q > 0 and asks[first_q - 1]:
+        while first_q > 0 and asking[first_q - 1]:
             first_q -= 1
         return Span(sents[first_q].start, sents[last_q].end, text[sents[first_q].start : sents[last_q].end])
     last = sents[-1]
-    toks = tokenize(last.text)
     if last.text.rstrip().endswith((".", "!")):
         # a punctuated statement; a question only if the last sentence opens like one
-        i = _strip_leaders(toks)
-        return last if _phrase_at(toks, i, _QUESTION_STARTS) else None
+        return last if _opens_like_a_question(last.text) else None
+    toks = tokenize(last.text)
     # unpunctuated speech: the tail from the last question opener, if it is short
     for i in range(len(toks) - 1, -1, -1):
         if _opens_question(toks, i):

@@ -49,7 +49,7 @@ from .facts import (
     question_span,
 )
 from .numbers import Quantity, find_frequency, find_quantities, supports
-from .relatives import unnamed_kin
+from .relatives import kin_in, unnamed_kin
 from .resources import drug_lexicon
 from .text import clean_utterance, content_stems, tokenize, utterances
 
@@ -557,10 +557,10 @@ def _asked(cited: list[Segment], ctx: GuardContext) -> list[Segment]:
 
 
 def _check_relatives(text: str, cited: list[Segment], ctx: GuardContext) -> list[Flag]:
-    if not cited:
-        return []  # no evidence is its own flag
+    if not cited or not kin_in(text):
+        return []  # no evidence is its own flag; a sentence naming no relative (most) costs one scan
     said = [s.text for s in cited + _asked(cited, ctx)]
-    kin = unnamed_kin(text, said, [s.text for s in ctx.segments.values()])
+    kin = unnamed_kin(text, said, (s.text for s in ctx.segments.values()))
     if kin is None:
         return []
     return [_flag(FlagKind.unsupported_relative,

@@ -198,7 +198,7 @@ _SETS_A_VISIT = _words(r"follow\s*-?\s*up", r"see\s+(?:you|him|her|them)", r"com
 
 _TODAYS_FOLLOW_UP = re.compile(
     r"\b(?:presents?|presenting|here|came\s+in|comes\s+in|in\s+today|seen\s+today|visit\s+today)"
-    r"\s+(?:today\s+)?(?:for\s+)?(?:a\s+|an?\s+|his\s+|her\s+|their\s+|your\s+)?(?:\w+\s+)?follow\s*-?\s*up\b", re.I)
+    r"\s+(?:today\s+)?(?:for\s+)?(?:(?:an?|his|her|their|your)\s+)?(?:\w+\s+)?follow\s*-?\s*up\b", re.I)
 """Today's visit named as a follow-up ("presents today for follow-up of his chronic problems",
 "here for a three-month follow-up"): it sets no visit to come (ACI dev D2N068's plan said
 "Follow-up scheduled." on those words alone)."""

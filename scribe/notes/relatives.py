@@ -16,6 +16,7 @@ either parent, "kids" a son or a daughter, "siblings" a brother or a sister, a "
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _WORDS: dict[str, tuple[str, ...]] = {
@@ -114,11 +115,11 @@ def supported_by(kin: str, named: set[str]) -> bool:
     return bool(_STANDS_FOR.get(kin, frozenset({kin})) & named)
 
 
-def unnamed_kin(text: str, cited: list[str], visit: list[str] | None = None) -> KinMention | None:
+def unnamed_kin(text: str, cited: Iterable[str], visit: Iterable[str] | None = None) -> KinMention | None:
     """The first family member ``text`` names that none of the ``cited`` texts names (None: every
     one is named, or it names none). One who reports for the patient ("Mother reports …") needs
     naming somewhere in the ``visit`` only: who was in the room is said once, not in every line
-    they speak."""
+    they speak (read only for such a one)."""
     mentions = kin_in(text)
     if not mentions:
         return None
