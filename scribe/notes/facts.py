@@ -980,6 +980,9 @@ def _measure_name(toks: list[Token], q: Quantity, lo_char: int) -> tuple[str, Fa
     return None
 
 
+_FEVER_WORDS = re.compile(r"\b(?:fever|febrile|afebrile|temperature|temp)\b", re.IGNORECASE)
+
+
 def _classify_quantity(
     toks: list[Token], text: str, q: Quantity, lo_char: int
 ) -> tuple[FactKind, str | None]:
@@ -999,7 +1002,12 @@ def _classify_quantity(
         and 30 <= q.value2 <= 160
     ):
         return FactKind.vital, "blood pressure"
-    if q.unit == "deg":
+    if q.unit == "deg" or (
+        q.unit is None and q.value2 is None and q.value % 1 and 93 <= q.value <= 108
+        and _FEVER_WORDS.search(text, lo_char, q.start) is not None
+    ):
+        # "you are not running a fever … look at ninety seven . two": a reading with a decimal
+        # in the nineties after a word for fever is a temperature in °F, said without its unit
         return FactKind.vital, "temperature"
     if q.unit == "/min":
         return FactKind.vital, "heart rate"

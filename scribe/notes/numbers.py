@@ -277,6 +277,10 @@ def _number_run(tokens: list[Token], i: int, reading: bool) -> tuple[float, int,
     if words[-1] == "and":
         words.pop()
         j -= 1
+    if "point" not in words and _spoken_decimal(tokens, i, j):
+        # "ninety eight . six": the decimal point a transcriber wrote as a full stop
+        words += ["point", tokens[j + 1].norm]
+        j += 2
     value = _parse_words(words)
     if value is None:
         return None
@@ -295,6 +299,27 @@ def _number_run(tokens: list[Token], i: int, reading: bool) -> tuple[float, int,
         if nxt == "oh" and k + 1 < n and tokens[k + 1].norm in ONES and ONES[tokens[k + 1].norm] <= 9:
             return value * 100 + ONES[tokens[k + 1].norm], k + 2 - i, True
     return value, j - i, colloquial
+
+
+def _spoken_decimal(tokens: list[Token], i: int, j: int) -> bool:
+    """Whether ``tokens[j:]`` is " . <digit>" continuing the number ``tokens[i:j]`` as its decimals:
+    transcripts written from speech put the "point" of "ninety seven point two" (a temperature),
+    "two point five" (a dose), "seven point three" (an A1c) down as a full stop, spaced from
+    the words on both sides ("ninety seven . two your respiratory rate is …", ACI-Bench). A
+    stop written against its word ("… was seven. Two weeks later …", as Whisper writes) ends a
+    sentence; and a digit that starts a number or a score of its own ("a nine . nine out of
+    10"), or one after a list number ("number one . two , …" in a dictation), is not a decimal."""
+    n = len(tokens)
+    if i > 0 and tokens[i - 1].norm in ("number", "no", "#"):
+        return False
+    if not (0 < j and j + 1 < n and tokens[j].norm == "." and tokens[j - 1].end < tokens[j].start
+            and tokens[j].end < tokens[j + 1].start):
+        return False
+    digit = tokens[j + 1].norm
+    if digit not in ONES or ONES[digit] > 9:
+        return False
+    after = tokens[j + 2].norm if j + 2 < n else ""
+    return after not in NUMBER_WORDS and after not in ("out", "/", "point", "oh")
 
 
 def _match_unit(tokens: list[Token], i: int) -> tuple[str, int] | None:
@@ -398,12 +423,14 @@ def _find_quantities(text: str, toks: list[Token]) -> list[Quantity]:
             )
         # "120 over 80", "three out of six", "2 to 3", "2-3" (tokenised as "2", "3")
         if value2 is None and j < n:
-            if toks[j].norm == "over" and j + 1 < n and _is_number_start(toks, j + 1):
-                r2 = _read_number(toks, j + 1)
+            # "a hundred and forty over over seventy": a word said twice is said once
+            over = j + 1 + int(j + 2 < n and toks[j + 1].norm == "over")
+            if toks[j].norm == "over" and over < n and _is_number_start(toks, over):
+                r2 = _read_number(toks, over)
                 if r2 is not None:
                     value2, sep = r2[0], "/"
                     spoken = spoken or r2[3]
-                    j = j + 1 + r2[2]
+                    j = over + r2[2]
             elif (
                 toks[j].norm == "out"
                 and j + 2 < n
@@ -434,6 +461,11 @@ def _find_quantities(text: str, toks: list[Token]) -> list[Quantity]:
                 j += ulen
         # bare spoken "one" / "a" / "half" without a unit is usually not a quantity
         surface_words = [t.norm for t in toks[start_tok : start_tok + used]]
+        if (unit is None and value2 is None and spoken and used == 1 and j < n
+                and toks[j].norm == surface_words[0] and j + 1 < n and toks[j + 1].norm in NUMBER_WORDS):
+            # "ninety ninety seven": a number begun again is said once, as it was finished
+            i = j
+            continue
         if (
             unit is None
             and value2 is None

@@ -55,6 +55,15 @@ D, P = Speaker.clinician, Speaker.patient
         ("weight is one eighty five pounds", ["185 lb"]),
         ("one of them, no one else", []),
         ("eighty beats per minute", ["80 /min"]),
+        # transcripts of speech: the decimal point written as a spaced full stop (ACI-Bench),
+        # a word said twice, a number begun again
+        ("your temperature is ninety eight . seven and your heart rate", ["98.7"]),
+        ("you're on two . five of norvasc", ["2.5"]),
+        ("a four . four centimeter mass", ["4.4 cm"]),
+        ("it was seven. Two weeks later", ["7", "2 week"]),
+        ("it's like a nine . nine out of 10", ["9", "9/10"]),
+        ("a hundred and forty over over seventy", ["140/70"]),
+        ("look at ninety ninety seven . two", ["97.2"]),
     ],
 )
 def test_quantities(text, expected):
@@ -176,6 +185,10 @@ def test_medication_fact_from_segments():
         ),
         ("your pulse is seventy two", FactKind.vital, "heart rate", "heart rate 72"),
         ("temperature of 98.6", FactKind.vital, "temperature", "temperature 98.6"),
+        # said without a unit or its name, after the word for what it rules out (ACI dev D2N077)
+        ("you are not running a fever so that's great look at ninety seven . two",
+         FactKind.vital, "temperature", "temperature 97.2"),
+        ("a hundred and forty over over seventy", FactKind.vital, "blood pressure", "blood pressure 140/70"),
         ("oxygen saturation is 95 %", FactKind.vital, "oxygen saturation", "oxygen saturation 95%"),
         ("he weighs 180 pounds", FactKind.vital, "weight", "weight 180 lb"),
         ("hemoglobin a1c of seven point two", FactKind.lab, "hemoglobin A1c", "hemoglobin A1c 7.2"),
