@@ -66,6 +66,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import snowballstemmer
+
 from ...models import Evidence, Flag, FlagKind, Note, Section, Segment, Sentence, Speaker
 from ..facts import (
     Fact,
@@ -74,6 +76,7 @@ from ..facts import (
     asks,
     dedupe_facts,
     findings_in,
+    medications_in,
     only_a_question,
     question_span,
     reported_and_denied,
@@ -88,7 +91,7 @@ from ..guard import (
     link_evidence,
     spoken_values,
 )
-from ..numbers import find_quantities, supports
+from ..numbers import Quantity, find_quantities, supports
 from ..register import register_issues
 from .phrasing import read_prompt_file
 from ..templates import Template, TemplateError, TemplateSection
@@ -408,6 +411,8 @@ GENERIC_STEMS = frozenset(content_stems(
 ("has had diarrhea for the last three days" after "presents with a 3-day history of diarrhea";
 "has been affected by the diarrhea … for the last 3 days": the demo's note, three times)."""
 REPEAT_SHARE = 0.8
+_ENGLISH = snowballstemmer.stemmer("english")
+_GENERIC_SNOWBALL = frozenset(_ENGLISH.stemWords(sorted(GENERIC_STEMS)))
 
 
 MOVED_REPEAT_SHARE = 0.6
@@ -426,14 +431,75 @@ def repeats(text: str, siblings: Sequence[Sentence], share: float = REPEAT_SHARE
     return bool(mine) and any(len(mine & _repeat_terms(x.text)) >= share * len(mine) for x in siblings)
 
 
+TOGETHER_MIN_TERMS = 4
+"""``repeats_together`` judges only sentences with at least this many content words: a short
+one ("Continue lisinopril.") is easily made of two others' words and still says something new."""
+
+_CARE_WORDS = frozenset(_ENGLISH.stemWords(
+    "himself herself themselves yourself doctor clinic office provider physician team".split()))
+"""Who is told and who is to be called: "call the doctor" and "call the clinic" are one instruction."""
+
+
+_LIGHT_VERBS = frozenset(_ENGLISH.stemWords("take taking use using wear wearing monitor monitoring keep get have make".split()))
+"""The only words a restatement may add: how an instruction is carried out, not what it is
+("take pain medication every six hours" after "Give ultram 50 mg every 6 hours" and "Provide
+pain medication"). Any other new word may be the point of the sentence ("Temperature is within
+normal limits." after "blood pressure and heart rate are within normal limits"; "We will also
+repeat a lipid panel.": two lines of ACI-Bench training references it would otherwise drop)."""
+
+
+def repeats_together(text: str, siblings: Sequence[Sentence]) -> bool:
+    """The sentence says again, in other words, what two or more sentences already kept in its
+    section say between them: ACI dev D2N068's plan kept "Instructed to weigh himself every
+    day." and "Instructed to call the clinic if he is gaining more weight.", then "Patient is
+    advised to weigh themselves every day and call the doctor if they gain more weight." and
+    "Monitoring weight and calling if gaining more."; D2N077's "… advised to take pain
+    medication every six hours." after "Give ultram 50 mg every 6 hours." and "Provide pain
+    medication.". ``repeats`` compares with one sentence at a time and saw none of them.
+
+    Words are compared by their Snowball stems ("gaining" is "gain"), without the words any line
+    carries (``GENERIC_STEMS``) or that name who is told or called (``_CARE_WORDS``). A repeat
+    has at least ``TOGETHER_MIN_TERMS`` words, none new but light verbs (``_LIGHT_VERBS``), and
+    every drug, quantity and finding it names, with its negation, named by a kept sentence
+    ("Call if weight gain or swelling." after the two weight lines adds the swelling: kept)."""
+    mine = _together_terms(text)
+    if len(mine) < TOGETHER_MIN_TERMS or not siblings:
+        return False
+    theirs = set().union(*(_together_terms(x.text) for x in siblings))
+    if not mine - theirs <= _LIGHT_VERBS:
+        return False
+    named = {x for sib in siblings for x in _clinical_terms(sib.text)}
+    return _clinical_terms(text) <= named
+
+
+def _together_terms(text: str) -> set[str]:
+    terms = _repeat_terms(text)
+    words = [t for t in terms if " " not in t and not t[:1].isdigit()]
+    return ({t for t in terms if t not in words}
+            | set(_ENGLISH.stemWords(words)) - _CARE_WORDS - _GENERIC_SNOWBALL)
+
+
+def _clinical_terms(text: str) -> set[str]:
+    """The drugs, quantities and findings a sentence names, each as one term; a finding with its
+    negation ("nontender" after "tender" says something new), and a finding named as a
+    condition ("call if swelling") too: it is what the instruction is about."""
+    return ({f"drug:{m.generic}" for m in medications_in(text)}
+            | {f"num:{_quantity_term(q)}" for q in find_quantities(text)}
+            | {f"finding:{'no ' if f.negated else ''}{f.canonical}" for f in findings_in(text)})
+
+
 def _repeat_terms(text: str) -> set[str]:
     """Content words, with each quantity as one term however it is written ("about eight
     centimeters" and "about 8 cm" are the same)."""
     quantities = find_quantities(text)
     for q in sorted(quantities, key=lambda q: q.start, reverse=True):
         text = text[:q.start] + " " + text[q.end:]
-    return (set(content_stems(text)) - GENERIC_STEMS) | {f"{q.value:g}{q.sep or ''}{q.value2 or ''} {q.unit or ''}"
-                                                          for q in quantities}
+    return (set(content_stems(text)) - GENERIC_STEMS) | {_quantity_term(q) for q in quantities}
+
+
+def _quantity_term(q: Quantity) -> str:
+    """One term for a quantity however it was written: value, ratio or range, and unit."""
+    return f"{q.value:g}{q.sep or ''}{q.value2 or ''} {q.unit or ''}"
 
 
 def _answers(questions: list[Segment], ctx: GuardContext) -> list[Segment]:
@@ -485,6 +551,26 @@ def rests_on_questions(text: str, cited: list[Segment], ctx: GuardContext) -> bo
     return True
 
 
+def _each_settled(questions: list[Segment], ctx: GuardContext, *, negative: bool) -> bool:
+    """Every question is answered by the next speaker with a plain yes (a plain no, for a
+    negative sentence): the sentence may then say what was asked. ACI dev D2N068: "did you buy
+    the blood pressure cuff like i asked?" / "yeah, i did, and … i monitor it regularly" is
+    "has been monitoring his blood pressure regularly with a cuff"; "have you had a fever or
+    chills?" / "no." is "has not had a fever or chills". Two questions with one "yes, i am"
+    and one "it's been a struggle" ("is taking his medications and watching his diet") are not
+    settled, nor is "any chest pain?" / "slight cramps" (it opens like a yes, but names what it
+    is instead)."""
+    want = "negative" if negative else "positive"
+    for q in questions:
+        answer = _answers([q], ctx)
+        if not answer or answer_polarity(answer[0].text) != want:
+            return False
+        asked = {f.canonical for f in findings_in(q.text)}
+        if any(f.canonical not in asked for f in findings_in(answer[0].text)):
+            return False  # "slight cramps" opens like a yes, but names what it is instead
+    return True
+
+
 def _evidence(text: str, cited: list[Segment], answered: Sequence[Segment] = ()) -> list[Evidence]:
     linked = link_evidence(text, cited) or [evidence_for(s) for s in cited]
     have = {e.segment_id for e in linked}
@@ -524,7 +610,8 @@ def verify_line(
     history retold (the clinician's "presents today with some back pain" written as "Back pain:
     present." under Objective; a video consultation with no exam filled with the symptoms) and
     is dropped; so is one labelled with what its finding was not said of (``label_unbound``). In
-    every section a sentence citing only questions is dropped: a question says
+    every section a sentence citing only questions is dropped unless the next speaker settled
+    each with a plain yes (a no, for a negative sentence; ``_each_settled``): a question says
     nothing until it is answered ("have you noticed swollen legs or a bloated belly?" written as
     "has not noticed …" when the answer was "I feel bloated"), and so is one whose words a line that also states
     something only asked (``rests_on_questions``).
@@ -560,7 +647,7 @@ def verify_line(
         cited = _lines_that_say(text, ctx)
         if not cited:
             return Verdict(None, "dropped", ["no_evidence"])
-    if _norm_key(text) in earlier or repeats(text, siblings):
+    if _norm_key(text) in earlier or repeats(text, siblings) or repeats_together(text, siblings):
         return Verdict(None, "dropped", ["duplicate"])
     unheard = _unheard_findings(text, cited, ctx)
     if unheard:
@@ -598,7 +685,8 @@ def verify_line(
         mine = set(content_stems(text))
         heard = mine & {st for a in answers for st in content_stems(a.text)}
         asked = (mine & {st for q in cited for st in content_stems(q.text)}) - heard
-        if not heard or len(asked) >= len(heard) or not link_evidence(text, cited + answers):
+        if (not heard or len(asked) >= len(heard) or not link_evidence(text, cited + answers)) and not (
+                answers and _each_settled(cited, ctx, negative=_NEGATIVE.search(_CONDITION.sub(" ", text)) is not None)):
             return Verdict(None, "dropped", ["question_only"])
         cited = sorted(cited + answers, key=lambda s: ctx.position(s.id))
         answered = answers

@@ -29,6 +29,7 @@ from scribe.notes.writers.conversation import (
     retracted,
     fact_note,
     repeats,
+    repeats_together,
     note_grammar,
     turn_line,
     verify_line,
@@ -463,6 +464,33 @@ def test_a_line_whose_words_were_only_asked_is_dropped_unless_the_answer_settles
     assert judge("subjective", "Reports chest pain and shortness of breath.", denied, lines=(1, 2)).sentence is None
 
 
+def test_a_line_citing_an_answer_that_says_yes_may_say_what_was_asked():
+    """ACI dev D2N068 (session 14): "… has been monitoring his blood pressure regularly with a
+    blood pressure cuff." cited the answer, whose words ("yeah, i did … i monitor it
+    regularly") are too few to carry the line alone; its evidence is the question. It was
+    dropped as only asked; the answer settled it. A "no" settles a negative; an answer that
+    opens like a yes but names something else ("slight cramps" to "any chest pain?"), and two
+    questions of which one was not answered yes, do not."""
+    segs = [seg(0, "clinician", "and , so , lastly , for your high blood pressure , how are you doing with that ? "
+                                "have , are , did you buy the blood pressure cuff like i asked ?"),
+            seg(1, "patient", "yeah , i , i did , and we do mon- , i , i monitor it regularly . my wife makes sure i "
+                              "stay on top of that , but it's been pretty good ."),
+            seg(2, "clinician", "okay . and , have you had a fever or chills ?"), seg(3, "patient", "no ."),
+            seg(4, "clinician", "okay . do you have any chest pain ?"),
+            seg(5, "patient", "slight cramps . that seems to go away after about an hour ."),
+            seg(6, "clinician", "are you taking your medications ?"), seg(7, "patient", "uh , yes , i am ."),
+            seg(8, "clinician", "and , how about your diet ? are you watching your diet ?"),
+            seg(9, "patient", "uh , it's been a little bit of a struggle .")]
+    v = judge("subjective", "He has been monitoring his blood pressure regularly with a blood pressure cuff.", segs,
+              lines=(2,))
+    assert v.sentence is not None and {e.segment_id for e in v.sentence.evidence} == {segs[0].id, segs[1].id}
+    assert judge("subjective", "He has not had a fever or chills.", segs, lines=(4,)).sentence is not None
+    assert judge("subjective", "He has had a fever and chills.", segs, lines=(3,)).reasons == ["question_only"]
+    assert judge("subjective", "He has experienced chest pain.", segs, lines=(6,)).reasons == ["question_only"]
+    assert judge("subjective", "He is taking his medications and watching his diet.", segs,
+                 lines=(7, 9)).reasons == ["question_only"]
+
+
 def test_a_history_given_to_a_relative_nobody_mentioned_is_dropped():
     """ACI dev D2N071 with the H&P template: the model filled the family history with the
     patient's own problems ("Ralph's father has been diagnosed with depression …")."""
@@ -484,6 +512,25 @@ def test_a_restated_duration_is_a_repeat_however_it_is_said():
     # advice words say nothing new either (ACI dev D2N069's plan said the brace and crutches twice)
     brace = Sentence(id="p.0", text="Use a knee brace and crutches temporarily.")
     assert repeats("Patient is advised to use a knee brace and crutches temporarily.", [brace])
+
+
+def test_a_line_saying_again_what_two_kept_lines_say_between_them_is_a_repeat():
+    """ACI dev D2N068's plan (session 14): the weighing and the calling were each kept, then
+    said again together, and again as "Monitoring weight …"; no one kept line held enough of
+    either restatement for ``repeats``."""
+    plan = [Sentence(id=f"p.{i}", text=t) for i, t in enumerate([
+        "Increase lasix to 80 mg once a day.", "Instructed to weigh himself every day.",
+        "Instructed to call the clinic if he is gaining more weight."])]
+    again = "Patient is advised to weigh themselves every day and call the doctor if they gain more weight."
+    assert not repeats(again, plan) and repeats_together(again, plan)
+    assert repeats_together("Monitoring weight and calling if gaining more.", plan)  # a light verb adds nothing
+    # what a line adds is kept: a finding (or its negation), a drug, a number, any other word
+    assert not repeats_together("Call if weight gain or swelling.", plan)
+    assert not repeats_together("Weigh every day and call if the weight gain comes with leg swelling.", plan)
+    assert not repeats_together("Weigh himself every day on the same scale.", plan)
+    assert not repeats_together("Continue lasix.", plan)  # too short to judge: said differently, it says something
+    vitals = [Sentence(id="o.0", text="Vital signs: blood pressure and heart rate are within normal limits.")]
+    assert not repeats_together("Temperature is within normal limits.", vitals)
 
 
 def test_the_model_reads_facts_in_words_a_note_uses():
