@@ -208,7 +208,8 @@ class LlamaSettings(BaseModel):
     """Context in tokens: the whole visit (a 15-minute visit is ~3,000) plus the note."""
     threads: int = 0
     """Threads after stop, when the note is written (0: the cores not busy with other work, by
-    the 1-minute load average: llama.cpp's threads stall together when one is kept off its core)."""
+    the 1-minute load average less what the note model itself put into it: llama.cpp's threads
+    stall together when one is kept off its core)."""
     visit_threads: int = 1
     """Threads for feeding the conversation while the visit is recorded (live transcription
     keeps the other cores)."""

@@ -41,9 +41,11 @@ import atexit
 import functools
 import importlib.util
 import logging
+import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -125,17 +127,39 @@ def gguf_path(name: str, cache_dir: Path, progress: Callable[[int, int], None] |
 # ------------------------------------------------------------------ the runtime seam
 
 
-def idle_threads(cores: int, load: float | None = None) -> int:
-    """Threads for writing the note: the cores not busy with other work (1-minute load average),
-    at least 1. llama.cpp's threads wait for each other at every layer, so one thread that
-    another process keeps off its core stalls them all: on the 2-core test machine with one
-    core busy elsewhere, 2 threads generated at 4.8 tokens/s and 1 thread at 9.2."""
+def idle_threads(cores: int, load: float | None = None, own: float = 0.0) -> int:
+    """Threads for writing the note: the cores not busy with other work (1-minute load average,
+    less ``own``: what the note model itself put into it, ``LlamaRuntime.own_load``), at least 1.
+    llama.cpp's threads wait for each other at every layer, so one thread that other work keeps
+    off its core stalls them all: on the 2-core test machine with one core busy elsewhere, 2
+    threads generated at 4.8 tokens/s and 1 thread at 9.2.
+
+    Why ``own``: the load average is a one-minute moving average, and at stop most of it is the
+    model's own thread that read the visit (1.0 on an otherwise idle 2-core machine), so the note
+    was written after stop on one thread with the other core idle (session 14)."""
     if load is None:
         try:
             load = os.getloadavg()[0]
         except OSError:
             load = 0.0
-    return max(1, min(cores, int(cores - load + 0.5)))
+    return max(1, min(cores, int(cores - max(0.0, load - own) + 0.5)))
+
+
+LOADAVG_WINDOW_S = 60.0
+"""The time constant of the kernel's 1-minute load average (an exponentially weighted average of
+the number of running threads)."""
+
+
+def ewma_load(busy: Iterable[tuple[float, float, int]], now: float, tau: float = LOADAVG_WINDOW_S) -> float:
+    """What intervals of work — (start, end, threads), monotonic seconds — add to a load average
+    with time constant ``tau`` at ``now``: each thread running from a to b adds
+    exp(-(now-b)/tau) - exp(-(now-a)/tau)."""
+    total = 0.0
+    for a, b, k in busy:
+        b = min(b, now)
+        if b > a:
+            total += k * (math.exp(-(now - b) / tau) - math.exp(-(now - a) / tau))
+    return total
 
 
 
@@ -189,6 +213,8 @@ class LlamaRuntime:
         self._current_threads = self.threads
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scribe-llama")
         """Every model call runs here, one at a time (feeding and writing share one KV cache)."""
+        self._busy: deque[tuple[float, float, int]] = deque(maxlen=4096)
+        """(start, end, threads) of the model's recent work, monotonic seconds (``own_load``)."""
         log.info("note model %s loaded by llama.cpp in %.1f s", path.name, self.load_seconds)
 
     def close(self) -> None:
@@ -206,6 +232,13 @@ class LlamaRuntime:
         if n != self._current_threads:
             self._llama_cpp.llama_set_n_threads(self.llm.ctx, n, n)
             self._current_threads = n
+
+    def own_load(self, now: float | None = None) -> float:
+        """What this model's work added to the 1-minute load average now (``idle_threads``)."""
+        return ewma_load(list(self._busy), time.monotonic() if now is None else now)
+
+    def _worked(self, t0: float, threads: int) -> None:
+        self._busy.append((t0, time.monotonic(), threads))
 
     @property
     def cached_tokens(self) -> int:
@@ -233,7 +266,9 @@ class LlamaRuntime:
             llm.n_tokens = keep
             if todo:
                 self._set_threads(threads)
+                t0 = time.monotonic()
                 llm.eval(todo)
+                self._worked(t0, self._current_threads)
             return len(todo)
 
     def generate(
@@ -273,6 +308,7 @@ class LlamaRuntime:
             sampler = L.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
             if not sampler:
                 raise WriterError("the note grammar did not parse (a template title llama.cpp cannot express?)")
+            m0 = time.monotonic()
             try:
                 t0 = time.perf_counter()
                 keep = _common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens[:-1])
@@ -327,6 +363,7 @@ class LlamaRuntime:
                     on_text(rest)
             finally:
                 L.llama_sampler_free(sampler)
+                self._worked(m0, self._current_threads)
             return GenResult("".join(parts), len(tokens), evaluated, n, time.perf_counter() - t0, first, masked,
                              aborted)
 
@@ -640,7 +677,8 @@ class LlamaSession:
         """The visit's thread budget; once the visit stops, the idle cores (a section being
         written at stop is finished, faster, and kept: it would otherwise be written again)."""
         if self._stopping:
-            return self.cfg.threads or idle_threads(self._rt.threads if self._rt else 1)
+            rt = self._rt
+            return self.cfg.threads or (idle_threads(rt.threads, own=rt.own_load()) if rt else 1)
         return self.cfg.visit_threads
 
     def _visit_check(self, n_lines: int) -> LineCheck:
@@ -859,7 +897,8 @@ class LlamaSession:
                     budget: int = max(1, budget)) -> GenResult:
                 try:
                     return rt.generate(tokens, grammar=grammar, max_tokens=budget,
-                                       threads=self.cfg.threads or idle_threads(rt.threads), on_text=on_text,
+                                       threads=self.cfg.threads or idle_threads(rt.threads, own=rt.own_load()),
+                                       on_text=on_text,
                                        stop=lambda: halt["rambling"] or out_of_time())
                 finally:
                     loop.call_soon_threadsafe(queue.put_nowait, None)

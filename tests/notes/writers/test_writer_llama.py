@@ -531,6 +531,11 @@ def test_a_line_saying_again_what_two_kept_lines_say_between_them_is_a_repeat():
     assert not repeats_together("Continue lasix.", plan)  # too short to judge: said differently, it says something
     vitals = [Sentence(id="o.0", text="Vital signs: blood pressure and heart rate are within normal limits.")]
     assert not repeats_together("Temperature is within normal limits.", vitals)
+    # a diagnosis framed again (ACI dev D2N074's assessment), not a new one framed the same way
+    dx = [Sentence(id="a.0", text="Pituitary mass with elevation and compression of the optic chiasm.")]
+    assert repeats_together("The patient's symptoms are consistent with a pituitary mass with elevation and "
+                            "compression of the optic chiasm.", dx)
+    assert not repeats_together("Symptoms are consistent with migraine and compression of the optic chiasm.", dx)
 
 
 def test_the_model_reads_facts_in_words_a_note_uses():
@@ -573,6 +578,9 @@ class ScriptedRuntime:
     def feed(self, tokens, *, threads):
         self.fed.append(len(tokens))
         return len(tokens)
+
+    def own_load(self, now=None):
+        return 0.0
 
     def generate(self, tokens, *, grammar, max_tokens, threads, on_text, stop=None):
         m = re.match(r"# sections: (\w+)( \(continued\))?", grammar)
@@ -1077,6 +1085,29 @@ def test_a_negative_nobody_said_is_dropped():
     assert v.sentence is not None and {e.segment_id for e in v.sentence.evidence} == {"seg-00000", "seg-00001"}
 
 
+def test_a_negative_is_said_of_what_is_near_it_in_an_unpunctuated_turn():
+    """ACI dev D2N077 (session 14): "Pain is not relieved by surgery." and "… by physical
+    therapy." were kept: a whole unpunctuated turn was one "sentence" holding a "not" (of the
+    thumb spica), the pain medication and the surgery; and "any other questions" / "no, well,
+    I'm going on vacation … after the surgery" answered a turn that had said "hurt" long before."""
+    segs = [seg(0, "patient", "my wrist hurts real bad and it got real swollen"),
+            seg(1, "clinician", "sorry no problem sorry yeah not a thumb spica we're gon na brace your arm and you're "
+                                "gon na have that we we have a couple of options but i think the best course of action "
+                                "is gon na be for surgery we will in the meantime give you pain medication i wan na put "
+                                "you on fifty milligrams of ultram every six hours and then i also wan na get you into "
+                                "physical therapy a few weeks after surgery"),
+            seg(2, "clinician", "these deformities that really that really kind of hurt is the short version alright no "
+                                "problem any other questions"),
+            seg(3, "patient", "no well i am going on vacation do i need to cancel it like can i still go even with the "
+                              "i mean after the surgery"),
+            seg(4, "patient", "i put ice on it and took some ibuprofen , but the pain is not better")]
+    for text in ("Pain is not relieved by surgery.", "Pain is not relieved by physical therapy."):
+        assert judge("assessment", text, segs, lines=(2,), assessed=True).reasons == ["negative_not_said"]
+        assert judge("subjective", text, segs, lines=(3, 4)).reasons == ["negative_not_said"]
+    # said near its negation, it stands
+    assert judge("subjective", "Pain is not relieved by ice or ibuprofen.", segs, lines=(5,)).outcome == "kept"
+
+
 def test_line_numbers_past_the_end_of_the_transcript_are_found_in_the_lines_that_say_it():
     """A small model counts citations on from the last line it cited ("[36]" in a 35-line
     visit so far): the sentence rests on the lines that say it, or is dropped."""
@@ -1215,6 +1246,8 @@ def test_prefix_reuse_evaluates_only_the_new_tokens(smol):
     assert smol.cached_tokens == len(a) + len(b) - 1
     r = smol.generate(a + b + c, grammar=note_grammar(SOAP, only="plan"), max_tokens=8, threads=2, on_text=lambda _: None)
     assert r.evaluated == len(c) + 1  # the tail, plus the last fed token (its logits are needed)
+    # the runtime knows what its own work put into the load average (idle_threads leaves it out)
+    assert 0.0 < smol.own_load() <= 2.0
 
 
 @needs_engine
@@ -1348,6 +1381,22 @@ def test_note_threads_leave_out_cores_busy_with_other_work():
     assert llama_mod.idle_threads(2, load=1.1) == 1
     assert llama_mod.idle_threads(2, load=7.0) == 1
     assert llama_mod.idle_threads(16, load=3.2) == 13
+    # the model's own thread that read the visit is not other work (session 14: at stop the
+    # load average was 1.0, all of it the model's, and the note was written on one thread)
+    assert llama_mod.idle_threads(2, load=1.01, own=1.0) == 2
+    assert llama_mod.idle_threads(2, load=2.1, own=1.0) == 1  # a core busy elsewhere as well
+
+
+def test_the_model_s_own_share_of_the_load_average_decays_as_the_kernel_s_does():
+    tau = llama_mod.LOADAVG_WINDOW_S
+    now = 1000.0
+    # one thread busy for the last ten minutes: ~1.0, as the load average says of it
+    assert llama_mod.ewma_load([(now - 600, now, 1)], now) == pytest.approx(1.0, abs=1e-4)
+    # busy from two to one minute ago: e^-1 - e^-2 of it is left
+    assert llama_mod.ewma_load([(now - 2 * tau, now - tau, 1)], now) == pytest.approx(0.2325, abs=1e-3)
+    # two threads count twice; work not finished yet counts up to now; nothing before it started
+    assert llama_mod.ewma_load([(now - 600, now + 5, 2)], now) == pytest.approx(2.0, abs=1e-3)
+    assert llama_mod.ewma_load([], now) == 0.0
 
 
 def test_facts_the_model_left_out_come_back_as_note_language_statements():
