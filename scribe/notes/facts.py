@@ -359,7 +359,7 @@ _QUESTION_STARTS: list[tuple[str, ...]] = [
     )
 ]  # fmt: skip
 _LEADERS = (
-    frozenset("okay ok alright all right so and now well um uh also then like just great good".split())
+    frozenset("okay ok alright all right so and now well um uh also then like just great good sure".split())
     | FILLERS
 )
 

@@ -12,7 +12,8 @@ writer drops a sentence of its own that fails it.
 is):
 
 * ``question`` — ends with "?", opens like one ("Have you…", "Do you…", "How long…"), or holds
-  one after a comma ("Takes Norvasc at home, is it running high, or anything else.");
+  one after a comma ("Takes Norvasc at home, is it running high, or anything else.") or a
+  "how about any …" ("… from the pollen, but how about any shortness of breath …");
 * ``first_person`` / ``second_person`` — I, me, my, we, our… / you, your… outside quotation
   marks (a note may quote the patient: 'States "I can't sleep."');
 * ``filler`` — a hesitation (um, uh, mm-hmm) anywhere, or a sentence made only of discourse
@@ -77,8 +78,11 @@ _COMMAND = re.compile(
 )
 """Words addressed to the recording device ("Dax, finalize the note"), not about the patient."""
 _INNER_QUESTION = re.compile(
-    r",\s*(?:is|are|was|were|do|does|did|have|has|can|could|would|will)\s+(?:it|you|he|she|they|there|we)\b", re.I)
-"""A question after a comma, mid-sentence: "…, is it running high, or anything else"."""
+    r",\s*(?:is|are|was|were|do|does|did|have|has|can|could|would|will)\s+(?:it|you|he|she|they|there|we)\b"
+    r"|\b(?:how|what)\s+about\s+(?:any|your|other)\b", re.I)
+"""A question after a comma, mid-sentence: "…, is it running high, or anything else"; one that
+moves on to the next ("… from the pollen, but how about any shortness of breath, cough …":
+ACI dev D2N071, session 14)."""
 _POINTING = re.compile(r"^\W*(?:that|this|it|these|those)\s+(?:is|was|are|were|hurts?|feels?|does|did|'s|seems?)\b",
                        re.I)
 """A subject that points at the conversation ("That hurts."): it means nothing in a note."""

@@ -31,6 +31,9 @@ from scribe.notes.register import register_clean_share, register_issues
         ("The patient has been taking the norvasc at home, is it running high, or anything else.", "question"),
         ("That hurts.", "fragment"),
         ("Miralax.", "fragment"),
+        # a question moving on to the next, inside a statement (ACI dev D2N071, session 14)
+        ("Has had nasal congestion from the pollen, but how about any shortness of breath, cough, or muscle aches.",
+         "question"),
         # the facts under a transcript line copied as a sentence (ACI dev D2N069, D2N077, session 10)
         ("Motrin 800 mg, new; 6 hours; 2 weeks.", "notation"),
         ("Pain present; edema present; numbness present.", "notation"),
@@ -62,6 +65,7 @@ def test_transcript_speech_is_not_note_language(text, reason):
         "Edema present; no cyanosis.",
         "Lungs clear; heart regular.",
         "Start a new medication; follow up in 2 weeks.",
+        "Discussed what about the diet helps him most.",
     ],
 )
 def test_chart_sentences_are_note_language(text):

@@ -440,16 +440,23 @@ _CARE_WORDS = frozenset(_ENGLISH.stemWords(
 """Who is told and who is to be called: "call the doctor" and "call the clinic" are one instruction."""
 
 
-_LIGHT_VERBS = frozenset(_ENGLISH.stemWords("take taking use using wear wearing monitor monitoring keep get have make".split()))
-"""The only words a restatement may add: how an instruction is carried out, not what it is
-("take pain medication every six hours" after "Give ultram 50 mg every 6 hours" and "Provide
-pain medication"). Any other new word may be the point of the sentence ("Temperature is within
-normal limits." after "blood pressure and heart rate are within normal limits"; "We will also
-repeat a lipid panel.": two lines of ACI-Bench training references it would otherwise drop)."""
+_RESTATING = frozenset(_ENGLISH.stemWords(
+    "take use wear monitor keep get have make "
+    "diagnosis diagnosed consistent supported addressed symptoms findings clinical impression physical "
+    "examination".split()))
+"""The only words a restatement may add: light verbs, how an instruction is carried out and
+not what it is ("take pain medication every six hours" after "Give ultram 50 mg every 6
+hours" and "Provide pain medication"), and the words that frame a diagnosis already stated
+("The patient's symptoms are consistent with a pituitary mass …", "The diagnosis of a
+pituitary mass … is addressed." after "Pituitary mass with … compression of the optic
+chiasm.": ACI dev D2N074's assessment, session 14). Any other new word may be the point of
+the sentence ("Temperature is within normal limits." after "blood pressure and heart rate
+are within normal limits"; "We will also repeat a lipid panel.": two lines of ACI-Bench
+training references it would otherwise drop)."""
 
 
 def repeats_together(text: str, siblings: Sequence[Sentence]) -> bool:
-    """The sentence says again, in other words, what two or more sentences already kept in its
+    """The sentence says again, in other words, what one or more sentences already kept in its
     section say between them: ACI dev D2N068's plan kept "Instructed to weigh himself every
     day." and "Instructed to call the clinic if he is gaining more weight.", then "Patient is
     advised to weigh themselves every day and call the doctor if they gain more weight." and
@@ -459,14 +466,15 @@ def repeats_together(text: str, siblings: Sequence[Sentence]) -> bool:
 
     Words are compared by their Snowball stems ("gaining" is "gain"), without the words any line
     carries (``GENERIC_STEMS``) or that name who is told or called (``_CARE_WORDS``). A repeat
-    has at least ``TOGETHER_MIN_TERMS`` words, none new but light verbs (``_LIGHT_VERBS``), and
+    has at least ``TOGETHER_MIN_TERMS`` words, none new but light verbs and the words that frame
+    a diagnosis (``_RESTATING``), and
     every drug, quantity and finding it names, with its negation, named by a kept sentence
     ("Call if weight gain or swelling." after the two weight lines adds the swelling: kept)."""
     mine = _together_terms(text)
     if len(mine) < TOGETHER_MIN_TERMS or not siblings:
         return False
     theirs = set().union(*(_together_terms(x.text) for x in siblings))
-    if not mine - theirs <= _LIGHT_VERBS:
+    if not mine - theirs <= _RESTATING:
         return False
     named = {x for sib in siblings for x in _clinical_terms(sib.text)}
     return _clinical_terms(text) <= named
@@ -922,15 +930,31 @@ def _negative_said(text: str, segments: Sequence[Segment], ctx: GuardContext) ->
     for seg in segments:
         # "if these tests are normal, we will consider …" negates nothing
         spans = [_CONDITION.sub(" ", sp.text) for sp in split_sentences(seg.text)]
-        if any(says(said, said) for said in spans):
+        if any(says(near, near) for said in spans for near in _near_negations(said)):
             return seg
-        if spans:  # asked (or put to the patient), and answered
+        asked = question_span(seg.text)
+        if asked is not None:  # asked, and answered: what the "no" answers is the question
             for answer in _answers([seg], ctx):
                 first = split_sentences(answer.text)
                 reply = _CONDITION.sub(" ", first[0].text) if first else ""
-                if says(reply, f"{spans[-1]} {reply}"):
+                if says(reply, f"{asked.text} {reply}"):
                     return answer
     return None
+
+
+NEGATION_REACH = (60, 100)
+"""Characters before and after a negation that it is said of (about 10 words back, 18 on)."""
+
+
+def _near_negations(sentence: str) -> list[str]:
+    """The stretch of ``sentence`` around each negation in it (``NEGATION_REACH``): what a "no"
+    or a "not" is said of is near it. A transcript without punctuation is one "sentence" a
+    whole turn long (ACI dev D2N077: "… sorry no problem sorry yeah not a thumb spica we're
+    gonna brace your arm … the best course of action is gonna be for surgery … give you pain
+    medication …"), which held a "no", the pain and the surgery, and so supported "Pain is not
+    relieved by surgery."."""
+    back, on = NEGATION_REACH
+    return [sentence[max(0, m.start() - back): m.end() + on] for m in _NEGATION_SAID.finditer(sentence)]
 
 
 _CONDITION = re.compile(r"\b(?:if|unless|until|in case)\b[^,;]*", re.IGNORECASE)
