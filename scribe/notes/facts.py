@@ -545,6 +545,23 @@ def answer_polarity(text: str) -> str | None:
     return None
 
 
+_PLAIN_YES = re.compile(r"^\W*(?:(?:uh|um|oh|well)\W+)*(?:yes|yeah|yep|yup|correct|i do|i have|i did|that's right)\b",
+                        re.I)
+
+
+def confirms(question: str, answer: str) -> bool:
+    """Whether ``answer`` says yes to what ``question`` asks. A soft opening ("sometimes",
+    "slight", "a little") is a yes to one thing asked ("any chest pain?" / "slight cramps": the
+    answer says what it is like; the ACI reference writes "chest cramps"), but not to a list:
+    which of them? "… how about any shortness of breath, cough, muscle aches?" / "sometimes i,
+    i regularly go for a run … i might feel a little bit of pounding in my chest" (ACI dev
+    D2N071) confirms none of the three; what the answer names it states itself. A plain "yes"
+    confirms the list."""
+    if answer_polarity(answer) != "positive":
+        return False
+    return _PLAIN_YES.match(answer) is not None or len({f.canonical for f in findings_in(question)}) < 2
+
+
 def _speaker_asks(seg: Segment) -> bool:
     return seg.speaker in (Speaker.clinician, Speaker.unknown, Speaker.other)
 
@@ -594,7 +611,7 @@ def qa_findings(question: Segment, answer: Segment) -> list[Fact]:
     if not asked:
         return []
     # a negated question ("no fever?", "you don't have chest pain?") answered "yes" is unclear
-    if polarity == "positive" and any(m.negated for m in asked):
+    if polarity == "positive" and (any(m.negated for m in asked) or not confirms(q.text, answer.text)):
         return []
     said = {m.canonical for m in findings_in(answer.text)}
     quote_a = _first_sentence(answer.text)

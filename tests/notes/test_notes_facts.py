@@ -303,6 +303,13 @@ def test_question_answer_affirmation():
     facts = {(f.value, f.negated, f.via) for f in extract_facts([q, a])}
     assert ("chest pain", False, "question-answer") in facts
     assert ("muscle cramps", False, "statement") in facts
+    # a soft yes to a list confirms none of it (ACI dev D2N071): what it names, it states itself
+    q = seg(0, "but how about any shortness of breath , cough , muscle aches ?", D)
+    a = seg(1, "sometimes i , i regularly go for a run , and i might struggle a little bit .", P)
+    assert not [f for f in extract_facts([q, a]) if f.via == "question-answer"]
+    a = seg(1, "yeah , all of those , on and off .", P)
+    assert {f.value for f in extract_facts([q, a]) if f.via == "question-answer"} == {
+        "shortness of breath", "cough", "muscle aches"}
 
 
 def test_question_answer_rules():

@@ -74,6 +74,7 @@ from ..facts import (
     FactKind,
     answer_polarity,
     asks,
+    confirms,
     dedupe_facts,
     findings_in,
     medications_in,
@@ -553,8 +554,10 @@ def rests_on_questions(text: str, cited: list[Segment], ctx: GuardContext) -> bo
     if len(only) < 2 or len(only) <= len(said):
         return False
     negative = _NEGATIVE.search(_CONDITION.sub(" ", text)) is not None
+    asked_text = " ".join(q.text for q in questions)
     for a in _answers(questions, ctx):
-        if answer_polarity(a.text) == ("negative" if negative else "positive") or mine & set(content_stems(a.text)):
+        said_so = answer_polarity(a.text) == "negative" if negative else confirms(asked_text, a.text)
+        if said_so or mine & set(content_stems(a.text)):
             return False
     return True
 
@@ -566,16 +569,12 @@ def _each_settled(questions: list[Segment], ctx: GuardContext, *, negative: bool
     "has been monitoring his blood pressure regularly with a cuff"; "have you had a fever or
     chills?" / "no." is "has not had a fever or chills". Two questions with one "yes, i am"
     and one "it's been a struggle" ("is taking his medications and watching his diet") are not
-    settled, nor is "any chest pain?" / "slight cramps" (it opens like a yes, but names what it
-    is instead)."""
-    want = "negative" if negative else "positive"
+    settled, nor is a list of findings answered with another one (``facts.confirms``)."""
     for q in questions:
         answer = _answers([q], ctx)
-        if not answer or answer_polarity(answer[0].text) != want:
+        if not answer or not (answer_polarity(answer[0].text) == "negative" if negative
+                              else confirms(q.text, answer[0].text)):
             return False
-        asked = {f.canonical for f in findings_in(q.text)}
-        if any(f.canonical not in asked for f in findings_in(answer[0].text)):
-            return False  # "slight cramps" opens like a yes, but names what it is instead
     return True
 
 

@@ -468,16 +468,18 @@ def test_a_line_citing_an_answer_that_says_yes_may_say_what_was_asked():
     """ACI dev D2N068 (session 14): "… has been monitoring his blood pressure regularly with a
     blood pressure cuff." cited the answer, whose words ("yeah, i did … i monitor it
     regularly") are too few to carry the line alone; its evidence is the question. It was
-    dropped as only asked; the answer settled it. A "no" settles a negative; an answer that
-    opens like a yes but names something else ("slight cramps" to "any chest pain?"), and two
-    questions of which one was not answered yes, do not."""
+    dropped as only asked; the answer settled it. A "no" settles a negative; a soft yes to a
+    list ("sometimes i … go for a run" to "how about any shortness of breath, cough, muscle
+    aches?", ACI dev D2N071), and two questions of which one was not answered yes, do not."""
     segs = [seg(0, "clinician", "and , so , lastly , for your high blood pressure , how are you doing with that ? "
                                 "have , are , did you buy the blood pressure cuff like i asked ?"),
             seg(1, "patient", "yeah , i , i did , and we do mon- , i , i monitor it regularly . my wife makes sure i "
                               "stay on top of that , but it's been pretty good ."),
             seg(2, "clinician", "okay . and , have you had a fever or chills ?"), seg(3, "patient", "no ."),
-            seg(4, "clinician", "okay . do you have any chest pain ?"),
-            seg(5, "patient", "slight cramps . that seems to go away after about an hour ."),
+            seg(4, "clinician", "and you endorsed some nasal congestion , but how about any shortness of breath , "
+                                "cough , muscle aches ?"),
+            seg(5, "patient", "sometimes i , i regularly , uh , go for a run in the morning , and sometimes if it's "
+                              "humid , i might feel a little bit of pounding in my chest ."),
             seg(6, "clinician", "are you taking your medications ?"), seg(7, "patient", "uh , yes , i am ."),
             seg(8, "clinician", "and , how about your diet ? are you watching your diet ?"),
             seg(9, "patient", "uh , it's been a little bit of a struggle .")]
@@ -486,7 +488,8 @@ def test_a_line_citing_an_answer_that_says_yes_may_say_what_was_asked():
     assert v.sentence is not None and {e.segment_id for e in v.sentence.evidence} == {segs[0].id, segs[1].id}
     assert judge("subjective", "He has not had a fever or chills.", segs, lines=(4,)).sentence is not None
     assert judge("subjective", "He has had a fever and chills.", segs, lines=(3,)).reasons == ["question_only"]
-    assert judge("subjective", "He has experienced chest pain.", segs, lines=(6,)).reasons == ["question_only"]
+    assert judge("subjective", "He has had some muscle aches.", segs, lines=(5, 6)).reasons == ["question_only"]
+    assert judge("subjective", "He has had a cough.", segs, lines=(5,)).reasons == ["question_only"]
     assert judge("subjective", "He is taking his medications and watching his diet.", segs,
                  lines=(7, 9)).reasons == ["question_only"]
 
