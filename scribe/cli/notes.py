@@ -325,6 +325,9 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
     files = list(dict.fromkeys(f for f, _ in records))
     totals = {(f, name): SystemTotals(name) for f in files for name, _ in systems}
     words = {f: [] for f in files}
+    per_record: list[dict[str, Any]] = []
+    """Each record's figures for each drafting system: a tail (stop→draft p95) or a score
+    that moved can be traced to the records that moved it."""
 
     async def run_all(progress, task) -> None:
         for fname, rec in records:
@@ -346,7 +349,14 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
                 except WriterError:
                     t.errors += 1
                     continue
-                t.add(score(note_text(note), ref), note_checks(note))
+                scores = score(note_text(note), ref)
+                t.add(scores, note_checks(note))
+                per_record.append({
+                    "file": fname, "id": rec["id"], "system": name, "rouge1": scores.rouge1 * 100,
+                    "fact_recall": scores.fact_recall * 100 if scores.fact_recall is not None else None,
+                    "stop_to_draft_s": stop, "completion_tokens": stats.completion_tokens,
+                    "sentences": sum(len(sec.sentences) for sec in note.sections),
+                })
                 if args.save_notes is not None:
                     _save_note(args.save_notes, rec["id"], name, note, ref)
                 if (fname, without_facts) in totals and name == chosen:
@@ -384,6 +394,7 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
             }
             for f in files
         },
+        "records": per_record,
     }
     if args.out:
         args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")

@@ -119,3 +119,7 @@ def test_eval_notes_json(tmp_path, capsys):
     ext = systems["extractive"]
     assert ext["evidence_linked_pct"] == 100.0 and ext["flagged_pct"] == 0.0
     assert ext["fact_recall"] > 50 and ext["stop_to_draft_s_mean"] is not None
+    # each record's figures too, for each drafting system (a tail is traced to its records)
+    (one,) = [r for r in res["records"] if r["system"] == "extractive"]
+    assert one["id"] == "t/1" and one["file"] == "mini" and one["sentences"] > 0
+    assert one["rouge1"] > 1 and one["stop_to_draft_s"] >= 0
