@@ -556,15 +556,20 @@ def rests_on_questions(text: str, cited: list[Segment], ctx: GuardContext) -> bo
     negative = _NEGATIVE.search(_CONDITION.sub(" ", text)) is not None
     asked_text = " ".join(q.text for q in questions)
     for a in _answers(questions, ctx):
-        said_so = answer_polarity(a.text) == "negative" if negative else confirms(asked_text, a.text)
-        if said_so or mine & set(content_stems(a.text)):
+        if _settles(asked_text, a.text, negative=negative) or mine & set(content_stems(a.text)):
             return False
     return True
 
 
+def _settles(question: str, answer: str, *, negative: bool) -> bool:
+    """The answer says no to the question (for a negative sentence) or confirms it
+    (``facts.confirms``: a soft yes confirms one finding asked, not a list)."""
+    return answer_polarity(answer) == "negative" if negative else confirms(question, answer)
+
+
 def _each_settled(questions: list[Segment], ctx: GuardContext, *, negative: bool) -> bool:
-    """Every question is answered by the next speaker with a plain yes (a plain no, for a
-    negative sentence): the sentence may then say what was asked. ACI dev D2N068: "did you buy
+    """Every question is answered by the next speaker with a yes that confirms it (a no, for a
+    negative sentence; ``_settles``): the sentence may then say what was asked. ACI dev D2N068: "did you buy
     the blood pressure cuff like i asked?" / "yeah, i did, and … i monitor it regularly" is
     "has been monitoring his blood pressure regularly with a cuff"; "have you had a fever or
     chills?" / "no." is "has not had a fever or chills". Two questions with one "yes, i am"
@@ -572,8 +577,7 @@ def _each_settled(questions: list[Segment], ctx: GuardContext, *, negative: bool
     settled, nor is a list of findings answered with another one (``facts.confirms``)."""
     for q in questions:
         answer = _answers([q], ctx)
-        if not answer or not (answer_polarity(answer[0].text) == "negative" if negative
-                              else confirms(q.text, answer[0].text)):
+        if not answer or not _settles(q.text, answer[0].text, negative=negative):
             return False
     return True
 
@@ -618,7 +622,7 @@ def verify_line(
     present." under Objective; a video consultation with no exam filled with the symptoms) and
     is dropped; so is one labelled with what its finding was not said of (``label_unbound``). In
     every section a sentence citing only questions is dropped unless the next speaker settled
-    each with a plain yes (a no, for a negative sentence; ``_each_settled``): a question says
+    each with a yes that confirms it (a no, for a negative sentence; ``_each_settled``): a question says
     nothing until it is answered ("have you noticed swollen legs or a bloated belly?" written as
     "has not noticed …" when the answer was "I feel bloated"), and so is one whose words a line that also states
     something only asked (``rests_on_questions``).
@@ -684,6 +688,7 @@ def verify_line(
         # murmur … hey dragon, show me the ekg" (ACI dev D2N071, sessions 9-12): the finding was
         # heard at the exam, not on the EKG
         return Verdict(None, "dropped", ["finding_of_another_label"])
+    negative = _NEGATIVE.search(_CONDITION.sub(" ", text)) is not None
     if all(only_a_question(s.text) for s in cited):
         # a question says nothing until it is answered: cite the answers, if they say it (more of
         # the sentence's words from the answer than from the question alone: "has not noticed
@@ -693,11 +698,10 @@ def verify_line(
         heard = mine & {st for a in answers for st in content_stems(a.text)}
         asked = (mine & {st for q in cited for st in content_stems(q.text)}) - heard
         if (not heard or len(asked) >= len(heard) or not link_evidence(text, cited + answers)) and not (
-                answers and _each_settled(cited, ctx, negative=_NEGATIVE.search(_CONDITION.sub(" ", text)) is not None)):
+                answers and _each_settled(cited, ctx, negative=negative)):
             return Verdict(None, "dropped", ["question_only"])
         cited = sorted(cited + answers, key=lambda s: ctx.position(s.id))
         answered = answers
-    negative = _NEGATIVE.search(_CONDITION.sub(" ", text)) is not None
     if negative and all(s.speaker is not Speaker.patient and question_span(s.text) is not None for s in cited):
         # "No past medical history of other conditions." citing "let's review your past history …
         # do you have any other past medical history?" (the answer was "afib"): the clinician asks

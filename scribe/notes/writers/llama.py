@@ -677,9 +677,12 @@ class LlamaSession:
         """The visit's thread budget; once the visit stops, the idle cores (a section being
         written at stop is finished, faster, and kept: it would otherwise be written again)."""
         if self._stopping:
-            rt = self._rt
-            return self.cfg.threads or (idle_threads(rt.threads, own=rt.own_load()) if rt else 1)
+            return self._after_stop_threads(self._rt)
         return self.cfg.visit_threads
+
+    def _after_stop_threads(self, rt: LlamaRuntime | None) -> int:
+        """``threads`` when set, else the cores not busy with work other than this model's."""
+        return self.cfg.threads or (idle_threads(rt.threads, own=rt.own_load()) if rt else 1)
 
     def _visit_check(self, n_lines: int) -> LineCheck:
         """``finish``'s checks against the visit so far (its first ``n_lines`` transcript lines)."""
@@ -897,8 +900,7 @@ class LlamaSession:
                     budget: int = max(1, budget)) -> GenResult:
                 try:
                     return rt.generate(tokens, grammar=grammar, max_tokens=budget,
-                                       threads=self.cfg.threads or idle_threads(rt.threads, own=rt.own_load()),
-                                       on_text=on_text,
+                                       threads=self._after_stop_threads(rt), on_text=on_text,
                                        stop=lambda: halt["rambling"] or out_of_time())
                 finally:
                     loop.call_soon_threadsafe(queue.put_nowait, None)
