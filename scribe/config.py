@@ -235,6 +235,13 @@ class LlamaSettings(BaseModel):
     section: PriMock57 dev plans went from empty to the visit's own (a small model otherwise
     drifts to its prompt's example), but ACI-Bench dev ROUGE-1 fell 2 points on 10 records
     (docs/benchmarks.md, session 9), so it is off by default."""
+    allow_amx: bool = False
+    """Run a llama.cpp compiled with its Intel AMX kernels (``-march=native`` on a Sapphire
+    Rapids or later CPU turns them on). Off: such a build is refused, naming the rebuild, and the
+    note falls back to the extractive draft, because on a 2-core Sapphire Rapids VM its AMX path
+    killed the process with a segmentation fault on the first model call (llama.cpp issue 20824;
+    docs/benchmarks.md, session 15), and a crash takes the server down with every encounter in
+    it. ``bash scripts/dev.sh`` builds without them. Set it where AMX has been seen to work."""
 
 
 class NotesSettings(BaseModel):

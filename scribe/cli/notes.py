@@ -356,6 +356,10 @@ def cmd_eval_notes(args: argparse.Namespace) -> int:
                     "fact_recall": scores.fact_recall * 100 if scores.fact_recall is not None else None,
                     "stop_to_draft_s": stop, "completion_tokens": stats.completion_tokens,
                     "sentences": sum(len(sec.sentences) for sec in note.sections),
+                    # where the time after stop went: the model's own generation, how much it
+                    # read anew, the sections it wrote after stop (the rest is checking, Python)
+                    **{k: stats.extra[k] for k in ("lm_seconds", "evaluated_after_stop", "sections_after_stop",
+                                                   "after_stop_limit_hit") if k in stats.extra},
                 })
                 if args.save_notes is not None:
                     _save_note(args.save_notes, rec["id"], name, note, ref)

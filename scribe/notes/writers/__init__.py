@@ -48,7 +48,7 @@ def writer_from_settings(settings: Settings, name: str | None = None, **override
             visit_threads=ll.visit_threads, max_tokens=ll.max_tokens, feed_during_visit=ll.feed_during_visit,
             write_during_visit=ll.write_during_visit, write_every_s=ll.write_every_s,
             after_stop_limit_s=ll.after_stop_limit_s, relabel_prompt_tokens=ll.relabel_prompt_tokens,
-            hint_lines=ll.hint_lines,
+            hint_lines=ll.hint_lines, allow_amx=ll.allow_amx,
         )
         return LlamaWriter(config, **overrides)
     if kind == "openai":

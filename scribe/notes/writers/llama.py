@@ -43,6 +43,7 @@ import importlib.util
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -94,6 +95,24 @@ ENGINE_FIX = (
     "(a source package: it builds with gcc and cmake, ~6 min on 2 cores; on Debian: "
     "apt-get install build-essential cmake), or choose another writer (notes.writer = \"extractive\")"
 )
+
+
+AMX_FIX = (
+    "this llama-cpp-python was compiled with llama.cpp's Intel AMX kernels, which crashed the "
+    "process with a segmentation fault on the first model call on a Sapphire Rapids machine "
+    "(llama.cpp issue 20824): rebuild it without them, "
+    "CFLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' CXXFLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' "
+    "pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36 "
+    "(bash scripts/dev.sh builds it so), or set notes.llama.allow_amx = true where AMX is known to work"
+)
+
+
+def amx_build(system_info: bytes | str) -> bool:
+    """Whether llama.cpp's CPU backend was compiled with its AMX kernels, from
+    ``llama_print_system_info()`` ("… AVX512_BF16 = 1 | AMX_INT8 = 1 | …"): with them it repacks
+    the weights into an AMX buffer, the path that crashed (``AMX_FIX``)."""
+    text = system_info.decode("utf-8", "replace") if isinstance(system_info, bytes) else system_info
+    return re.search(r"\bAMX_INT8\s*=\s*1\b", text) is not None
 
 
 def engine_available() -> bool:
@@ -191,11 +210,14 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 class LlamaRuntime:
     """One llama.cpp model and context. Thread-safe: every call holds ``lock``."""
 
-    def __init__(self, path: Path, *, n_ctx: int, threads: int):
+    def __init__(self, path: Path, *, n_ctx: int, threads: int, allow_amx: bool = False):
         try:
             import llama_cpp
         except ImportError as exc:  # the package is there but its shared library is not
             raise ModelMissing(f"{ENGINE_FIX} (import failed: {exc.__class__.__name__})") from None
+        if not allow_amx and amx_build(llama_cpp.llama_print_system_info()):
+            # refused before the model is loaded: the crash cannot be caught once it happens
+            raise ModelMissing(AMX_FIX)
         self.path = path
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.lock = threading.RLock()
@@ -368,7 +390,7 @@ class LlamaRuntime:
                              aborted)
 
 
-_RUNTIMES: dict[tuple[str, int, int], LlamaRuntime] = {}
+_RUNTIMES: dict[tuple[str, int, int, bool], LlamaRuntime] = {}
 _RUNTIMES_LOCK = threading.Lock()
 
 
@@ -381,15 +403,15 @@ def _close_all() -> None:
         _RUNTIMES.clear()
 
 
-def load_runtime(path: Path, *, n_ctx: int, threads: int) -> LlamaRuntime:
+def load_runtime(path: Path, *, n_ctx: int, threads: int, allow_amx: bool = False) -> LlamaRuntime:
     """The process-wide runtime for this GGUF (loaded on first use, then shared)."""
-    key = (str(path), n_ctx, threads)
+    key = (str(path), n_ctx, threads, allow_amx)
     with _RUNTIMES_LOCK:
         rt = _RUNTIMES.get(key)
         if rt is None:
             if not _RUNTIMES:
                 atexit.register(_close_all)
-            rt = _RUNTIMES[key] = LlamaRuntime(path, n_ctx=n_ctx, threads=threads)
+            rt = _RUNTIMES[key] = LlamaRuntime(path, n_ctx=n_ctx, threads=threads, allow_amx=allow_amx)
         return rt
 
 
@@ -423,6 +445,8 @@ class LlamaConfig:
     still gets its draft in bounded time."""
     hint_lines: bool = False
     """Name in each section's request the transcript lines placed in it (``prompt_tail``)."""
+    allow_amx: bool = False
+    """Run a llama.cpp built with its AMX kernels (``amx_build``; refused by default: ``AMX_FIX``)."""
 
 
 @dataclass(frozen=True)
@@ -614,7 +638,7 @@ class LlamaSession:
             if not engine_available():
                 raise ModelMissing(ENGINE_FIX)
             path = gguf_path(self.cfg.model, self.cfg.cache_dir)
-            self._rt = load_runtime(path, n_ctx=self.cfg.n_ctx, threads=self.cfg.threads)
+            self._rt = load_runtime(path, n_ctx=self.cfg.n_ctx, threads=self.cfg.threads, allow_amx=self.cfg.allow_amx)
         return self._rt
 
     def _poke(self) -> None:
@@ -1047,10 +1071,11 @@ class LlamaWriter:
         if not engine_available():
             raise ModelMissing(ENGINE_FIX)
         path = gguf_path(self.config.model, self.config.cache_dir, progress)
-        return load_runtime(path, n_ctx=self.config.n_ctx, threads=self.config.threads)
+        return load_runtime(path, n_ctx=self.config.n_ctx, threads=self.config.threads, allow_amx=self.config.allow_amx)
 
 
 __all__ = [
+    "AMX_FIX",
     "ENGINE_FIX",
     "GenResult",
     "LlamaConfig",
@@ -1058,6 +1083,7 @@ __all__ = [
     "LlamaSession",
     "LlamaWriter",
     "SectionDraft",
+    "amx_build",
     "engine_available",
     "gguf_path",
     "idle_threads",

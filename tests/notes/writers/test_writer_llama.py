@@ -1196,6 +1196,75 @@ async def test_engine_missing_is_a_clear_error_naming_the_fix(monkeypatch):
     assert "knee" not in msg  # no transcript text in errors
 
 
+def test_an_amx_build_is_read_from_llama_cpps_system_info():
+    info = (b"CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | "
+            b"LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 | ")
+    assert llama_mod.amx_build(info) and llama_mod.amx_build(info.decode())
+    assert not llama_mod.amx_build(info.replace(b"AMX_INT8 = 1", b"AMX_INT8 = 0"))
+    assert not llama_mod.amx_build(info.replace(b"AMX_INT8 = 1 | ", b""))
+
+
+@needs_engine
+def test_a_llama_cpp_built_with_amx_is_refused_before_the_model_loads(monkeypatch):
+    """Its AMX path segfaulted on the first model call on a Sapphire Rapids VM (session 15): a
+    crash cannot be caught, so the build is refused with the rebuild, and the writer falls back."""
+    from pathlib import Path
+
+    import llama_cpp
+
+    real = llama_cpp.llama_print_system_info()
+    monkeypatch.setattr(llama_cpp, "llama_print_system_info", lambda: real.rstrip(b" |") + b" | AMX_INT8 = 1 | ")
+    path = llama_mod.gguf_path("smollm2-135m", Path("."))
+    with pytest.raises(ModelMissing) as exc:
+        llama_mod.LlamaRuntime(path, n_ctx=512, threads=1)
+    msg = str(exc.value)
+    assert "-mno-amx-int8" in msg and "--no-cache-dir" in msg and "allow_amx" in msg
+    rt = llama_mod.LlamaRuntime(path, n_ctx=512, threads=1, allow_amx=True)  # the site's own choice
+    rt.close()
+
+
+@needs_engine
+def test_the_installed_engine_was_built_without_amx_kernels():
+    """What scripts/dev.sh builds runs the default writer on this CPU (on one without AMX the
+    native build has none anyway)."""
+    import llama_cpp
+
+    assert not llama_mod.amx_build(llama_cpp.llama_print_system_info()), llama_mod.AMX_FIX
+
+
+_DEFAULT_MODEL_SMOKE = """
+import sys
+from pathlib import Path
+
+from scribe.notes.writers import llama as L
+
+rt = L.LlamaRuntime(L.gguf_path("qwen2.5-coder-1.5b", Path(sys.argv[1])), n_ctx=512, threads=2)
+prompt = rt.tokenize("<|im_start|>user\\nName one symptom of a cold.<|im_end|>\\n<|im_start|>assistant\\n", special=True)
+assert rt.feed(prompt, threads=2) == len(prompt) - 1
+r = rt.generate(prompt, grammar='root ::= [A-Za-z ]+ "."', max_tokens=12, threads=2, on_text=lambda piece: None)
+print(r.completion_tokens, r.text)
+"""
+
+
+@needs_engine
+@pytest.mark.slow
+def test_the_default_note_model_runs_on_this_cpu():
+    """The packaged Qwen model through the installed engine, in a child process, so that kernels
+    that crash on this CPU fail this test instead of killing the suite: the AMX build
+    segfaulted on the first model call with Qwen's Q4_K_M weights on a Sapphire Rapids VM
+    (session 15), while no other test runs the default model."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cache = Path.home() / ".cache" / "scribe-test-models"  # assembled once per machine (~1.1 GB)
+    proc = subprocess.run([sys.executable, "-c", _DEFAULT_MODEL_SMOKE, str(cache)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, f"exit {proc.returncode} (-11: segmentation fault): {proc.stderr[-1500:]}"
+    n, text = proc.stdout.strip().split(" ", 1)
+    assert int(n) > 0 and text.strip().endswith(".")
+
+
 def test_missing_model_names_what_to_install(tmp_path):
     with pytest.raises(ModelMissing, match="scribe never downloads"):
         llama_mod.gguf_path("no-such-model", tmp_path)
