@@ -46,8 +46,8 @@ import os
 import re
 import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,8 +207,19 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+KEPT_VISITS = 6
+"""Visits whose KV cache a runtime keeps aside while another visit uses the context
+(``LlamaRuntime.use``): ~28 KB per token with the default model, ~90 MB for a 15-minute visit."""
+
+
 class LlamaRuntime:
-    """One llama.cpp model and context. Thread-safe: every call holds ``lock``."""
+    """One llama.cpp model and context. Thread-safe: every call holds ``lock``.
+
+    Several visits share the context (a clinic's rooms on one machine): each call names the
+    visit it is for (``owner``), and the cache of the visit it displaces is copied aside and put
+    back when that visit is fed again (``use``). Without that, visits recorded at the same time
+    evicted each other's transcript at every feed, and each feed and each stop re-read a whole
+    visit (a 15-minute visit is ~3,000 tokens: about a minute on one core)."""
 
     def __init__(self, path: Path, *, n_ctx: int, threads: int, allow_amx: bool = False):
         try:
@@ -237,6 +248,12 @@ class LlamaRuntime:
         """Every model call runs here, one at a time (feeding and writing share one KV cache)."""
         self._busy: deque[tuple[float, float, int]] = deque(maxlen=4096)
         """(start, end, threads) of the model's recent work, monotonic seconds (``own_load``)."""
+        self._owner: Hashable | None = None
+        """The visit whose tokens are in the context (None: nobody said)."""
+        self._kept: OrderedDict[Hashable, tuple[bytes, list[int]]] = OrderedDict()
+        """Other visits' caches (llama.cpp's sequence state and its tokens), least recent first."""
+        self.restored = 0
+        """Caches put back (``use``), for tests and logs."""
         log.info("note model %s loaded by llama.cpp in %.1f s", path.name, self.load_seconds)
 
     def close(self) -> None:
@@ -266,6 +283,43 @@ class LlamaRuntime:
     def cached_tokens(self) -> int:
         return int(self.llm.n_tokens)
 
+    def use(self, owner: Hashable | None) -> None:
+        """Make the context hold ``owner``'s visit (call with ``lock`` held): the cache of the visit
+        there now is copied aside (at most ``KEPT_VISITS``, least recent dropped) and ``owner``'s,
+        if kept, put back. Correctness never rests on this: every call still reuses only the
+        token prefix the context holds; this only decides which visit's prefix that is."""
+        if owner is None or owner == self._owner:
+            return
+        import ctypes
+
+        L, llm = self._llama_cpp, self.llm
+        if self._owner is not None and llm.n_tokens:
+            size = int(L.llama_state_seq_get_size(llm.ctx, 0))
+            buf = (ctypes.c_uint8 * size)()
+            n = int(L.llama_state_seq_get_data(llm.ctx, buf, size, 0))
+            if 0 < n <= size:
+                self._kept[self._owner] = (ctypes.string_at(buf, n), list(llm.input_ids[: llm.n_tokens]))
+                self._kept.move_to_end(self._owner)
+                while len(self._kept) > KEPT_VISITS:
+                    self._kept.popitem(last=False)
+        kept = self._kept.pop(owner, None)
+        if kept is not None:
+            data, ids = kept
+            L.llama_memory_clear(L.llama_get_memory(llm.ctx), True)
+            src = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+            if int(L.llama_state_seq_set_data(llm.ctx, src, len(data), 0)) == len(data):
+                llm.input_ids[: len(ids)] = ids
+                llm.n_tokens = len(ids)
+                self.restored += 1
+            else:  # not restored: the context is empty, and the next call reads the visit again
+                llm.n_tokens = 0
+        self._owner = owner
+
+    def forget(self, owner: Hashable) -> None:
+        """``owner``'s visit is done: its kept cache is freed (the context keeps what it holds)."""
+        with self.lock:
+            self._kept.pop(owner, None)
+
     def perf(self) -> dict[str, float]:
         """llama.cpp's own counters: prompt tokens evaluated (n_p_eval), tokens generated (n_eval)."""
         with self.lock:
@@ -275,10 +329,12 @@ class LlamaRuntime:
                 "t_p_eval_ms": float(p.t_p_eval_ms), "t_eval_ms": float(p.t_eval_ms)}
 
     # -- work --------------------------------------------------------------------------
-    def feed(self, tokens: list[int], *, threads: int) -> int:
+    def feed(self, tokens: list[int], *, threads: int, owner: Hashable | None = None) -> int:
         """Evaluate ``tokens`` into the KV cache, reusing the longest cached prefix; returns how
-        many tokens were evaluated. The last token is left for ``generate`` (it needs its logits)."""
+        many tokens were evaluated. The last token is left for ``generate`` (it needs its logits).
+        ``owner``: the visit they are (``use``)."""
         with self.lock:
+            self.use(owner)
             if len(tokens) + 1 >= self.n_ctx:
                 raise WriterError(f"the visit is too long for the note model's context ({len(tokens)} tokens, "
                                   f"n_ctx {self.n_ctx}); raise notes.llama.n_ctx")
@@ -302,6 +358,7 @@ class LlamaRuntime:
         threads: int | Callable[[], int],
         on_text: Callable[[str], None],
         stop: Callable[[], bool] | None = None,
+        owner: Hashable | None = None,
     ) -> GenResult:
         """Greedy, grammar-constrained completion of ``tokens``; ``on_text`` sees each piece.
 
@@ -322,6 +379,7 @@ class LlamaRuntime:
 
         L = self._llama_cpp
         with self.lock:
+            self.use(owner)
             if len(tokens) + max_tokens > self.n_ctx:
                 raise WriterError(f"the visit is too long for the note model's context ({len(tokens)} prompt + "
                                   f"{max_tokens} note tokens > n_ctx {self.n_ctx}); raise notes.llama.n_ctx")
@@ -561,6 +619,8 @@ class LlamaSession:
         """Everything the model is told (a sentence echoing it is dropped by the guard)."""
         self.drafter = IncrementalDrafter(encounter_id, template, language=language)
         self.stats = WriterStats()
+        self.owner = object()
+        """This visit, to the runtime its context is shared with (``LlamaRuntime.use``)."""
         self._lines: list[tuple[str, str, float]] = []  # (segment id, transcript line, end s), in order
         self._basis: list[dict[str, frozenset[str]]] = []  # section_basis after each line
         self._line_tokens: list[list[int]] = []
@@ -656,7 +716,7 @@ class LlamaSession:
             tokens, n_lines = self._transcript_tokens(rt)
             t0 = time.perf_counter()
             try:
-                job = rt.executor.submit(rt.feed, tokens, threads=self.cfg.visit_threads)
+                job = rt.executor.submit(rt.feed, tokens, threads=self.cfg.visit_threads, owner=self.owner)
             except RuntimeError:
                 # The model's executor is shut down: the process is exiting (a feed queued at the
                 # end of a visit runs while the interpreter joins its threads). Nothing to feed,
@@ -776,7 +836,7 @@ class LlamaSession:
 
             result: GenResult = rt.executor.submit(
                 rt.generate, tokens, grammar=grammar, max_tokens=self.cfg.max_tokens, threads=self._pass_threads,
-                on_text=on_text, stop=lambda: failed[0] >= RAMBLING,
+                on_text=on_text, stop=lambda: failed[0] >= RAMBLING, owner=self.owner,
             ).result()
             text = (prefix or f"{tsec.title}:\n") + "".join(kept_lines)
             self.drafts[tsec.key] = SectionDraft(
@@ -819,6 +879,14 @@ class LlamaSession:
 
     # -- after stop --------------------------------------------------------------------
     async def finish(self) -> AsyncIterator[Note]:
+        try:
+            async for note in self._finish():
+                yield note
+        finally:  # the visit is done: the runtime need not keep its cache for it
+            if self._rt is not None:
+                self._rt.forget(self.owner)
+
+    async def _finish(self) -> AsyncIterator[Note]:
         self._stopping = True  # a writing pass in progress finishes its section with all cores, then stops
         if self.drafter.is_dictation:
             # the clinician dictated the note: keep its structure and wording, no model call
@@ -925,7 +993,7 @@ class LlamaSession:
                 try:
                     return rt.generate(tokens, grammar=grammar, max_tokens=budget,
                                        threads=self._after_stop_threads(rt), on_text=on_text,
-                                       stop=lambda: halt["rambling"] or out_of_time())
+                                       stop=lambda: halt["rambling"] or out_of_time(), owner=self.owner)
                 finally:
                     loop.call_soon_threadsafe(queue.put_nowait, None)
 

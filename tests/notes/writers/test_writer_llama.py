@@ -578,14 +578,17 @@ class ScriptedRuntime:
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
         return [ord(c) for c in text]
 
-    def feed(self, tokens, *, threads):
+    def feed(self, tokens, *, threads, owner=None):
         self.fed.append(len(tokens))
         return len(tokens)
 
     def own_load(self, now=None):
         return 0.0
 
-    def generate(self, tokens, *, grammar, max_tokens, threads, on_text, stop=None):
+    def forget(self, owner):
+        self.forgotten = owner
+
+    def generate(self, tokens, *, grammar, max_tokens, threads, on_text, stop=None, owner=None):
         m = re.match(r"# sections: (\w+)( \(continued\))?", grammar)
         key, continuing = m.group(1), bool(m.group(2))
         self.calls.append(key + "+" if continuing else key)
@@ -1320,6 +1323,46 @@ def test_prefix_reuse_evaluates_only_the_new_tokens(smol):
     assert r.evaluated == len(c) + 1  # the tail, plus the last fed token (its logits are needed)
     # the runtime knows what its own work put into the load average (idle_threads leaves it out)
     assert 0.0 < smol.own_load() <= 2.0
+
+
+@needs_engine
+def test_two_visits_at_once_each_keep_their_cache(smol):
+    """Two rooms recorded at the same time share the one context: each feed of one used to evict
+    the other's transcript, so every feed and every stop read a whole visit again. The displaced
+    visit's cache is kept aside and put back; what the model then writes is what it writes
+    from a cache it filled itself."""
+    head = "<|im_start|>user\nTRANSCRIPT\n"
+    a = smol.tokenize(head + "".join(f"[{i}] Patient: my right knee hurt on day {i}.\n" for i in range(1, 25)),
+                      special=True)
+    b = smol.tokenize(head + "".join(f"[{i}] Patient: a cough and a fever since week {i}.\n" for i in range(1, 25)),
+                      special=True)
+    more_a = smol.tokenize("[25] Doctor: it looks like a sprain.\n")
+    more_b = smol.tokenize("[25] Doctor: your lungs are clear.\n")
+    ask = smol.tokenize("Write the plan.<|im_end|>\n<|im_start|>assistant\n", special=True)
+    grammar = note_grammar(SOAP, only="plan")
+
+    def plan(tokens, owner):
+        return smol.generate(tokens, grammar=grammar, max_tokens=24, threads=2, on_text=lambda _: None, owner=owner)
+
+    # room A alone, from an empty context (the same evaluation steps as below, so the same numbers)
+    smol.llm.n_tokens = 0
+    smol.feed(a, threads=1, owner="alone")
+    smol.feed(a + more_a, threads=1, owner="alone")
+    alone = plan(a + more_a + ask, "alone")
+    smol.forget("alone")
+    # rooms A and B at once
+    smol.llm.n_tokens = 0
+    smol.feed(a, threads=1, owner="room-a")
+    smol.feed(b, threads=1, owner="room-b")  # room B displaces A (they share only the head)
+    restored = smol.restored
+    assert smol.feed(a + more_a, threads=1, owner="room-a") == len(more_a)  # only A's new line is read
+    assert smol.restored == restored + 1
+    assert smol.feed(b + more_b, threads=1, owner="room-b") == len(more_b)
+    shared = plan(a + more_a + ask, "room-a")
+    assert shared.evaluated == len(ask) + 1 and shared.text == alone.text and shared.completion_tokens > 0
+    smol.forget("room-a")
+    smol.forget("room-b")
+    assert not {"room-a", "room-b"} & set(smol._kept)
 
 
 @needs_engine
