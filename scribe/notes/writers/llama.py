@@ -316,9 +316,13 @@ class LlamaRuntime:
         self._owner = owner
 
     def forget(self, owner: Hashable) -> None:
-        """``owner``'s visit is done: its kept cache is freed (the context keeps what it holds)."""
+        """``owner``'s visit is done: its kept cache is freed, and if the context holds it, it is
+        no longer anyone's (the next visit reuses its prefix but does not copy it aside: an
+        eval of 20 visits in a row otherwise kept six finished ones, ~0.5 GB)."""
         with self.lock:
             self._kept.pop(owner, None)
+            if self._owner == owner:
+                self._owner = None
 
     def perf(self) -> dict[str, float]:
         """llama.cpp's own counters: prompt tokens evaluated (n_p_eval), tokens generated (n_eval)."""
