@@ -699,10 +699,7 @@ class LlamaSession:
     def _runtime(self) -> LlamaRuntime:
         """Load (or reuse) the model; any failure is kept and re-raised by ``finish``."""
         if self._rt is None:
-            if not engine_available():
-                raise ModelMissing(ENGINE_FIX)
-            path = gguf_path(self.cfg.model, self.cfg.cache_dir)
-            self._rt = load_runtime(path, n_ctx=self.cfg.n_ctx, threads=self.cfg.threads, allow_amx=self.cfg.allow_amx)
+            self._rt = self.writer.prepare()
         return self._rt
 
     def _poke(self) -> None:
